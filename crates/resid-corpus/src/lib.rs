@@ -1,0 +1,6 @@
+//! The reproduction's data side, free of any ML framework: the shipped
+//! corpus, tokenizers, count-model baselines, the small GPT's shape and
+//! tensor names, and the corpus-derived weight base (CSB).
+
+pub mod config;
+pub mod corpus;

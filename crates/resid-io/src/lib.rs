@@ -1,0 +1,1 @@
+//! resid-io (in progress)
