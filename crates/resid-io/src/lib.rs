@@ -1,1 +1,19 @@
-//! resid-io (in progress)
+//! Checkpoints in, checkpoints out: safetensors files (single or sharded),
+//! read memory-mapped as f32 into reused buffers; tensor names mapped to
+//! layer, component and role; base and trained tensors paired by name; and
+//! atomic writes, so a failed run never leaves a half-written file.
+
+pub mod atomic;
+pub mod checkpoint;
+pub mod dtype;
+pub mod error;
+pub mod header;
+pub mod layout;
+pub mod pairing;
+pub mod write;
+
+pub use checkpoint::{Checkpoint, TensorEntry};
+pub use dtype::Dtype;
+pub use error::{IoError, Result};
+pub use layout::{Component, Layout, TensorMeta};
+pub use pairing::{pair, Pairing};

@@ -1,0 +1,124 @@
+//! Atomic output: write to a temporary file in the destination's folder,
+//! then rename over the destination. A crash, a full disk or an error leaves
+//! the destination untouched and no half-written file behind.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{IoError, Result};
+
+/// A file being written; it appears at its path only on [`AtomicFile::commit`].
+/// Dropping it uncommitted deletes the temporary file.
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: Option<tempfile::NamedTempFile>,
+    writer: Option<BufWriter<File>>,
+}
+
+impl AtomicFile {
+    /// Starts writing `path`. Fails, naming the path, when its folder does
+    /// not exist or is not writable.
+    pub fn create(path: &Path) -> Result<Self> {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !parent.is_dir() {
+            return Err(IoError::io(
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("output folder {} does not exist", parent.display()),
+                ),
+            ));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .tempfile_in(&parent)
+            .map_err(|e| IoError::io(path, e))?;
+        let file = tmp
+            .as_file()
+            .try_clone()
+            .map_err(|e| IoError::io(path, e))?;
+        Ok(AtomicFile {
+            path: path.to_path_buf(),
+            tmp: Some(tmp),
+            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    /// The destination path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends bytes.
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        let w = self.writer.as_mut().expect("writer present until commit");
+        w.write_all(bytes).map_err(|e| IoError::io(&self.path, e))
+    }
+
+    /// Flushes, syncs and renames the file into place.
+    pub fn commit(mut self) -> Result<()> {
+        let path = self.path.clone();
+        let mut w = self.writer.take().expect("writer present until commit");
+        w.flush().map_err(|e| IoError::io(&path, e))?;
+        let file = w
+            .into_inner()
+            .map_err(|e| IoError::io(&path, e.into_error()))?;
+        file.sync_all().map_err(|e| IoError::io(&path, e))?;
+        let tmp = self.tmp.take().expect("temp file present until commit");
+        tmp.persist(&path)
+            .map_err(|e| IoError::io(&path, e.error))?;
+        Ok(())
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writer.as_mut().expect("writer").write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.as_mut().expect("writer").flush()
+    }
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = AtomicFile::create(path)?;
+    f.write_all(bytes)?;
+    f.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uncommitted_file_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.bin");
+        {
+            let mut f = AtomicFile::create(&p).unwrap();
+            f.write_all(b"half").unwrap();
+        }
+        assert!(!p.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        write_atomic(&p, b"whole").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"whole");
+    }
+
+    #[test]
+    fn missing_folder_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nope/x.bin");
+        let e = AtomicFile::create(&p).err().unwrap().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+    }
+}

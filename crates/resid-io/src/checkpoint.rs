@@ -1,0 +1,311 @@
+//! Reading checkpoints: one `.safetensors` file, or a folder holding
+//! `model.safetensors` or `model.safetensors.index.json` with its shards.
+//! Files are memory-mapped; tensors are converted to f32 one at a time into
+//! buffers the caller reuses, so memory stays bounded by the largest tensor.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::dtype::Dtype;
+use crate::error::{IoError, Result};
+use crate::header::{dtype_size, RawHeader, MAX_HEADER};
+
+/// One tensor of a checkpoint: where its bytes are and what they mean.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorEntry {
+    pub name: String,
+    /// The header's dtype spelling (e.g. "BF16", "I64").
+    pub dtype_name: String,
+    /// The dtype when resid can read it as floats.
+    pub dtype: Option<Dtype>,
+    pub shape: Vec<usize>,
+    /// Index of the shard file holding it.
+    pub shard: usize,
+    /// Absolute byte range in that file.
+    pub start: usize,
+    pub end: usize,
+}
+
+impl TensorEntry {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Number of bytes.
+    pub fn nbytes(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+struct Shard {
+    path: PathBuf,
+    map: Option<Mmap>,
+    metadata: BTreeMap<String, String>,
+}
+
+/// An opened checkpoint (single file or sharded).
+pub struct Checkpoint {
+    root: PathBuf,
+    shards: Vec<Shard>,
+    tensors: Vec<TensorEntry>,
+    by_name: HashMap<String, usize>,
+    sharded: bool,
+}
+
+impl Checkpoint {
+    /// Opens a `.safetensors` file or a checkpoint folder, validating every
+    /// header: lengths, offsets, dtype x shape against byte counts, names.
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        let meta = std::fs::metadata(path).map_err(|e| IoError::io(path, e))?;
+        let (files, sharded) = if meta.is_dir() {
+            let single = path.join("model.safetensors");
+            let index = path.join("model.safetensors.index.json");
+            if index.is_file() {
+                (shards_from_index(&index)?, true)
+            } else if single.is_file() {
+                (vec![single], false)
+            } else {
+                return Err(IoError::NoCheckpoint { path: path.into() });
+            }
+        } else if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".index.json"))
+        {
+            (shards_from_index(path)?, true)
+        } else {
+            (vec![path.to_path_buf()], false)
+        };
+        let mut ck = Checkpoint {
+            root: path.to_path_buf(),
+            shards: Vec::new(),
+            tensors: Vec::new(),
+            by_name: HashMap::new(),
+            sharded,
+        };
+        for (i, f) in files.iter().enumerate() {
+            let (shard, entries) = open_shard(f, i)?;
+            for e in entries {
+                if ck.by_name.contains_key(&e.name) {
+                    return Err(IoError::BadTensor {
+                        path: f.clone(),
+                        tensor: e.name,
+                        reason: "appears in more than one shard".into(),
+                    });
+                }
+                ck.by_name.insert(e.name.clone(), ck.tensors.len());
+                ck.tensors.push(e);
+            }
+            ck.shards.push(shard);
+        }
+        Ok(ck)
+    }
+
+    /// The path it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether it came from a shard index.
+    pub fn is_sharded(&self) -> bool {
+        self.sharded
+    }
+
+    /// Shard file paths, in index order.
+    pub fn shard_paths(&self) -> Vec<&Path> {
+        self.shards.iter().map(|s| s.path.as_path()).collect()
+    }
+
+    /// The file holding a tensor.
+    pub fn file_of(&self, t: &TensorEntry) -> &Path {
+        &self.shards[t.shard].path
+    }
+
+    /// All tensors, shard by shard, in data order.
+    pub fn tensors(&self) -> &[TensorEntry] {
+        &self.tensors
+    }
+
+    /// Position of a tensor in [`tensors`](Self::tensors).
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// A tensor by name.
+    pub fn get(&self, name: &str) -> Option<&TensorEntry> {
+        self.by_name.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// The `__metadata__` of a shard (the first for single files).
+    pub fn metadata(&self, shard: usize) -> &BTreeMap<String, String> {
+        &self.shards[shard].metadata
+    }
+
+    /// Total bytes of tensor data.
+    pub fn data_bytes(&self) -> usize {
+        self.tensors.iter().map(|t| t.nbytes()).sum()
+    }
+
+    /// The raw little-endian bytes of a tensor (memory-mapped, no copy).
+    pub fn bytes(&self, t: &TensorEntry) -> &[u8] {
+        match &self.shards[t.shard].map {
+            Some(m) => &m[t.start..t.end],
+            None => &[],
+        }
+    }
+
+    /// Converts a tensor to f32 into `out` (resized; reuse it across calls).
+    pub fn read_f32(&self, t: &TensorEntry, out: &mut Vec<f32>) -> Result<()> {
+        let Some(d) = t.dtype else {
+            return Err(IoError::UnsupportedDtype {
+                path: self.file_of(t).to_path_buf(),
+                tensor: t.name.clone(),
+                dtype: t.dtype_name.clone(),
+            });
+        };
+        d.to_f32(self.bytes(t), out);
+        Ok(())
+    }
+
+    /// Hints the kernel that a tensor will be read once, front to back.
+    pub fn advise_sequential(&self) {
+        #[cfg(unix)]
+        for s in &self.shards {
+            if let Some(m) = &s.map {
+                let _ = m.advise(memmap2::Advice::Sequential);
+            }
+        }
+    }
+}
+
+fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
+    let bad = |reason: String| IoError::BadIndex {
+        path: index.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(index).map_err(|e| IoError::io(index, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| bad("no \"weight_map\" object".into()))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<String> = Vec::new();
+    for (name, f) in map {
+        let f = f
+            .as_str()
+            .ok_or_else(|| bad(format!("tensor '{name}' maps to a non-string")))?;
+        if f.contains('/') || f.contains('\\') || f == ".." {
+            return Err(bad(format!("shard name '{f}' is not a plain file name")));
+        }
+        if !files.iter().any(|x| x == f) {
+            files.push(f.to_string());
+        }
+    }
+    if files.is_empty() {
+        return Err(bad("weight_map is empty".into()));
+    }
+    files.sort();
+    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}
+
+fn open_shard(path: &Path, shard: usize) -> Result<(Shard, Vec<TensorEntry>)> {
+    let bad = |reason: String| IoError::BadHeader {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = File::open(path).map_err(|e| IoError::io(path, e))?;
+    let len = file.metadata().map_err(|e| IoError::io(path, e))?.len();
+    if len < 8 {
+        return Err(bad(format!(
+            "file is {len} bytes, shorter than the 8-byte header length"
+        )));
+    }
+    // SAFETY: the map is read-only; resid never writes to its inputs. A file
+    // changed by another process while mapped is outside what it can guard.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| IoError::io(path, e))?;
+    let n = u64::from_le_bytes(map[..8].try_into().unwrap());
+    if n > MAX_HEADER {
+        return Err(bad(format!(
+            "header length {n} exceeds the {MAX_HEADER}-byte limit"
+        )));
+    }
+    if 8 + n > len {
+        return Err(bad(format!(
+            "header length {n} runs past the end of the {len}-byte file (truncated?)"
+        )));
+    }
+    let hdr = std::str::from_utf8(&map[8..8 + n as usize])
+        .map_err(|e| bad(format!("header is not UTF-8: {e}")))?;
+    let raw: RawHeader = serde_json::from_str(hdr.trim_end_matches(' '))
+        .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+    let data_start = 8 + n;
+    let data_len = len - data_start;
+    let mut entries = Vec::with_capacity(raw.tensors.len());
+    for (name, e) in raw.tensors {
+        let tbad = |reason: String| IoError::BadTensor {
+            path: path.to_path_buf(),
+            tensor: name.clone(),
+            reason,
+        };
+        let size =
+            dtype_size(&e.dtype).ok_or_else(|| tbad(format!("unknown dtype '{}'", e.dtype)))?;
+        let numel = e
+            .shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| tbad(format!("shape {:?} overflows", e.shape)))?;
+        let want = numel
+            .checked_mul(size)
+            .ok_or_else(|| tbad(format!("shape {:?} overflows", e.shape)))?;
+        let (s, t) = e.data_offsets;
+        if t < s {
+            return Err(tbad(format!(
+                "data offsets [{s}, {t}] end before they start"
+            )));
+        }
+        if t > data_len {
+            return Err(tbad(format!(
+                "data offsets [{s}, {t}] lie outside the {data_len}-byte data section (truncated file?)"
+            )));
+        }
+        if t - s != want {
+            return Err(tbad(format!(
+                "{} x {:?} needs {want} bytes but its offsets [{s}, {t}] give {}",
+                e.dtype,
+                e.shape,
+                t - s
+            )));
+        }
+        entries.push(TensorEntry {
+            dtype: Dtype::parse(&e.dtype),
+            dtype_name: e.dtype,
+            shape: e.shape.iter().map(|&d| d as usize).collect(),
+            shard,
+            start: (data_start + s) as usize,
+            end: (data_start + t) as usize,
+            name,
+        });
+    }
+    entries.sort_by_key(|e| e.start);
+    for w in entries.windows(2) {
+        if w[1].start < w[0].end {
+            return Err(IoError::BadTensor {
+                path: path.to_path_buf(),
+                tensor: w[1].name.clone(),
+                reason: format!("its data overlaps tensor '{}'", w[0].name),
+            });
+        }
+    }
+    Ok((
+        Shard {
+            path: path.to_path_buf(),
+            map: Some(map),
+            metadata: raw.metadata,
+        },
+        entries,
+    ))
+}
