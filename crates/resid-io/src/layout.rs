@@ -157,10 +157,10 @@ fn builtin_role(name: &str, shape: &[usize]) -> (Component, String) {
         }
         "wpe" | "position_embeddings" | "pos_emb" => return r(Embedding, "pos"),
         "token_type_embeddings" => return r(Embedding, "type"),
-        "lm_head" | "embed_out" | "head" | "output" if !in_attn && !has("mlp") => {
-            if segs.len() <= 3 && !has("intermediate") {
-                return r(Embedding, "head");
-            }
+        "lm_head" | "embed_out" | "head" | "output"
+            if !in_attn && !has("mlp") && segs.len() <= 3 && !has("intermediate") =>
+        {
+            return r(Embedding, "head")
         }
         _ => {}
     }

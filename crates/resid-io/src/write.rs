@@ -68,7 +68,7 @@ impl SafetensorsWriter {
         }
         let mut text = serde_json::to_string(&Value::Object(header)).expect("json");
         // Pad so the data section starts 8-byte aligned, as safetensors does.
-        while (text.len() + 8) % 8 != 0 {
+        while !(text.len() + 8).is_multiple_of(8) {
             text.push(' ');
         }
         let mut file = AtomicFile::create(path)?;

@@ -1,1 +1,39 @@
-//! resid-lm
+//! resid-lm: the small GPT of resid's reproduction, trained with burn.
+//!
+//! This is the only crate in the workspace that depends on the ML framework;
+//! everything framework-free (corpus, tokenizers, shapes, tensor names) lives
+//! in `resid-corpus`. Weights cross the boundary as plain `f32` vectors in
+//! torch layout (`[out, in]`), named as `GptConfig::param_specs()` says, so
+//! resid's analysis and codec never see a burn type.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod data;
+pub mod eval;
+pub mod init;
+pub mod model;
+pub mod optim;
+pub mod train;
+
+pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, CheckpointMeta};
+pub use eval::{eval_weights, EvalReport};
+pub use init::{random_weights, InitKind};
+pub use model::Gpt;
+pub use train::{train, Progress, TrainOptions, TrainSummary};
+
+/// A set of named weights in torch layout, in `param_specs()` order:
+/// `(name, shape, values)`.
+pub type NamedTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// Errors of the small-LM side.
+#[derive(Debug, thiserror::Error)]
+pub enum LmError {
+    #[error("{path}: {msg}")]
+    File { path: String, msg: String },
+    #[error("{0}")]
+    Shape(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+pub type Result<T> = std::result::Result<T, LmError>;
