@@ -1,0 +1,14 @@
+//! One module per subcommand: its arguments and a `run` that calls the libraries.
+
+pub mod analyze;
+pub mod base;
+pub mod bench_codec;
+#[cfg(feature = "lm")]
+pub mod eval;
+pub mod inspect;
+pub mod pack;
+#[cfg(feature = "lm")]
+pub mod repro;
+#[cfg(feature = "lm")]
+pub mod train;
+pub mod unpack;

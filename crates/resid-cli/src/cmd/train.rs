@@ -1,0 +1,186 @@
+//! `resid train`: train the small GPT on a corpus (the shipped Shakespeare by
+//! default) and write checkpoints; progress on stderr.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use resid_corpus::config::{GptConfig, TokenizerKind};
+use resid_lm::data::byte_tokens;
+use resid_lm::{InitKind, TrainOptions};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Corpus file (plain text or .gz); the shipped Shakespeare when absent.
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Model shape and training defaults: tiny or paper.
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Start from: random, mimetic, or a folder holding model.safetensors of the same shape.
+    #[arg(long, default_value = "random")]
+    pub init: String,
+    /// Resume from a checkpoint folder written by an earlier run (its config wins).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Output folder: final model in it, step-0/ and step-N/ below it.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    #[arg(long)]
+    pub grad_clip: Option<f64>,
+    #[arg(long)]
+    pub context: Option<usize>,
+    #[arg(long)]
+    pub n_layer: Option<usize>,
+    #[arg(long)]
+    pub n_head: Option<usize>,
+    #[arg(long)]
+    pub d_model: Option<usize>,
+    #[arg(long)]
+    pub d_ff: Option<usize>,
+    #[arg(long)]
+    pub vocab_size: Option<usize>,
+    /// Tie the head to the token embedding (true/false).
+    #[arg(long)]
+    pub tied_head: Option<bool>,
+    /// Tokenizer: byte or bpe.
+    #[arg(long)]
+    pub tokenizer: Option<String>,
+    /// Held-out eval every N steps (0: start and end only).
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: usize,
+    /// Held-out tokens for the periodic evals (the final eval uses the whole split).
+    #[arg(long, default_value_t = 65_536)]
+    pub eval_tokens: usize,
+    /// Extra checkpoint every N steps (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub save_every: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Write the run summary (curve, tokens/s, losses) as JSON; `-` for stdout.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The config after the preset and every override.
+pub fn config_from(a: &Args) -> anyhow::Result<GptConfig> {
+    let mut c = GptConfig::preset(&a.preset)
+        .with_context(|| format!("unknown preset {:?} (tiny or paper)", a.preset))?;
+    macro_rules! set {
+        ($($f:ident),*) => { $(if let Some(v) = a.$f { c.$f = v; })* };
+    }
+    set!(steps, batch_size, lr, warmup_steps, weight_decay, grad_clip, context, n_layer, n_head, d_model, d_ff, vocab_size, tied_head);
+    if let Some(t) = &a.tokenizer {
+        c.tokenizer = match t.as_str() {
+            "byte" => TokenizerKind::Byte,
+            "bpe" => TokenizerKind::Bpe,
+            o => bail!("unknown tokenizer {o:?} (byte or bpe)"),
+        };
+        if c.tokenizer == TokenizerKind::Byte && a.vocab_size.is_none() {
+            c.vocab_size = 256;
+        }
+    }
+    if c.d_model % c.n_head != 0 {
+        bail!("d_model {} is not a multiple of n_head {}", c.d_model, c.n_head);
+    }
+    Ok(c)
+}
+
+/// Sets the rayon pool size (burn's CPU backend runs on the global pool).
+pub fn set_threads(threads: Option<usize>) {
+    if let Some(n) = threads {
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    }
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    set_threads(a.threads);
+    let cfg = config_from(&a)?;
+    let tokenizer = match &a.resume {
+        Some(_) => TokenizerKind::Byte, // checked again below from the checkpoint
+        None => cfg.tokenizer,
+    };
+    if tokenizer != TokenizerKind::Byte {
+        bail!("the bpe tokenizer is not wired into training yet; pass --tokenizer byte");
+    }
+    let corpus = resid_corpus::corpus::load(a.corpus.as_deref())
+        .with_context(|| "reading the corpus")?;
+    let (tr, ho) = resid_corpus::corpus::split(&corpus);
+    let (tr, ho) = (byte_tokens(tr), byte_tokens(ho));
+    let init: InitKind = a.init.parse().map_err(anyhow::Error::msg)?;
+    let opts = TrainOptions {
+        init,
+        seed: a.seed,
+        eval_every: a.eval_every,
+        eval_tokens: a.eval_tokens,
+        save_every: a.save_every,
+        resume: a.resume.clone(),
+        ..TrainOptions::new(cfg.clone(), a.out.clone())
+    };
+    let pb = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(cfg.steps as u64) };
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .expect("valid template"),
+    );
+    if !a.quiet {
+        eprintln!(
+            "training {} ({} params, {}) on {} train / {} held-out tokens -> {}",
+            cfg.preset,
+            cfg.n_params(),
+            resid_lm::backend::NAME,
+            tr.len(),
+            ho.len(),
+            a.out.display()
+        );
+    }
+    let mut last_heldout = None;
+    let summary = resid_lm::train(&opts, &tr, &ho, 1.0, |p| {
+        pb.set_length(p.total as u64);
+        pb.set_position(p.step as u64);
+        if let Some(h) = p.heldout {
+            last_heldout = Some(h.nats_per_byte);
+        }
+        let held = last_heldout.map_or(String::new(), |h| format!(" held-out {h:.3}"));
+        pb.set_message(format!(
+            "loss {:.3}{held} | {:.0} tok/s | eta {:.0}s",
+            p.loss, p.tokens_per_s, p.eta_s
+        ));
+    })
+    .with_context(|| format!("training into {}", a.out.display()))?;
+    pb.finish_and_clear();
+    if !a.quiet {
+        eprintln!(
+            "done: {} steps, {:.0} tok/s, held-out {:.4} nats/byte ({} tokens); model in {}",
+            summary.steps,
+            summary.tokens_per_s,
+            summary.final_heldout.nats_per_byte,
+            summary.final_heldout.tokens,
+            a.out.display()
+        );
+    }
+    if let Some(j) = &a.json {
+        let s = serde_json::to_string_pretty(&summary)?;
+        if j.as_os_str() == "-" {
+            println!("{s}");
+        } else {
+            std::fs::write(j, s).with_context(|| format!("{}", j.display()))?;
+        }
+    }
+    Ok(())
+}
