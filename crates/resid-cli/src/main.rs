@@ -10,7 +10,12 @@ mod progress;
 
 /// Measure and store what training adds to a model: the residual W_trained - W_base.
 #[derive(Parser)]
-#[command(name = "resid", version, about, long_about = None, arg_required_else_help = true)]
+#[command(
+    name = "resid",
+    version,
+    about = "Measure and store what training adds to a model: the residual W_trained - W_base.",
+    arg_required_else_help = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,6 +33,8 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Rate-distortion table of resid's codec beside published delta methods.
     BenchCodec(cmd::bench_codec::Args),
+    /// Generate a base/trained checkpoint pair with a real model's shapes.
+    Synth(cmd::synth::Args),
     /// Derive a weight base for the small GPT from corpus statistics.
     Base(cmd::base::Args),
     /// Train the small GPT on a corpus.
@@ -49,6 +56,7 @@ fn main() {
         Command::Unpack(a) => cmd::unpack::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::BenchCodec(a) => cmd::bench_codec::run(a),
+        Command::Synth(a) => cmd::synth::run(a),
         Command::Base(a) => cmd::base::run(a),
         #[cfg(feature = "lm")]
         Command::Train(a) => cmd::train::run(a),

@@ -10,6 +10,7 @@ pub mod error;
 pub mod header;
 pub mod layout;
 pub mod pairing;
+pub mod synth;
 pub mod write;
 
 pub use checkpoint::{Checkpoint, TensorEntry};

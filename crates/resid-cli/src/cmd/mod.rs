@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod pack;
 #[cfg(feature = "lm")]
 pub mod repro;
+pub mod synth;
 #[cfg(feature = "lm")]
 pub mod train;
 pub mod unpack;
