@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs the Python peers resid is measured against into bench/.venv:
+# numpy/scipy (the script analysts write by hand) and weightwatcher, from PyPI.
+set -euo pipefail
+cd "$(dirname "$0")"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install --quiet --upgrade pip
+.venv/bin/pip install --quiet numpy scipy safetensors "weightwatcher==0.7.7"
+.venv/bin/python -c "import numpy, scipy, weightwatcher; print('numpy', numpy.__version__, 'scipy', scipy.__version__, 'weightwatcher', weightwatcher.__version__)"
