@@ -213,21 +213,46 @@ fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn open_shard(path: &Path, shard: usize) -> Result<(Shard, Vec<TensorEntry>)> {
+    let file = File::open(path).map_err(|e| IoError::io(path, e))?;
+    let len = file.metadata().map_err(|e| IoError::io(path, e))?.len();
+    if len < 8 {
+        return Err(IoError::BadHeader {
+            path: path.to_path_buf(),
+            reason: format!("file is {len} bytes, shorter than the 8-byte header length"),
+        });
+    }
+    // SAFETY: the map is read-only; resid never writes to its inputs. A file
+    // changed by another process while mapped is outside what it can guard.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| IoError::io(path, e))?;
+    let (metadata, entries) = parse_layout(path, &map, shard)?;
+    Ok((
+        Shard {
+            path: path.to_path_buf(),
+            map: Some(map),
+            metadata,
+        },
+        entries,
+    ))
+}
+
+/// Parses and checks a whole safetensors file's header against its length:
+/// the fuzz target's entry point. `path` only names the file in errors.
+pub fn parse_layout(
+    path: &Path,
+    file: &[u8],
+    shard: usize,
+) -> Result<(BTreeMap<String, String>, Vec<TensorEntry>)> {
     let bad = |reason: String| IoError::BadHeader {
         path: path.to_path_buf(),
         reason,
     };
-    let file = File::open(path).map_err(|e| IoError::io(path, e))?;
-    let len = file.metadata().map_err(|e| IoError::io(path, e))?.len();
+    let len = file.len() as u64;
     if len < 8 {
         return Err(bad(format!(
             "file is {len} bytes, shorter than the 8-byte header length"
         )));
     }
-    // SAFETY: the map is read-only; resid never writes to its inputs. A file
-    // changed by another process while mapped is outside what it can guard.
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| IoError::io(path, e))?;
-    let n = u64::from_le_bytes(map[..8].try_into().unwrap());
+    let n = u64::from_le_bytes(file[..8].try_into().unwrap());
     if n > MAX_HEADER {
         return Err(bad(format!(
             "header length {n} exceeds the {MAX_HEADER}-byte limit"
@@ -238,7 +263,7 @@ fn open_shard(path: &Path, shard: usize) -> Result<(Shard, Vec<TensorEntry>)> {
             "header length {n} runs past the end of the {len}-byte file (truncated?)"
         )));
     }
-    let hdr = std::str::from_utf8(&map[8..8 + n as usize])
+    let hdr = std::str::from_utf8(&file[8..8 + n as usize])
         .map_err(|e| bad(format!("header is not UTF-8: {e}")))?;
     let raw: RawHeader = serde_json::from_str(hdr.trim_end_matches(' '))
         .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
@@ -300,12 +325,5 @@ fn open_shard(path: &Path, shard: usize) -> Result<(Shard, Vec<TensorEntry>)> {
             });
         }
     }
-    Ok((
-        Shard {
-            path: path.to_path_buf(),
-            map: Some(map),
-            metadata: raw.metadata,
-        },
-        entries,
-    ))
+    Ok((raw.metadata, entries))
 }
