@@ -2,5 +2,8 @@
 //! corpus, tokenizers, count-model baselines, the small GPT's shape and
 //! tensor names, and the corpus-derived weight base (CSB).
 
+pub mod base;
 pub mod config;
 pub mod corpus;
+pub mod counts;
+pub mod tokenizer;
