@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::fused::Fused;
 use burn::prelude::ToElement;
-use burn::tensor::backend::Backend;
 use resid_corpus::config::GptConfig;
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +26,7 @@ pub struct EvalReport {
 /// Held-out loss of `model` on the first `max_tokens` predicted tokens of
 /// `tokens`, scored in non-overlapping windows of the model's context.
 /// `bytes_per_token` converts to nats per byte (1.0 for the byte tokenizer).
-pub fn heldout_loss<B: Backend>(
+pub fn heldout_loss<B: Fused>(
     model: &Gpt<B>,
     tokens: &[u32],
     bytes_per_token: f64,

@@ -7,34 +7,30 @@
 //! (`y = x W`); `params()` lists them in `GptConfig::param_specs()` order and
 //! `checkpoint`/`init` transpose to and from torch's `[out, in]`.
 
-use burn::tensor::activation::{gelu, log_softmax};
-use burn::tensor::backend::Backend;
-use burn::tensor::module::{attention, embedding};
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::activation::gelu;
+use burn::tensor::module::embedding;
 use burn::tensor::{Int, Tensor, TensorData};
 use resid_corpus::config::GptConfig;
 
+use crate::fused::Fused;
 use crate::{LmError, NamedTensors, Result};
 
 /// LayerNorm over the last dimension: `(x - mean) / sqrt(var + 1e-5) * w + b`.
 #[derive(Clone, Debug)]
-pub struct LayerNorm<B: Backend> {
+pub struct LayerNorm<B: Fused> {
     pub weight: Tensor<B, 2>,
     pub bias: Tensor<B, 2>,
 }
 
-impl<B: Backend> LayerNorm<B> {
+impl<B: Fused> LayerNorm<B> {
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let mean = x.clone().mean_dim(1);
-        let xc = x - mean;
-        let var = xc.clone().powi_scalar(2).mean_dim(1);
-        xc / (var + 1e-5).sqrt() * self.weight.clone() + self.bias.clone()
+        B::fused_layer_norm(x, self.weight.clone(), self.bias.clone())
     }
 }
 
 /// One transformer block: `x + attn(ln1(x))`, then `x + mlp(ln2(x))`.
 #[derive(Clone, Debug)]
-pub struct Block<B: Backend> {
+pub struct Block<B: Fused> {
     pub ln1: LayerNorm<B>,
     /// Attention projections, `[d, d]` in burn layout, no bias.
     pub q: Tensor<B, 2>,
@@ -48,27 +44,12 @@ pub struct Block<B: Backend> {
     pub down_b: Tensor<B, 2>,
 }
 
-impl<B: Backend> Block<B> {
+impl<B: Fused> Block<B> {
     fn forward(&self, x: Tensor<B, 2>, batch: usize, n_head: usize) -> Tensor<B, 2> {
-        let [bt, d] = x.dims();
-        let (t, hd) = (bt / batch, d / n_head);
         // Causal self-attention with separate q, k, v, o projections.
         let h = self.ln1.forward(x.clone());
-        let heads = |w: &Tensor<B, 2>| {
-            h.clone()
-                .matmul(w.clone())
-                .reshape([batch, t, n_head, hd])
-                .swap_dims(1, 2)
-        };
-        let (q, k, v) = (heads(&self.q), heads(&self.k), heads(&self.v));
-        let opts = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: true,
-        };
-        let y = attention(q, k, v, None, None, opts)
-            .swap_dims(1, 2)
-            .reshape([bt, d]);
+        let proj = |w: &Tensor<B, 2>| h.clone().matmul(w.clone());
+        let y = B::fused_attention(proj(&self.q), proj(&self.k), proj(&self.v), batch, n_head);
         let x = x + y.matmul(self.o.clone());
         // MLP: up (bias), GELU, down (bias).
         let h = self.ln2.forward(x.clone());
@@ -79,7 +60,7 @@ impl<B: Backend> Block<B> {
 
 /// The GPT. `head_w` is `None` when the head is tied to `tok_emb`.
 #[derive(Clone, Debug)]
-pub struct Gpt<B: Backend> {
+pub struct Gpt<B: Fused> {
     pub cfg: GptConfig,
     /// `[vocab, d]`.
     pub tok_emb: Tensor<B, 2>,
@@ -93,7 +74,7 @@ pub struct Gpt<B: Backend> {
     pub head_b: Tensor<B, 2>,
 }
 
-impl<B: Backend> Gpt<B> {
+impl<B: Fused> Gpt<B> {
     /// Logits `[batch * t, vocab]` for token ids `[batch, t]`, t <= context.
     pub fn forward(&self, idx: Tensor<B, 2, Int>) -> Tensor<B, 2> {
         let [b, t] = idx.dims();
@@ -115,9 +96,7 @@ impl<B: Backend> Gpt<B> {
     /// Mean next-token cross-entropy (nats) of `targets` `[batch, t]`.
     pub fn loss(&self, idx: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
         let [b, t] = targets.dims();
-        let logp = log_softmax(self.forward(idx), 1);
-        let picked = logp.gather(1, targets.reshape([b * t, 1]));
-        picked.mean().neg()
+        B::fused_cross_entropy(self.forward(idx), targets.reshape([b * t]))
     }
 
     /// Every parameter, in `param_specs()` order (burn layout).

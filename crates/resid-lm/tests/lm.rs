@@ -39,7 +39,7 @@ fn as_map(w: &resid_lm::NamedTensors) -> BTreeMap<String, Vec<f32>> {
     w.iter().map(|(n, _, d)| (n.clone(), d.clone())).collect()
 }
 
-fn model_of<B: burn::tensor::backend::Backend>(
+fn model_of<B: resid_lm::fused::Fused>(
     cfg: &GptConfig,
     w: &resid_lm::NamedTensors,
     dev: &B::Device,
@@ -256,4 +256,74 @@ fn loss_falls_over_50_steps() {
     let first: f64 = losses[..5].iter().sum::<f64>() / 5.0;
     let last: f64 = losses[45..].iter().sum::<f64>() / 5.0;
     assert!(last < first - 1.0, "train {first} -> {last}");
+}
+
+#[test]
+fn fused_kernels_match_burns_own_ops() {
+    use resid_lm::fused::{
+        attention_reference, cross_entropy_reference, layer_norm_reference, Fused,
+    };
+    let dev = backend::device();
+    let (b, t, h, d) = (3, 7, 2, 8);
+    let r = |n: usize, s: u32| -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(s) >> 8) % 1000) as f32
+                    / 250.0
+                    - 2.0
+            })
+            .collect()
+    };
+    let mk = |v: Vec<f32>, s: [usize; 2]| {
+        Tensor::<Train, 2>::from_data(TensorData::new(v, s), &dev).require_grad()
+    };
+    let (q, k, v) = (
+        mk(r(b * t * d, 1), [b * t, d]),
+        mk(r(b * t * d, 2), [b * t, d]),
+        mk(r(b * t * d, 3), [b * t, d]),
+    );
+    let (w, bias) = (mk(r(d, 4), [1, d]), mk(r(d, 5), [1, d]));
+    let targets = Tensor::<Train, 1, Int>::from_data(
+        TensorData::new(
+            (0..(b * t) as i32)
+                .map(|i| i % d as i32)
+                .collect::<Vec<_>>(),
+            [b * t],
+        ),
+        &dev,
+    );
+    // Same scalar through the fused and the reference graph; compare value and every gradient.
+    let run = |fused: bool| {
+        let x = if fused {
+            let a = Train::fused_attention(q.clone(), k.clone(), v.clone(), b, h);
+            let n = Train::fused_layer_norm(a, w.clone(), bias.clone());
+            Train::fused_cross_entropy(n, targets.clone())
+        } else {
+            let a = attention_reference(q.clone(), k.clone(), v.clone(), b, h);
+            let n = layer_norm_reference(a, w.clone(), bias.clone());
+            cross_entropy_reference(n, targets.clone())
+        };
+        let g = x.backward();
+        let val: f32 = x.into_scalar();
+        let grads: Vec<Vec<f32>> = [&q, &k, &v, &w, &bias]
+            .iter()
+            .map(|p| p.grad(&g).unwrap().into_data().into_vec::<f32>().unwrap())
+            .collect();
+        (val, grads)
+    };
+    let (fv, fg) = run(true);
+    let (rv, rg) = run(false);
+    assert!((fv - rv).abs() < 1e-5, "loss {fv} vs {rv}");
+    for (i, (a, b)) in fg.iter().zip(&rg).enumerate() {
+        let m = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        let scale = b.iter().map(|x| x.abs()).fold(0.0, f32::max);
+        assert!(
+            scale > 1e-4 && m < 1e-4 * scale.max(1.0),
+            "gradient {i}: max diff {m} (scale {scale})"
+        );
+    }
 }

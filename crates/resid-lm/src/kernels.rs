@@ -1,0 +1,382 @@
+//! Host (CPU) kernels for the three operations where burn's decomposed
+//! autodiff graph is slowest on 2 cores: causal multi-head attention,
+//! LayerNorm and softmax cross-entropy. Each has a forward and a backward on
+//! plain `f32` slices; `fused.rs` wires them into burn as single autodiff
+//! nodes. Attention works directly on the `[batch * t, d]` projections (head
+//! `h` is columns `h*hd..(h+1)*hd`), so no head transposes are materialised,
+//! and recomputes the probabilities in the backward from the saved
+//! log-sum-exp (FlashAttention's trade: one extra `QK^T` instead of storing
+//! `batch * heads * t * t` floats).
+
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+/// A raw pointer that may cross threads; each task writes a disjoint region.
+#[derive(Clone, Copy)]
+struct Ptr(*mut f32);
+unsafe impl Send for Ptr {}
+unsafe impl Sync for Ptr {}
+
+impl Ptr {
+    /// Taking `self` makes closures capture the whole (Send) wrapper.
+    fn at(self, off: usize) -> *mut f32 {
+        unsafe { self.0.add(off) }
+    }
+}
+
+/// `dst[m x n] = lhs[m x k] * rhs[k x n]` (`acc`: add to dst), with explicit
+/// row/column strides for each operand.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn mm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    (d_rs, d_cs): (usize, usize),
+    lhs: *const f32,
+    (l_rs, l_cs): (usize, usize),
+    rhs: *const f32,
+    (r_rs, r_cs): (usize, usize),
+    acc: bool,
+) {
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            d_cs as isize,
+            d_rs as isize,
+            acc,
+            lhs,
+            l_cs as isize,
+            l_rs as isize,
+            rhs,
+            r_cs as isize,
+            r_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+/// Shape of an attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    pub batch: usize,
+    pub t: usize,
+    pub n_head: usize,
+    pub d: usize,
+}
+
+impl AttnShape {
+    fn hd(&self) -> usize {
+        self.d / self.n_head
+    }
+    fn scale(&self) -> f32 {
+        1.0 / (self.hd() as f32).sqrt()
+    }
+    /// Offset of (batch b, head h) in a `[batch * t, d]` buffer.
+    fn off(&self, slot: usize) -> usize {
+        let (b, h) = (slot / self.n_head, slot % self.n_head);
+        b * self.t * self.d + h * self.hd()
+    }
+}
+
+/// Scores `S = scale * Q K^T` for one slot, then the causal softmax in place;
+/// returns nothing, fills `p` (`t x t`) and, when given, `lse` (`t`).
+unsafe fn probs(
+    s: &AttnShape,
+    q: *const f32,
+    k: *const f32,
+    p: &mut [f32],
+    lse: Option<&mut [f32]>,
+    saved: Option<&[f32]>,
+) {
+    let (t, d, hd) = (s.t, s.d, s.hd());
+    unsafe {
+        mm(
+            t,
+            t,
+            hd,
+            p.as_mut_ptr(),
+            (t, 1),
+            q,
+            (d, 1),
+            k,
+            (1, d),
+            false,
+        )
+    };
+    let scale = s.scale();
+    let mut lse = lse;
+    for i in 0..t {
+        let row = &mut p[i * t..(i + 1) * t];
+        let (live, dead) = row.split_at_mut(i + 1);
+        dead.fill(0.0);
+        let l = match saved {
+            Some(sv) => sv[i],
+            None => {
+                let m = live
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |a, &x| a.max(x * scale));
+                let z: f32 = live.iter().map(|&x| (x * scale - m).exp()).sum();
+                m + z.ln()
+            }
+        };
+        for x in live.iter_mut() {
+            *x = (*x * scale - l).exp();
+        }
+        if let Some(ls) = lse.as_deref_mut() {
+            ls[i] = l;
+        }
+    }
+}
+
+/// Forward: `y = softmax(causal(scale Q K^T)) V` per head; returns `(y, lse)`
+/// with `lse` laid out `[batch * n_head, t]`.
+pub fn attention_forward(s: AttnShape, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let (t, d, hd) = (s.t, s.d, s.hd());
+    let mut y = vec![0.0f32; s.batch * t * d];
+    let mut lse = vec![0.0f32; s.batch * s.n_head * t];
+    let yp = Ptr(y.as_mut_ptr());
+    lse.par_chunks_mut(t).enumerate().for_each_init(
+        || vec![0.0f32; t * t],
+        |p, (slot, lse)| {
+            let o = s.off(slot);
+            unsafe {
+                probs(&s, q.as_ptr().add(o), k.as_ptr().add(o), p, Some(lse), None);
+                mm(
+                    t,
+                    hd,
+                    t,
+                    yp.at(o),
+                    (d, 1),
+                    p.as_ptr(),
+                    (t, 1),
+                    v.as_ptr().add(o),
+                    (d, 1),
+                    false,
+                );
+            }
+        },
+    );
+    (y, lse)
+}
+
+/// Backward: `(dq, dk, dv)` from `dy` and the forward's inputs and `lse`.
+pub fn attention_backward(
+    s: AttnShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    lse: &[f32],
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (t, d, hd) = (s.t, s.d, s.hd());
+    let n = s.batch * t * d;
+    let (mut dq, mut dk, mut dv) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+    let (dqp, dkp, dvp) = (
+        Ptr(dq.as_mut_ptr()),
+        Ptr(dk.as_mut_ptr()),
+        Ptr(dv.as_mut_ptr()),
+    );
+    let scale = s.scale();
+    (0..s.batch * s.n_head).into_par_iter().for_each_init(
+        || (vec![0.0f32; t * t], vec![0.0f32; t * t]),
+        |(p, dp), slot| {
+            let o = s.off(slot);
+            unsafe {
+                let (qo, ko, vo, dyo) = (
+                    q.as_ptr().add(o),
+                    k.as_ptr().add(o),
+                    v.as_ptr().add(o),
+                    dy.as_ptr().add(o),
+                );
+                probs(&s, qo, ko, p, None, Some(&lse[slot * t..(slot + 1) * t]));
+                // dV = P^T dY
+                mm(
+                    t,
+                    hd,
+                    t,
+                    dvp.at(o),
+                    (d, 1),
+                    p.as_ptr(),
+                    (1, t),
+                    dyo,
+                    (d, 1),
+                    false,
+                );
+                // dP = dY V^T
+                mm(
+                    t,
+                    t,
+                    hd,
+                    dp.as_mut_ptr(),
+                    (t, 1),
+                    dyo,
+                    (d, 1),
+                    vo,
+                    (1, d),
+                    false,
+                );
+            }
+            // dS = P * (dP - rowsum(P * dP)) * scale, zero above the diagonal.
+            for i in 0..t {
+                let (pr, dpr) = (&p[i * t..i * t + i + 1], &mut dp[i * t..(i + 1) * t]);
+                let di: f32 = pr.iter().zip(dpr.iter()).map(|(a, b)| a * b).sum();
+                for (j, x) in dpr.iter_mut().enumerate() {
+                    *x = if j <= i {
+                        pr[j] * (*x - di) * scale
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            unsafe {
+                // dQ = dS K ; dK = dS^T Q
+                mm(
+                    t,
+                    hd,
+                    t,
+                    dqp.at(o),
+                    (d, 1),
+                    dp.as_ptr(),
+                    (t, 1),
+                    k.as_ptr().add(o),
+                    (d, 1),
+                    false,
+                );
+                mm(
+                    t,
+                    hd,
+                    t,
+                    dkp.at(o),
+                    (d, 1),
+                    dp.as_ptr(),
+                    (1, t),
+                    q.as_ptr().add(o),
+                    (d, 1),
+                    false,
+                );
+            }
+        },
+    );
+    (dq, dk, dv)
+}
+
+/// LayerNorm forward over rows of `x` (`[n, d]`): returns `(y, mean, rstd)`.
+pub fn layer_norm_forward(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    d: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let n = x.len() / d;
+    let mut y = vec![0.0f32; x.len()];
+    let mut stats = vec![(0.0f32, 0.0f32); n];
+    y.par_chunks_mut(d * 64)
+        .zip(stats.par_chunks_mut(64))
+        .enumerate()
+        .for_each(|(c, (yc, sc))| {
+            for (r, (yr, st)) in yc.chunks_mut(d).zip(sc.iter_mut()).enumerate() {
+                let xr = &x[(c * 64 + r) * d..(c * 64 + r + 1) * d];
+                let mean = xr.iter().sum::<f32>() / d as f32;
+                let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+                let rstd = 1.0 / (var + 1e-5).sqrt();
+                for j in 0..d {
+                    yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
+                }
+                *st = (mean, rstd);
+            }
+        });
+    let (mean, rstd) = stats.into_iter().unzip();
+    (y, mean, rstd)
+}
+
+/// LayerNorm backward: `(dx, dw, db)`.
+pub fn layer_norm_backward(
+    x: &[f32],
+    w: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    dy: &[f32],
+    d: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dx = vec![0.0f32; x.len()];
+    let rows = 64;
+    let partial: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(d * rows)
+        .enumerate()
+        .map(|(c, dxc)| {
+            let (mut dw, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
+            let mut xh = vec![0.0f32; d];
+            for (r, dxr) in dxc.chunks_mut(d).enumerate() {
+                let i = c * rows + r;
+                let (xr, dyr) = (&x[i * d..(i + 1) * d], &dy[i * d..(i + 1) * d]);
+                let (mut s1, mut s2) = (0.0f32, 0.0f32);
+                for j in 0..d {
+                    xh[j] = (xr[j] - mean[i]) * rstd[i];
+                    let g = dyr[j] * w[j];
+                    s1 += g;
+                    s2 += g * xh[j];
+                    dw[j] += dyr[j] * xh[j];
+                    db[j] += dyr[j];
+                }
+                let (s1, s2) = (s1 / d as f32, s2 / d as f32);
+                for j in 0..d {
+                    dxr[j] = rstd[i] * (dyr[j] * w[j] - s1 - xh[j] * s2);
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    let (mut dw, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
+    for (pw, pb) in partial {
+        for j in 0..d {
+            dw[j] += pw[j];
+            db[j] += pb[j];
+        }
+    }
+    (dx, dw, db)
+}
+
+/// Mean softmax cross-entropy of `logits` (`[n, v]`) against `targets`.
+pub fn cross_entropy_forward(logits: &[f32], targets: &[i32], v: usize) -> f32 {
+    let sum: f64 = logits
+        .par_chunks(v)
+        .zip(targets.par_iter())
+        .map(|(row, &y)| {
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+            let z: f32 = row.iter().map(|&x| (x - m).exp()).sum();
+            (m + z.ln() - row[y as usize]) as f64
+        })
+        .sum();
+    (sum / targets.len() as f64) as f32
+}
+
+/// Gradient of the mean cross-entropy times the upstream scalar `g`.
+pub fn cross_entropy_backward(logits: &[f32], targets: &[i32], v: usize, g: f32) -> Vec<f32> {
+    let mut out = vec![0.0f32; logits.len()];
+    let k = g / targets.len() as f32;
+    out.par_chunks_mut(v)
+        .zip(logits.par_chunks(v))
+        .zip(targets.par_iter())
+        .for_each(|((o, row), &y)| {
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+            let mut z = 0.0f32;
+            for (oj, &x) in o.iter_mut().zip(row) {
+                *oj = (x - m).exp();
+                z += *oj;
+            }
+            let inv = k / z;
+            o.iter_mut().for_each(|x| *x *= inv);
+            o[y as usize] -= k;
+        });
+    out
+}
