@@ -1,9 +1,71 @@
-//! `resid inspect` (being built).
+//! `resid inspect`: describe a residual file.
+
+use std::path::PathBuf;
 
 /// Arguments of `resid inspect`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Residual file.
+    pub file: PathBuf,
+    /// Write the description as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("'resid inspect' is not built yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let r = resid::codec::inspect(&args.file)?;
+    println!(
+        "{}: resid format version {}, {} mode, {} bytes",
+        r.file, r.version, r.mode, r.file_bytes
+    );
+    println!(
+        "settings: chunk {}, seed {}{}",
+        r.settings.chunk,
+        r.settings.seed,
+        match &r.settings.rate {
+            Some(x) => format!(
+                ", rate {} = {} (global step {:.4e}, dead zone {})",
+                x.kind, x.target, x.step, x.dead_zone
+            ),
+            None => String::new(),
+        }
+    );
+    println!(
+        "{} params, {:.4} bits/param; coded streams {} bytes vs Shannon bound {:.0} bytes ({:+.2}%)",
+        r.params,
+        r.bits_per_param,
+        r.coded_bytes,
+        r.entropy_bytes,
+        r.entropy_overhead * 100.0
+    );
+    if r.mode == "lossy" {
+        println!(
+            "relative error reached: residual {:.4e}, weights {:.4e}",
+            r.residual_rel_error, r.weight_rel_error
+        );
+    }
+    println!(
+        "trained side: {} ({})",
+        if r.sharded { "sharded" } else { "single file" },
+        r.shards.join(", ")
+    );
+    println!(
+        "{:<40} {:>6} {:>18} {:>12} {:>10} {:>16}",
+        "tensor", "dtype", "encoding", "bytes", "bits/param", "base xxh3"
+    );
+    for t in &r.tensors {
+        println!(
+            "{:<40} {:>6} {:>18} {:>12} {:>10.4} {:>16}",
+            t.name,
+            t.dtype,
+            t.encoding,
+            t.coded_bytes,
+            t.bits_per_param,
+            t.base_xxh3.as_deref().unwrap_or("-")
+        );
+    }
+    if let Some(j) = &args.json {
+        resid::io::atomic::write_atomic(j, serde_json::to_string_pretty(&r)?.as_bytes())?;
+    }
+    Ok(())
 }

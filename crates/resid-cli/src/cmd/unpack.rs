@@ -1,9 +1,52 @@
-//! `resid unpack` (being built).
+//! `resid unpack`: rebuild the trained checkpoint from the base and a residual file.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use resid::io::Checkpoint;
 
 /// Arguments of `resid unpack`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Base checkpoint the residual was made against.
+    #[arg(long)]
+    pub base: PathBuf,
+    /// Residual file.
+    pub file: PathBuf,
+    /// Output: a .safetensors file, or a folder when the trained side was sharded.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("'resid unpack' is not built yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(n) = args.threads {
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global();
+    }
+    let base = Checkpoint::open(&args.base)?;
+    base.advise_sequential();
+    let pb = crate::progress::bytes_bar(0, "unpack", args.quiet);
+    let t0 = std::time::Instant::now();
+    let rep = resid::codec::unpack_with_progress(&base, &args.file, &args.output, 64 << 20, &|n| {
+        pb.inc(n)
+    })
+    .with_context(|| format!("unpacking {}", args.file.display()))?;
+    pb.finish_and_clear();
+    let s = t0.elapsed().as_secs_f64();
+    println!(
+        "{}: {} tensors, {} bytes in {:.2} s ({:.0} MB/s)",
+        rep.outputs.join(", "),
+        rep.tensors,
+        rep.bytes,
+        s,
+        rep.bytes as f64 / 1e6 / s.max(1e-9)
+    );
+    Ok(())
 }
