@@ -1,1 +1,7 @@
 //! resid-report
+
+pub mod analysis;
+pub mod document;
+pub mod html;
+pub mod markdown;
+pub mod plot;

@@ -1,0 +1,33 @@
+//! Writes the HTML/Markdown/JSON report of a checkpoint pair:
+//! `cargo run -p resid-report --example analysis_report -- BASE TRAINED OUT_DIR`
+//! (what `resid analyze --report DIR` does, for trying the report alone).
+
+use std::path::Path;
+
+use resid_analysis::{analyze, Options};
+use resid_io::Checkpoint;
+use resid_report::analysis::{collect_figure_data, write_analysis_report, FigureOptions};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() != 3 {
+        eprintln!("usage: analysis_report BASE TRAINED OUT_DIR");
+        std::process::exit(2);
+    }
+    let run = || -> Result<(), Box<dyn std::error::Error>> {
+        let base = Checkpoint::open(Path::new(&args[0]))?;
+        let trained = Checkpoint::open(Path::new(&args[1]))?;
+        let t = std::time::Instant::now();
+        let report = analyze(&base, &trained, &Options::default(), &|_| {})?;
+        eprintln!("analysis: {:.1} s", t.elapsed().as_secs_f64());
+        let t = std::time::Instant::now();
+        let figs = collect_figure_data(&base, &trained, &report, &FigureOptions::default())?;
+        write_analysis_report(Path::new(&args[2]), &report, Some(&figs))?;
+        eprintln!("figures and report: {:.1} s", t.elapsed().as_secs_f64());
+        Ok(())
+    };
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

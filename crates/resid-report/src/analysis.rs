@@ -1,0 +1,789 @@
+//! The report of `resid analyze`: [`analysis_document`] turns a
+//! [`resid_analysis::Report`] (plus optional [`FigureData`] read from the
+//! checkpoints) into a [`Document`]; [`write_analysis_report`] writes
+//! `index.html`, `report.md` with its figures, and `report.json`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use resid_analysis::{Moments, Report, TensorRecord};
+use resid_io::{Checkpoint, Component};
+
+use crate::document::{Block, Document, Figure, ReportError, Section, Table, VerdictItem};
+use crate::plot::bars::{self, BarSeries, BarsData};
+use crate::plot::heatmap::{self, HeatmapData};
+use crate::plot::histogram::{self, HistogramData, HistogramLabels, StreamingHistogram};
+use crate::plot::lines::{self, LineSeries, LinesData};
+use crate::plot::powermap::{self, PowerMap};
+use crate::plot::spectrum::{self, Spectrum};
+use crate::plot::{fmt_num, DEFAULT_SIZE};
+
+/// Figures that need the tensors themselves, not only the report's
+/// numbers: value histograms, singular values, a power map.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FigureData {
+    /// Per component name ("attention", "mlp", ..., and "all").
+    pub histograms: BTreeMap<String, HistogramData>,
+    pub spectra: Vec<Spectrum>,
+    /// (tensor name, residual map, null map).
+    pub powermap: Option<(String, PowerMap, PowerMap)>,
+}
+
+/// Limits of [`collect_figure_data`].
+#[derive(Clone, Debug)]
+pub struct FigureOptions {
+    /// Matrices whose spectra are drawn (at most).
+    pub spectra: usize,
+    /// Largest smaller side for an SVD (the cost grows as its cube).
+    pub max_svd_side: usize,
+    /// Seed of the power map's null.
+    pub seed: u64,
+}
+
+impl Default for FigureOptions {
+    fn default() -> Self {
+        FigureOptions {
+            spectra: 3,
+            max_svd_side: 1024,
+            seed: 0,
+        }
+    }
+}
+
+/// Pooled mean and population std of a set of tensors, from their records.
+fn pooled_mean_std<'a>(rs: impl Iterator<Item = &'a TensorRecord>) -> (f64, f64) {
+    let (mut n, mut s, mut ss) = (0f64, 0f64, 0f64);
+    for r in rs {
+        let k = r.finite as f64;
+        if k == 0.0 || !r.mean.is_finite() || !r.std.is_finite() {
+            continue;
+        }
+        n += k;
+        s += k * r.mean;
+        ss += k * (r.std * r.std + r.mean * r.mean);
+    }
+    if n == 0.0 {
+        return (0.0, 0.0);
+    }
+    let m = s / n;
+    (m, (ss / n - m * m).max(0.0).sqrt())
+}
+
+/// Reads the residual of every tensor in `report` once, one tensor at a
+/// time, and fills per-component histograms, the spectra of up to
+/// `opts.spectra` matrices (an attention and an MLP matrix of the first
+/// layer and an MLP matrix of the last, whose smaller side is at most
+/// `opts.max_svd_side`), and the power map of the matrix with the highest
+/// low-frequency ratio.
+pub fn collect_figure_data(
+    base: &Checkpoint,
+    trained: &Checkpoint,
+    report: &Report,
+    opts: &FigureOptions,
+) -> Result<FigureData, ReportError> {
+    let mut hists: BTreeMap<String, StreamingHistogram> = BTreeMap::new();
+    let (m, s) = pooled_mean_std(report.tensors.iter());
+    hists.insert("all".into(), StreamingHistogram::new(m, s));
+    for c in Component::ALL {
+        let rs: Vec<&TensorRecord> = report.tensors.iter().filter(|r| r.component == c).collect();
+        if !rs.is_empty() {
+            let (m, s) = pooled_mean_std(rs.iter().copied());
+            hists.insert(c.name().into(), StreamingHistogram::new(m, s));
+        }
+    }
+    let spectra_names = spectrum_choice(report, opts);
+    let power_name = report
+        .tensors
+        .iter()
+        .filter(|r| r.matrix.is_some() && r.lowfreq_ratio.is_some_and(f64::is_finite))
+        .max_by(|a, b| {
+            a.lowfreq_ratio
+                .unwrap()
+                .total_cmp(&b.lowfreq_ratio.unwrap())
+        })
+        .map(|r| r.name.clone());
+    let mut out = FigureData::default();
+    let (mut bb, mut tb) = (Vec::new(), Vec::new());
+    for r in &report.tensors {
+        let (Some(be), Some(te)) = (base.get(&r.name), trained.get(&r.name)) else {
+            continue;
+        };
+        base.read_f32(be, &mut bb)?;
+        trained.read_f32(te, &mut tb)?;
+        for (t, b) in tb.iter_mut().zip(&bb) {
+            *t -= *b;
+        }
+        let resid = &tb[..];
+        hists.get_mut("all").expect("all").add(resid);
+        if let Some(h) = hists.get_mut(r.component.name()) {
+            h.add(resid);
+        }
+        if let Some((rows, cols)) = r.matrix {
+            if spectra_names.contains(&r.name) {
+                let mat = faer::Mat::<f64>::from_fn(rows, cols, |i, j| resid[i * cols + j] as f64);
+                if let Ok(sv) = mat.singular_values() {
+                    out.spectra.push(Spectrum {
+                        name: format!("{} ({rows} x {cols})", short_name(&r.name)),
+                        rows,
+                        cols,
+                        std: r.std,
+                        singular_values: sv,
+                    });
+                }
+            }
+            if power_name.as_deref() == Some(r.name.as_str()) {
+                let pm = powermap::power_map(resid, rows, cols, 64);
+                let null = powermap::gaussian_null(pm.rows, pm.cols, r.std, opts.seed ^ 0x5eed);
+                let pn = powermap::power_map(&null, pm.rows, pm.cols, 64);
+                out.powermap = Some((r.name.clone(), pm, pn));
+            }
+        }
+    }
+    out.histograms = hists
+        .into_iter()
+        .filter(|(_, h)| h.n() > 0)
+        .map(|(k, h)| (k, h.finish(120)))
+        .collect();
+    Ok(out)
+}
+
+fn spectrum_choice(report: &Report, opts: &FigureOptions) -> Vec<String> {
+    let ok = |r: &&TensorRecord| {
+        r.matrix
+            .is_some_and(|(a, b)| a.min(b) <= opts.max_svd_side && a.min(b) >= 2)
+    };
+    let first = report.tensors.iter().filter_map(|r| r.layer).min();
+    let last = report.tensors.iter().filter_map(|r| r.layer).max();
+    let mut names = Vec::new();
+    let mut pick = |layer: Option<usize>, c: Component| {
+        if let Some(r) = report
+            .tensors
+            .iter()
+            .filter(ok)
+            .find(|r| r.layer == layer && r.component == c && !names.contains(&r.name))
+        {
+            names.push(r.name.clone());
+        }
+    };
+    pick(first, Component::Attention);
+    pick(first, Component::Mlp);
+    pick(last, Component::Mlp);
+    pick(last, Component::Attention);
+    for r in report.tensors.iter().filter(ok) {
+        if names.len() >= opts.spectra {
+            break;
+        }
+        if !names.contains(&r.name) {
+            names.push(r.name.clone());
+        }
+    }
+    names.truncate(opts.spectra);
+    names
+}
+
+/// "model.layers.3.mlp.up_proj.weight" -> "layers.3.mlp.up_proj".
+pub fn short_name(name: &str) -> String {
+    let n = name.strip_prefix("model.").unwrap_or(name);
+    n.strip_suffix(".weight").unwrap_or(n).to_string()
+}
+
+/// Per layer and component: (layer, values) of `f` over the records.
+fn per_layer<F>(report: &Report, c: Component, f: F) -> Vec<(usize, Option<f64>)>
+where
+    F: Fn(&[&TensorRecord]) -> Option<f64>,
+{
+    report
+        .layers
+        .iter()
+        .map(|l| {
+            let rs: Vec<&TensorRecord> = report
+                .tensors
+                .iter()
+                .filter(|r| r.layer == Some(l.layer) && r.component == c)
+                .collect();
+            (
+                l.layer,
+                if rs.is_empty() {
+                    None
+                } else {
+                    f(&rs).filter(|v| v.is_finite())
+                },
+            )
+        })
+        .collect()
+}
+
+/// Pooled excess kurtosis of records (their central moments merged).
+pub fn pooled_kurtosis(rs: &[&TensorRecord]) -> Option<f64> {
+    let m = rs
+        .iter()
+        .fold(Moments::default(), |m, r| m.merge(&r.moments));
+    (m.n > 0).then(|| m.kurtosis())
+}
+
+/// Entry-weighted mean of `f` over records.
+pub fn weighted_mean(rs: &[&TensorRecord], f: impl Fn(&TensorRecord) -> f64) -> Option<f64> {
+    let (mut s, mut w) = (0.0, 0.0);
+    for r in rs {
+        let v = f(r);
+        if v.is_finite() && r.finite > 0 {
+            s += v * r.finite as f64;
+            w += r.finite as f64;
+        }
+    }
+    (w > 0.0).then(|| s / w)
+}
+
+/// Plain mean of the defined values of `f`.
+pub fn mean_of(rs: &[&TensorRecord], f: impl Fn(&TensorRecord) -> Option<f64>) -> Option<f64> {
+    let v: Vec<f64> = rs
+        .iter()
+        .filter_map(|r| f(r))
+        .filter(|x| x.is_finite())
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// Per-layer bars of one measure, attention vs MLP, with their nulls.
+pub fn layer_bars(
+    report: &Report,
+    title: &str,
+    y_label: &str,
+    value: &dyn Fn(&[&TensorRecord]) -> Option<f64>,
+    null: &dyn Fn(&[&TensorRecord]) -> Option<f64>,
+) -> BarsData {
+    let comps = [(Component::Attention, "attention"), (Component::Mlp, "MLP")];
+    let series = comps
+        .iter()
+        .filter(|(c, _)| {
+            report
+                .tensors
+                .iter()
+                .any(|r| r.component == *c && r.layer.is_some())
+        })
+        .map(|&(c, name)| BarSeries {
+            name: name.to_string(),
+            values: per_layer(report, c, value)
+                .into_iter()
+                .map(|x| x.1)
+                .collect(),
+            null: Some(
+                per_layer(report, c, null)
+                    .into_iter()
+                    .map(|x| x.1)
+                    .collect(),
+            ),
+        })
+        .collect();
+    BarsData {
+        title: title.to_string(),
+        x_label: "layer".into(),
+        y_label: y_label.to_string(),
+        categories: report.layers.iter().map(|l| l.layer.to_string()).collect(),
+        series,
+        null_label: "Gaussian null (same shape and std)".into(),
+    }
+}
+
+/// The adjacent-layer correlations as a heatmap: one row per tensor
+/// pattern, one column per layer pair, and a last column first-last.
+pub fn interlayer_heatmap(report: &Report) -> HeatmapData {
+    let il = &report.interlayer;
+    let mut rows: Vec<String> = Vec::new();
+    for p in il.pairs.iter().chain(&il.first_last) {
+        if !rows.contains(&p.tensor) {
+            rows.push(p.tensor.clone());
+        }
+    }
+    let mut cols: Vec<(usize, usize)> = il.pairs.iter().map(|p| (p.a, p.b)).collect();
+    cols.sort();
+    cols.dedup();
+    let ncols = cols.len() + usize::from(!il.first_last.is_empty());
+    let mut cells = vec![vec![None; ncols]; rows.len()];
+    for p in &il.pairs {
+        let r = rows.iter().position(|t| *t == p.tensor).expect("row");
+        let c = cols.iter().position(|&x| x == (p.a, p.b)).expect("col");
+        cells[r][c] = Some(p.r);
+    }
+    for p in &il.first_last {
+        let r = rows.iter().position(|t| *t == p.tensor).expect("row");
+        cells[r][ncols - 1] = Some(p.r);
+    }
+    let mut col_labels: Vec<String> = cols.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+    if !il.first_last.is_empty() {
+        col_labels.push("first-last".into());
+    }
+    let band = il
+        .null_band
+        .map(|b| format!(" (null band ±{})", fmt_num(b)))
+        .unwrap_or_default();
+    HeatmapData {
+        title: format!("Correlation of residuals between layers{band}"),
+        x_label: "layer pair".into(),
+        y_label: String::new(),
+        row_labels: rows.iter().map(|t| pattern_label(t)).collect(),
+        col_labels,
+        cells,
+        value_label: "Pearson r".into(),
+        limit: il.null_band.map(|b| {
+            let m = il
+                .pairs
+                .iter()
+                .chain(&il.first_last)
+                .map(|p| p.r.abs())
+                .filter(|v| v.is_finite())
+                .fold(0.0f64, f64::max);
+            m.max(2.0 * b)
+        }),
+        decimals: 3,
+    }
+}
+
+/// "model.layers.*.self_attn.q_proj.weight" -> "self_attn.q_proj".
+fn pattern_label(p: &str) -> String {
+    let tail = p.split_once("*.").map(|x| x.1).unwrap_or(p);
+    tail.strip_suffix(".weight").unwrap_or(tail).to_string()
+}
+
+/// (x, y) points of a curve.
+pub type Curve = Vec<(f64, f64)>;
+
+/// Mean VE and mean null VE per K over the clustered tensors.
+pub fn kmeans_curves(report: &Report) -> (Curve, Curve) {
+    let mut by_k: BTreeMap<usize, (f64, f64, usize)> = BTreeMap::new();
+    for f in report
+        .tensors
+        .iter()
+        .filter_map(|r| r.kmeans.as_ref())
+        .flatten()
+    {
+        if f.ve.is_finite() && f.ve_null.is_finite() {
+            let e = by_k.entry(f.k).or_insert((0.0, 0.0, 0));
+            e.0 += f.ve;
+            e.1 += f.ve_null;
+            e.2 += 1;
+        }
+    }
+    let ve = by_k
+        .iter()
+        .map(|(&k, e)| (k as f64, e.0 / e.2 as f64))
+        .collect();
+    let null = by_k
+        .iter()
+        .map(|(&k, e)| (k as f64, e.1 / e.2 as f64))
+        .collect();
+    (ve, null)
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(fmt_num).unwrap_or_else(|| "n/a".into())
+}
+
+fn fig(id: &str, svg: String, caption: impl Into<String>) -> Block {
+    Block::Figure(Figure {
+        id: id.into(),
+        svg,
+        caption: caption.into(),
+    })
+}
+
+/// The whole analysis report as a document.
+pub fn analysis_document(
+    report: &Report,
+    figs: Option<&FigureData>,
+) -> Result<Document, ReportError> {
+    let mut doc = Document {
+        title: "What training added: residual structure".into(),
+        ..Default::default()
+    };
+    let n: u64 = report.tensors.iter().map(|r| r.numel).sum();
+    doc.subtitle = vec![
+        format!("base: {}", report.base),
+        format!("trained: {}", report.trained),
+        format!(
+            "{} tensors, {} entries compared; nulls: i.i.d. Gaussian of the same shape and std, seed {}",
+            report.tensors.len(),
+            n,
+            report.seed
+        ),
+    ];
+    let has_hist = figs.is_some_and(|f| f.histograms.contains_key("all"));
+    let has_power = figs.is_some_and(|f| f.powermap.is_some());
+    let v = &report.verdict;
+    let item = |name: &str,
+                h: &resid_analysis::Hypothesis,
+                yes: String,
+                no: String,
+                figure: Option<&str>| VerdictItem {
+        hypothesis: name.into(),
+        supported: h.measure.map(|_| h.supported),
+        statement: if h.measure.is_none() {
+            "Not measured: no tensor qualified.".into()
+        } else if h.supported {
+            yes
+        } else {
+            no
+        },
+        measure: h.measure,
+        null: h.null,
+        margin: h.rule.clone(),
+        figure: figure.map(str::to_string),
+    };
+    let all = report.components.get("all");
+    let share = all
+        .map(|a| format!("{:.2}%", 100.0 * a.share_above_3std))
+        .unwrap_or_default();
+    doc.verdict = vec![
+        item(
+            "sparse",
+            &v.sparse,
+            format!("Yes: the residual is heavy-tailed. Pooled excess kurtosis {} (Gaussian 0), {share} of entries beyond 3 std (Gaussian 0.27%).", opt(v.sparse.measure)),
+            format!("No: the tails are close to a Gaussian's. Pooled excess kurtosis {}, {share} of entries beyond 3 std (Gaussian 0.27%).", opt(v.sparse.measure)),
+            if has_hist { Some("hist-all") } else { Some("bars-kurtosis") },
+        ),
+        item(
+            "smooth",
+            &v.smooth,
+            format!("Yes: low spatial frequencies hold {} times the power they hold in white noise.", opt(v.smooth.measure)),
+            format!("No: low spatial frequencies hold {} times the white-noise power (1 = noise).", opt(v.smooth.measure)),
+            has_power.then_some("powermap"),
+        ),
+        item(
+            "coordinated",
+            &v.coordinated,
+            format!("Yes: adjacent layers' residuals correlate, mean r = {}.", opt(v.coordinated.measure)),
+            format!("No: adjacent layers' residuals are unrelated, mean r = {} (null band ±{}).", opt(v.coordinated.measure), opt(report.interlayer.null_band)),
+            (!report.interlayer.pairs.is_empty()).then_some("interlayer"),
+        ),
+        item(
+            "clustered",
+            &v.clustered,
+            format!("Yes: rows fall into clusters; k-means explains {} of the variance against {} for the null.", opt(v.clustered.measure), opt(v.clustered.null)),
+            format!("No: k-means explains {} of the variance, the null {}: no more than chance.", opt(v.clustered.measure), opt(v.clustered.null)),
+            report.tensors.iter().any(|r| r.kmeans.is_some()).then_some("kmeans"),
+        ),
+    ];
+
+    // Values.
+    let mut blocks = Vec::new();
+    match figs.map(|f| &f.histograms) {
+        Some(h) if !h.is_empty() => {
+            let order = ["all", "attention", "mlp", "embedding", "norm", "other"];
+            for name in order.iter().filter(|n| h.contains_key(**n)) {
+                let d = &h[*name];
+                let label = component_label(name);
+                let svg = histogram::render(
+                    d,
+                    &HistogramLabels {
+                        title: format!("{label} residual values vs a Gaussian of the same std"),
+                        x_label: "residual value (weight units)".into(),
+                        series: format!("{label} residual"),
+                    },
+                    DEFAULT_SIZE,
+                )?;
+                blocks.push(fig(
+                    &format!("hist-{name}"),
+                    svg,
+                    format!(
+                        "{label}: {} entries in {} bins of {}; mean {}, std {}; {:.3}% beyond 3 std against 0.27% for a Gaussian. Counts on a log axis: a Gaussian is a parabola, heavy tails lie above it.",
+                        d.n,
+                        d.counts.len(),
+                        fmt_num(d.bin_width()),
+                        fmt_num(d.mean),
+                        fmt_num(d.std),
+                        100.0 * d.share_beyond_3std()
+                    ),
+                ));
+            }
+        }
+        _ => blocks.push(Block::Text(
+            "Value histograms need the checkpoints themselves; this report was made from the measurements only.".into(),
+        )),
+    }
+    blocks.push(Block::Table(components_table(report)));
+    doc.sections.push(Section {
+        title: "Values: how heavy are the tails?".into(),
+        blocks,
+    });
+
+    // Per layer.
+    let mut blocks = Vec::new();
+    if !report.layers.is_empty() {
+        let k = layer_bars(
+            report,
+            "Excess kurtosis per layer: attention vs MLP",
+            "pooled excess kurtosis (Gaussian = 0)",
+            &pooled_kurtosis,
+            &|_| Some(0.0),
+        );
+        blocks.push(fig("bars-kurtosis", bars::render(&k, DEFAULT_SIZE)?, "Pooled excess kurtosis of each layer's attention and MLP residuals; the null (a Gaussian) has 0."));
+        let e = layer_bars(
+            report,
+            "Histogram entropy per layer: attention vs MLP",
+            "entropy, 100 bins over [min, max] (bits)",
+            &|rs| weighted_mean(rs, |r| r.entropy_bits),
+            &|rs| weighted_mean(rs, |r| r.entropy_null_bits),
+        );
+        blocks.push(fig("bars-entropy", bars::render(&e, DEFAULT_SIZE)?, "Entry-weighted mean of the tensors' 100-bin entropy (uniform ceiling 6.64 bits); dashed: the same on Gaussian nulls. Heavy tails stretch [min, max] and lower the entropy."));
+        let p = layer_bars(
+            report,
+            "Participation ratio per layer: attention vs MLP",
+            "participation ratio (effective rank)",
+            &|rs| mean_of(rs, |r| r.pr),
+            &|rs| mean_of(rs, |r| r.pr_null),
+        );
+        blocks.push(fig("bars-pr", bars::render(&p, DEFAULT_SIZE)?, "Mean participation ratio of each layer's matrices; dashed: the Marchenko-Pastur null for the same shapes. Far below the null: low-rank."));
+        blocks.push(Block::Table(layers_table(report)));
+    } else {
+        blocks.push(Block::Text("No tensor was assigned to a layer.".into()));
+    }
+    doc.sections.push(Section {
+        title: "Layer by layer".into(),
+        blocks,
+    });
+
+    // Interlayer.
+    let mut blocks = Vec::new();
+    if report.interlayer.pairs.is_empty() {
+        blocks.push(Block::Text(
+            "No role appears in two layers with equal shapes: no correlation to measure.".into(),
+        ));
+    } else {
+        let h = interlayer_heatmap(report);
+        blocks.push(fig(
+            "interlayer",
+            heatmap::render(&h, DEFAULT_SIZE)?,
+            format!(
+                "Pearson r between the flattened residuals of layers l and l+1 (and the first and last layer), per tensor; mean adjacent r = {}, first-last r = {}, null band ±{}.",
+                opt(report.interlayer.mean_adjacent_r),
+                opt(report.interlayer.first_last_r),
+                opt(report.interlayer.null_band)
+            ),
+        ));
+    }
+    doc.sections.push(Section {
+        title: "Are layers coordinated?".into(),
+        blocks,
+    });
+
+    // Spectra and smoothness.
+    let mut blocks = Vec::new();
+    if let Some(f) = figs.filter(|f| !f.spectra.is_empty()) {
+        let svg = spectrum::render(
+            "Singular values of residual matrices vs Marchenko-Pastur",
+            &f.spectra,
+            DEFAULT_SIZE,
+        )?;
+        blocks.push(fig("spectrum", svg, "Singular values, largest first, scaled by std·√(larger side); dashed: what a Gaussian matrix of the same shape and std gives. A few values far above the null: low-rank structure."));
+    }
+    if let Some((name, pm, pn)) = figs.and_then(|f| f.powermap.as_ref()) {
+        let svg = powermap::render(
+            &format!(
+                "Spatial-frequency power of {} vs Gaussian null",
+                short_name(name)
+            ),
+            pm,
+            pn,
+            DEFAULT_SIZE,
+        )?;
+        blocks.push(fig("powermap", svg, format!(
+            "2-D FFT power of the mean-removed residual (the matrix with the highest low-frequency ratio) and of a Gaussian matrix of the same shape and std, averaged in blocks, log scale. Red box: |f| <= 1/8 cycle per entry; white noise puts about 1/16 of its power there. Low-frequency share {:.2}% vs {:.2}% for the null.",
+            100.0 * pm.lowfreq_share,
+            100.0 * pn.lowfreq_share
+        )));
+    }
+    if blocks.is_empty() {
+        blocks.push(Block::Text("Spectra and power maps need the checkpoints themselves; this report was made from the measurements only.".into()));
+    }
+    doc.sections.push(Section {
+        title: "Rank and smoothness".into(),
+        blocks,
+    });
+
+    // Clustering.
+    let (ve, null) = kmeans_curves(report);
+    let mut blocks = Vec::new();
+    if ve.is_empty() {
+        blocks.push(Block::Text("No 2-D tensor was clustered.".into()));
+    } else {
+        let d = LinesData {
+            title: "k-means variance explained vs K: residual rows vs null".into(),
+            x_label: "K, number of clusters (log scale)".into(),
+            y_label: "variance explained (1 - SSW/SST)".into(),
+            log_x: true,
+            log_y: false,
+            series: vec![
+                LineSeries {
+                    name: "residual (mean over tensors)".into(),
+                    points: ve,
+                    dashed: false,
+                    markers: true,
+                    color: Some(0),
+                },
+                LineSeries {
+                    name: "Gaussian null".into(),
+                    points: null,
+                    dashed: true,
+                    markers: true,
+                    color: Some(6),
+                },
+            ],
+        };
+        blocks.push(fig("kmeans", lines::render(&d, DEFAULT_SIZE)?, "k-means++ on the rows of each matrix (best of 3 seeded restarts), mean over tensors; a clustered residual rises well above the null."));
+    }
+    doc.sections.push(Section {
+        title: "Are rows clustered?".into(),
+        blocks,
+    });
+
+    // Tensors.
+    let mut blocks = vec![Block::Table(tensors_table(report))];
+    let u = &report.unmatched;
+    if !u.only_base.is_empty() || !u.only_trained.is_empty() {
+        blocks.push(Block::Text(format!(
+            "Unmatched, skipped: only in base: [{}]; only in trained: [{}].",
+            u.only_base.join(", "),
+            u.only_trained.join(", ")
+        )));
+    }
+    doc.sections.push(Section {
+        title: "Every tensor".into(),
+        blocks,
+    });
+    Ok(doc)
+}
+
+fn component_label(name: &str) -> String {
+    match name {
+        "all" => "All".into(),
+        "mlp" => "MLP".into(),
+        "attention" => "Attention".into(),
+        o => {
+            let mut c = o.chars();
+            c.next()
+                .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                .unwrap_or_default()
+        }
+    }
+}
+
+fn components_table(report: &Report) -> Table {
+    Table {
+        caption: "Per component (kurtosis pooled over entries; entropies entry-weighted means over tensors)".into(),
+        header: ["component", "tensors", "entries", "kurtosis (pooled)", "kurtosis (mean)", "entropy bits", "null bits", "bits at std/16", "> 3 std", "PR mean", "PR null", "low-freq ratio", "energy share"]
+            .map(String::from)
+            .to_vec(),
+        rows: report
+            .components
+            .iter()
+            .map(|(name, c)| {
+                vec![
+                    name.clone(),
+                    c.tensors.to_string(),
+                    c.numel.to_string(),
+                    fmt_num(c.kurtosis_pooled),
+                    fmt_num(c.kurtosis_mean),
+                    fmt_num(c.entropy_bits),
+                    fmt_num(c.entropy_null_bits),
+                    fmt_num(c.entropy_step_bits),
+                    format!("{:.3}%", 100.0 * c.share_above_3std),
+                    opt(c.pr_mean),
+                    opt(c.pr_null_mean),
+                    opt(c.lowfreq_ratio),
+                    format!("{:.1}%", 100.0 * c.energy_share),
+                ]
+            })
+            .collect(),
+    }
+}
+
+fn layers_table(report: &Report) -> Table {
+    Table {
+        caption: "Per layer (the study's table)".into(),
+        header: [
+            "layer",
+            "tensors",
+            "entropy bits",
+            "null bits",
+            "kurtosis (pooled)",
+            "PR mean",
+            "norm share",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: report
+            .layers
+            .iter()
+            .map(|l| {
+                vec![
+                    l.layer.to_string(),
+                    l.tensors.to_string(),
+                    fmt_num(l.entropy_bits),
+                    fmt_num(l.entropy_null_bits),
+                    fmt_num(l.kurtosis_pooled),
+                    opt(l.pr_mean),
+                    format!("{:.1}%", 100.0 * l.norm_share),
+                ]
+            })
+            .collect(),
+    }
+}
+
+fn tensors_table(report: &Report) -> Table {
+    Table {
+        caption: "Per tensor".into(),
+        header: [
+            "tensor",
+            "layer",
+            "component",
+            "shape",
+            "std",
+            "kurtosis",
+            "entropy bits",
+            "> 3 std",
+            "PR",
+            "PR null",
+            "low-freq ratio",
+            "best VE excess",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: report
+            .tensors
+            .iter()
+            .map(|r| {
+                let excess = r.kmeans.as_ref().and_then(|v| {
+                    v.iter()
+                        .map(|f| f.ve - f.ve_null)
+                        .filter(|x| x.is_finite())
+                        .max_by(f64::total_cmp)
+                });
+                vec![
+                    r.name.clone(),
+                    r.layer.map(|l| l.to_string()).unwrap_or_default(),
+                    r.component.name().to_string(),
+                    format!("{:?}", r.shape),
+                    fmt_num(r.std),
+                    fmt_num(r.kurtosis),
+                    fmt_num(r.entropy_bits),
+                    format!("{:.3}%", 100.0 * r.share_above_3std),
+                    opt(r.pr),
+                    opt(r.pr_null),
+                    opt(r.lowfreq_ratio),
+                    opt(excess),
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// Writes `dir/index.html`, `dir/report.md` (with `dir/fig-*.svg`) and
+/// `dir/report.json` (the report's JSON, as `--json` writes it).
+pub fn write_analysis_report(
+    dir: &Path,
+    report: &Report,
+    figs: Option<&FigureData>,
+) -> Result<(), ReportError> {
+    let doc = analysis_document(report, figs)?;
+    crate::document::write_document(dir, &doc, Some(&report.to_json()))
+}
