@@ -19,7 +19,24 @@ fn main() {
     let t_tok = t0.elapsed().as_secs_f64();
     let (tr, he) = (tok.encode(train), tok.encode(held));
     let t0 = Instant::now();
-    let b = base::derive_base(&tr, &cfg, 0);
+    let mut opt = base::BaseOptions::for_config(&cfg);
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
+    if let Some(x) = env("DOWN_STD") {
+        opt.down_std = x;
+    }
+    if let Some(x) = env("LAG_W") {
+        opt.lag_weight = x;
+    }
+    if let Some(x) = env("VO") {
+        opt.vo = (x, x);
+    }
+    if let Some(x) = env("MLP_GAIN") {
+        opt.mlp_gain = x;
+    }
+    if let Some(x) = env("STREAM_RMS") {
+        opt.stream_rms = x;
+    }
+    let b = base::derive_base_with(&tr, &cfg, 0, &opt);
     let t_base = t0.elapsed().as_secs_f64();
     println!("{}", b.provenance.table());
     println!("timings {:?}", b.provenance.timings);

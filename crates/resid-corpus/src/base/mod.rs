@@ -99,7 +99,9 @@ impl BaseOptions {
             vo: (0.02, 0.02),
             mlp_gain: 3.0,
             mlp_threshold: 0.3,
-            down_std: INIT_STD / (2.0 * cfg.n_layer as f64).sqrt(),
+            // A tenth of the standard residual-projection std: at full size the
+            // k-means units (which fire strongly) would add noise worth ~0.6 nats/byte.
+            down_std: 0.1 * INIT_STD / (2.0 * cfg.n_layer as f64).sqrt(),
             sample_windows: (8192 / cfg.context).max(8),
             kmeans_iters: 8,
         }
@@ -525,7 +527,8 @@ pub enum WriteError {
 }
 
 /// Writes `model.safetensors`, `base.json` (provenance), `config.json`
-/// (the [`GptConfig`]) and `tokenizer.json` into `dir` (created if needed).
+/// (the [`GptConfig`]), `model.json` (resid-lm's step-0 checkpoint sidecar)
+/// and `tokenizer.json` into `dir` (created if needed).
 pub fn write_base(
     dir: &Path,
     base: &Base,
@@ -543,9 +546,26 @@ pub fn write_base(
     meta.insert("resid.seed".to_string(), base.provenance.seed.to_string());
     resid_io::write::write_f32_checkpoint(&dir.join("model.safetensors"), &base.tensors, &meta)?;
     let json = |v: &dyn erased::Json| v.to_json();
+    // resid-lm's checkpoint sidecar, so `resid train --init DIR` and
+    // `resid eval --model DIR` read a base folder like any checkpoint.
+    let model_json = serde_json::json!({
+        "format": "resid-gpt",
+        "config": cfg,
+        "tokenizer": match tokenizer.kind() { crate::tokenizer::Kind::Byte => "byte", crate::tokenizer::Kind::Bpe => "bpe" },
+        "seed": base.provenance.seed,
+        "init": base.provenance.kind,
+        "step": 0,
+        "total_steps": 0,
+        "tokens_seen": 0,
+        "train_loss": null,
+        "heldout_loss": null,
+        "heldout_nats_per_byte": null,
+        "heldout_tokens": null,
+    });
     for (name, text) in [
         ("base.json", json(&base.provenance)),
         ("config.json", json(cfg)),
+        ("model.json", json(&model_json)),
         ("tokenizer.json", tokenizer.to_json()),
     ] {
         let p = dir.join(name);
@@ -679,4 +699,117 @@ pub fn lag_attention(base: &Base, cfg: &GptConfig, windows: &[&[u32]]) -> Vec<f6
         .zip(&counts)
         .map(|(s, &c)| s / c.max(1) as f64)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TokenizerKind;
+
+    /// A small byte-level shape the tests can derive in seconds.
+    fn small() -> GptConfig {
+        GptConfig {
+            preset: "test".into(),
+            tokenizer: TokenizerKind::Byte,
+            vocab_size: 256,
+            n_layer: 2,
+            n_head: 4,
+            d_model: 64,
+            d_ff: 128,
+            context: 32,
+            tied_head: false,
+            ..GptConfig::tiny()
+        }
+    }
+
+    fn data() -> (Vec<u32>, Vec<u32>) {
+        let text = crate::corpus::shakespeare();
+        let t: Vec<u32> = text[..400_000].iter().map(|&b| b as u32).collect();
+        let (a, b) = t.split_at(360_000);
+        (a.to_vec(), b.to_vec())
+    }
+
+    #[test]
+    fn csb_meets_its_targets_on_a_small_model() {
+        let cfg = small();
+        let (train, held) = data();
+        let base = derive_base(&train, &cfg, 7);
+        // Same names and shapes as the random init, in order.
+        let rand = random_init(&cfg, 7);
+        let shapes = |b: &Base| {
+            b.tensors
+                .iter()
+                .map(|t| (t.0.clone(), t.1.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shapes(&base), shapes(&rand));
+        assert_eq!(shapes(&base), cfg.param_specs());
+        assert_eq!(base.provenance.tensors.len(), cfg.param_specs().len());
+        // Zero-layer path reproduces the low-rank bigram it was fitted to.
+        let pairs: Vec<(u32, u32)> = held.windows(2).take(5000).map(|p| (p[0], p[1])).collect();
+        let r = zero_layer_correlation(&base, &cfg, &train, &pairs);
+        assert!(r > 0.95, "zero-layer correlation {r}");
+        // Lag heads look where they should.
+        let wins = even_windows(&held, cfg.context, 8);
+        for (h, a) in lag_attention(&base, &cfg, &wins).iter().enumerate() {
+            assert!(*a > 0.5, "head {h} puts {a} on t-{}", h + 1);
+        }
+        // Step-0 loss: near the bigram count model, far below random init (ln 256 = 5.55).
+        let wins = even_windows(&held, cfg.context + 1, 64);
+        let b = forward::eval_windows(&Weights::new(&cfg, &base.tensors), &wins).per_token();
+        let r0 = forward::eval_windows(&Weights::new(&cfg, &rand.tensors), &wins).per_token();
+        let pc = crate::counts::PairCounts::count(&train, 256, 1);
+        let n: usize = wins.iter().map(|w| w.len() - 1).sum();
+        let big: f64 = wins
+            .iter()
+            .flat_map(|w| w.windows(2))
+            .map(|p| -pc.ln_cond(p[0], p[1], 0.1))
+            .sum::<f64>()
+            / n as f64;
+        assert!((r0 - 256f64.ln()).abs() < 0.1, "random init {r0}");
+        assert!(b < big + 0.15, "base {b} vs bigram {big}");
+        // Training can start: no exploding residual stream.
+        let e = forward::eval_windows(&Weights::new(&cfg, &base.tensors), &wins);
+        assert!(
+            e.resid_rms.iter().all(|&x| x < 3.0 * e.resid_rms[0]),
+            "{:?}",
+            e.resid_rms
+        );
+    }
+
+    #[test]
+    fn written_folder_reads_back() {
+        let cfg = GptConfig {
+            n_layer: 1,
+            ..small()
+        };
+        let base = mimetic_init(&cfg, 1);
+        let dir = tempfile::tempdir().unwrap();
+        write_base(dir.path(), &base, &cfg, &Tokenizer::byte()).unwrap();
+        for f in [
+            "model.safetensors",
+            "base.json",
+            "config.json",
+            "model.json",
+            "tokenizer.json",
+        ] {
+            assert!(dir.path().join(f).exists(), "{f}");
+        }
+        let back: GptConfig =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(back, cfg);
+        let prov: Provenance =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("base.json")).unwrap())
+                .unwrap();
+        assert_eq!(prov, base.provenance);
+        let ck = resid_io::Checkpoint::open(&dir.path().join("model.safetensors")).unwrap();
+        let mut buf = Vec::new();
+        for (name, shape, data) in &base.tensors {
+            let t = ck.get(name).unwrap_or_else(|| panic!("{name} missing"));
+            assert_eq!(&t.shape, shape);
+            ck.read_f32(t, &mut buf).unwrap();
+            assert_eq!(&buf, data, "{name}");
+        }
+    }
 }
