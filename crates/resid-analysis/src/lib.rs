@@ -1,1 +1,25 @@
-//! resid-analysis
+//! Structure of a residual `R = W_trained - W_base`: one small module per
+//! measure (definitions in the project's DESIGN notes, "Measures"), each with
+//! its Gaussian null, a verdict on four hypotheses (smooth, coordinated,
+//! sparse, clustered), aggregates by component and layer, and a streaming
+//! driver that holds one tensor pair per worker.
+
+pub mod aggregate;
+pub mod driver;
+pub mod entropy;
+pub mod interlayer;
+pub mod kmeans;
+pub mod lowfreq;
+pub mod moments;
+pub mod null;
+pub mod participation;
+pub mod sparsity;
+pub mod verdict;
+
+pub use aggregate::{
+    ComponentSummary, KmeansFigure, LayerSummary, Report, TensorRecord, Unmatched,
+};
+pub use driver::{analyze, AnalysisError, Options, Progress};
+pub use interlayer::{Interlayer, LayerPair};
+pub use moments::Moments;
+pub use verdict::{Hypothesis, Margins, Verdict};

@@ -1,0 +1,566 @@
+//! The streaming driver: pairs tensors by name, then a few workers each hold
+//! one tensor pair (two reused f32 buffers; R = trained - base is formed in
+//! place, and the base buffer is reused as scratch), measure it and send a
+//! record back. Workers start a tensor only while the estimated working
+//! memory of the tensors in flight stays within a budget (by default the
+//! largest single tensor's need, at least 64 MiB), so peak memory follows
+//! the largest tensor pair, not the model. Inner loops use the same rayon
+//! pool of `threads` threads. Nulls depend only on shape, so they are
+//! computed once per shape and shared.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
+
+use rayon::prelude::*;
+use resid_io::{Checkpoint, IoError, Layout, TensorEntry};
+
+use crate::aggregate::{aggregate, KmeansFigure, Report, TensorRecord, Unmatched};
+use crate::entropy;
+use crate::interlayer::{self, Tracker};
+use crate::kmeans;
+use crate::lowfreq;
+use crate::moments::{count_nonfinite, Moments};
+use crate::null::{self, hash_str, mix};
+use crate::participation;
+use crate::sparsity::sparsity;
+use crate::verdict::Margins;
+
+/// Settings of an analysis.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Worker threads (0: all cores).
+    pub threads: usize,
+    /// Seed of every null and sample.
+    pub seed: u64,
+    pub layout: Layout,
+    pub margins: Margins,
+    /// Measure the finite entries of tensors holding NaN/Inf (counted in the
+    /// record) instead of failing.
+    pub allow_nonfinite: bool,
+    /// Working-memory budget in bytes for tensors in flight (None: automatic).
+    pub memory_budget: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            threads: 0,
+            seed: 0,
+            layout: Layout::builtin(),
+            margins: Margins::default(),
+            allow_nonfinite: false,
+            memory_budget: None,
+        }
+    }
+}
+
+/// Why an analysis failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("{path}: tensor '{tensor}' holds {nan} NaN and {inf} infinite values (pass --allow-nonfinite to measure its finite entries)")]
+    NonFinite {
+        path: String,
+        tensor: String,
+        nan: u64,
+        inf: u64,
+    },
+    #[error("no tensor names in common between {base} and {trained}")]
+    NothingInCommon { base: String, trained: String },
+    #[error("thread pool: {0}")]
+    Pool(String),
+}
+
+/// Progress of a run, sent after each tensor.
+#[derive(Clone, Debug)]
+pub struct Progress<'a> {
+    pub done: usize,
+    pub total: usize,
+    pub name: &'a str,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+/// The 2-D view of a shape: rows = first dimension, cols = the rest.
+pub fn matrix_view(shape: &[usize]) -> Option<(usize, usize)> {
+    if shape.len() < 2 {
+        return None;
+    }
+    let rows = shape[0];
+    let cols: usize = shape[1..].iter().product();
+    (rows >= 2 && cols >= 2).then_some((rows, cols))
+}
+
+/// Estimated working memory of one tensor's analysis, in bytes.
+pub fn working_bytes(shape: &[usize]) -> usize {
+    let n: usize = shape.iter().product();
+    let mut floats = 2 * n;
+    if let Some((rows, cols)) = matrix_view(shape) {
+        let p = rows.min(cols);
+        let m = rows.min(kmeans::MAX_ROWS);
+        floats += p * p + 2 * rows * (cols / 8 + 1) + m * cols;
+    }
+    floats * 4
+}
+
+type Cell = Arc<OnceLock<f64>>;
+
+/// Null figures, computed once per key and shared by all tensors.
+struct NullCache<K> {
+    map: Mutex<HashMap<K, Cell>>,
+}
+
+impl<K: Eq + Hash + Clone> NullCache<K> {
+    fn new() -> Self {
+        NullCache {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+    fn get(&self, k: &K, f: impl FnOnce() -> f64) -> f64 {
+        let cell = self
+            .map
+            .lock()
+            .expect("null cache")
+            .entry(k.clone())
+            .or_default()
+            .clone();
+        *cell.get_or_init(f)
+    }
+}
+
+struct Nulls {
+    entropy: NullCache<u64>,
+    lowfreq: NullCache<(usize, usize)>,
+    kmeans: NullCache<(usize, usize, usize)>,
+    seed: u64,
+}
+
+impl Nulls {
+    /// 100-bin entropy of n Gaussian values (scale-free, so std 1), streamed twice.
+    fn entropy(&self, n: u64) -> f64 {
+        self.entropy.get(&n, || {
+            let seed = mix(self.seed, hash_str(&format!("entropy-null:{n}")));
+            let n = n as usize;
+            let (lo, hi) = null::fold_stream(
+                n,
+                1.0,
+                seed,
+                (f64::INFINITY, f64::NEG_INFINITY),
+                |(a, b), c| {
+                    c.iter()
+                        .fold((a, b), |(a, b), &v| (a.min(v as f64), b.max(v as f64)))
+                },
+                |x, y| (x.0.min(y.0), x.1.max(y.1)),
+            );
+            let scale = if hi > lo {
+                entropy::STUDY_BINS as f64 / (hi - lo)
+            } else {
+                0.0
+            };
+            let h = null::fold_stream(
+                n,
+                1.0,
+                seed,
+                vec![0u64; entropy::STUDY_BINS],
+                |mut acc, c| {
+                    entropy::add_chunk(c, lo, scale, &mut acc);
+                    acc
+                },
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            );
+            entropy::entropy_bits(&h)
+        })
+    }
+
+    fn lowfreq(&self, rows: usize, cols: usize) -> f64 {
+        self.lowfreq.get(&(rows, cols), || {
+            lowfreq::null_share(
+                rows,
+                cols,
+                mix(self.seed, hash_str(&format!("lowfreq-null:{rows}x{cols}"))),
+            )
+        })
+    }
+
+    fn kmeans(&self, m: usize, d: usize, ki: usize) -> f64 {
+        // All K of one shape are computed together; cache each.
+        let key = (m, d, ki);
+        self.kmeans.get(&key, || {
+            let seed = mix(self.seed, hash_str(&format!("kmeans-null:{m}x{d}")));
+            let g = null::gaussian_vec(m * d, 1.0, seed);
+            let k = kmeans::KS[ki];
+            kmeans::variance_explained(&g, m, d, &[k], mix(seed, 1))[0]
+        })
+    }
+}
+
+struct Job<'a> {
+    base: &'a TensorEntry,
+    trained: &'a TensorEntry,
+    layer: Option<usize>,
+    component: resid_io::Component,
+    role: String,
+    key: Option<String>,
+    cost: usize,
+}
+
+struct Worker {
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
+fn measure(
+    job: &Job,
+    base: &Checkpoint,
+    trained: &Checkpoint,
+    opts: &Options,
+    nulls: &Nulls,
+    want_sample: bool,
+    w: &mut Worker,
+) -> Result<(TensorRecord, Option<Vec<f32>>), AnalysisError> {
+    base.read_f32(job.base, &mut w.b)?;
+    trained.read_f32(job.trained, &mut w.a)?;
+    let name = &job.trained.name;
+    let mut notes: Vec<String> = Vec::new();
+    for (ck, e, buf) in [(base, job.base, &w.b), (trained, job.trained, &w.a)] {
+        let (nan, inf) = count_nonfinite(buf);
+        if nan + inf > 0 {
+            if !opts.allow_nonfinite {
+                return Err(AnalysisError::NonFinite {
+                    path: ck.file_of(e).display().to_string(),
+                    tensor: name.clone(),
+                    nan,
+                    inf,
+                });
+            }
+            notes.push(format!(
+                "{} has {nan} NaN and {inf} Inf",
+                ck.file_of(e).display()
+            ));
+        }
+    }
+    let (a, b) = (&mut w.a, &mut w.b);
+    a.par_chunks_mut(1 << 16)
+        .zip(b.par_chunks(1 << 16))
+        .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, y)| *x -= *y));
+    let x: &[f32] = a;
+    let (nan, inf) = count_nonfinite(x);
+    if nan + inf > 0 {
+        notes.push(format!(
+            "residual has {nan} NaN and {inf} Inf entries; measured over the {} finite ones, matrix measures skipped",
+            x.len() as u64 - nan - inf
+        ));
+    }
+    let m = Moments::of(x);
+    let (mean, std) = (m.mean, m.std());
+    let tseed = mix(opts.seed, hash_str(name));
+    let entropy_bits = if m.n > 0 {
+        entropy::study_entropy(x, m.min, m.max)
+    } else {
+        f64::NAN
+    };
+    let entropy_step_bits = entropy::step_entropy(x, mean, std);
+    let entropy_null_bits = if m.n > 0 {
+        nulls.entropy(m.n)
+    } else {
+        f64::NAN
+    };
+    let sp = sparsity(x, mean, std, b);
+    let sample = want_sample.then(|| interlayer::take_sample(x, opts.seed));
+    let view = matrix_view(&job.trained.shape);
+    let mut rec = TensorRecord {
+        name: name.clone(),
+        layer: job.layer,
+        component: job.component,
+        role: job.role.clone(),
+        shape: job.trained.shape.clone(),
+        numel: x.len() as u64,
+        finite: m.n,
+        nan,
+        inf,
+        mean,
+        std,
+        min: m.min,
+        max: m.max,
+        kurtosis: m.kurtosis(),
+        energy: m.energy(),
+        entropy_bits,
+        entropy_null_bits,
+        entropy_step_bits,
+        share_above_3std: sp.share_above_3std,
+        top1pct_energy: sp.top1pct_energy,
+        top10pct_energy: sp.top10pct_energy,
+        hoyer: sp.hoyer,
+        gini: sp.gini,
+        matrix: view,
+        pr: None,
+        pr_null: None,
+        stable_rank: None,
+        lowfreq_share: None,
+        lowfreq_null_share: None,
+        lowfreq_ratio: None,
+        kmeans_rows: None,
+        kmeans: None,
+        note: None,
+        moments: m,
+    };
+    if let Some((rows, cols)) = view {
+        if nan + inf > 0 {
+            // noted above
+        } else if std == 0.0 {
+            notes.push("residual is constant (unchanged tensor); matrix measures skipped".into());
+        } else {
+            let s = participation::spectral(x, rows, cols, m.energy(), tseed);
+            rec.pr = Some(s.pr);
+            rec.pr_null = Some(participation::mp_null(rows, cols));
+            rec.stable_rank = Some(s.stable_rank);
+            let share = lowfreq::share_of(x, rows, cols, mean);
+            let null_share = nulls.lowfreq(rows, cols);
+            rec.lowfreq_share = Some(share);
+            rec.lowfreq_null_share = Some(null_share);
+            rec.lowfreq_ratio = Some(share / null_share);
+            let idx = kmeans::sample_rows(rows, kmeans::MAX_ROWS, mix(tseed, 17));
+            let mrows = idx.len();
+            let data: &[f32] = if mrows == rows {
+                x
+            } else {
+                b.clear();
+                for &r in &idx {
+                    b.extend_from_slice(&x[r * cols..(r + 1) * cols]);
+                }
+                b
+            };
+            let ves = kmeans::variance_explained(data, mrows, cols, &kmeans::KS, mix(tseed, 23));
+            // Shuffled null: the same entries at permuted positions.
+            if mrows == rows {
+                b.clear();
+                b.extend_from_slice(x);
+            }
+            kmeans::shuffle(&mut b[..mrows * cols], mix(tseed, 29));
+            let shuf = kmeans::variance_explained(
+                &b[..mrows * cols],
+                mrows,
+                cols,
+                &kmeans::KS,
+                mix(tseed, 31),
+            );
+            rec.kmeans_rows = Some(mrows);
+            rec.kmeans = Some(
+                kmeans::KS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &k)| KmeansFigure {
+                        k,
+                        ve: ves[i],
+                        ve_null: if k < mrows {
+                            nulls.kmeans(mrows, cols, i)
+                        } else {
+                            f64::NAN
+                        },
+                        ve_shuffled: shuf[i],
+                    })
+                    .collect(),
+            );
+        }
+    }
+    if !notes.is_empty() {
+        rec.note = Some(notes.join("; "));
+    }
+    Ok((rec, sample))
+}
+
+/// Analyses the residual `trained - base`, calling `progress` after each tensor.
+pub fn analyze(
+    base: &Checkpoint,
+    trained: &Checkpoint,
+    opts: &Options,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<Report, AnalysisError> {
+    let pairing = resid_io::pair(base, trained)?;
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
+    for &(bi, ti) in &pairing.pairs {
+        let t = &trained.tensors()[ti];
+        let b = &base.tensors()[bi];
+        if t.dtype.is_none() || b.dtype.is_none() {
+            let (ck, e) = if t.dtype.is_none() {
+                (trained, t)
+            } else {
+                (base, b)
+            };
+            // Integer and boolean buffers (position ids, masks) are not
+            // weights: skipped and listed. Float formats resid cannot read
+            // (FP8) are an error naming the dtype.
+            let d = e.dtype_name.as_str();
+            if d == "BOOL" || d.starts_with('I') || d.starts_with('U') {
+                skipped.push(format!("{} ({d}: not a float tensor)", e.name));
+                continue;
+            }
+            return Err(AnalysisError::Io(IoError::UnsupportedDtype {
+                path: ck.file_of(e).to_path_buf(),
+                tensor: e.name.clone(),
+                dtype: e.dtype_name.clone(),
+            }));
+        }
+        let meta = opts.layout.classify(&t.name, &t.shape);
+        let key = meta
+            .layer
+            .map(|l| format!("{}|{:?}", interlayer::pattern(&t.name, l), t.shape));
+        jobs.push(Job {
+            base: b,
+            trained: t,
+            layer: meta.layer,
+            component: meta.component,
+            role: meta.role,
+            key,
+            cost: working_bytes(&t.shape),
+        });
+    }
+    if jobs.is_empty() {
+        return Err(AnalysisError::NothingInCommon {
+            base: base.path().display().to_string(),
+            trained: trained.path().display().to_string(),
+        });
+    }
+    let tracker = Tracker::new(jobs.iter().filter_map(|j| {
+        j.key
+            .clone()
+            .map(|k| (k, j.role.clone(), j.layer.expect("keyed")))
+    }));
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        opts.threads
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| AnalysisError::Pool(e.to_string()))?;
+    let max_cost = jobs.iter().map(|j| j.cost).max().unwrap_or(0);
+    let budget = opts.memory_budget.unwrap_or(max_cost.max(64 << 20));
+    let nulls = Nulls {
+        entropy: NullCache::new(),
+        lowfreq: NullCache::new(),
+        kmeans: NullCache::new(),
+        seed: opts.seed,
+    };
+    let bytes_total: u64 = jobs.iter().map(|j| j.trained.numel() as u64 * 4).sum();
+    base.advise_sequential();
+    trained.advise_sequential();
+
+    // Admission: (next job index, bytes in flight).
+    let state = Mutex::new((0usize, 0usize));
+    let cv = Condvar::new();
+    let abort = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel();
+    let wants: Vec<bool> = jobs
+        .iter()
+        .map(|j| j.key.as_deref().is_some_and(|k| tracker.wants(k)))
+        .collect();
+    let mut records = Vec::with_capacity(jobs.len());
+    let mut tracker = tracker;
+    let mut first_err: Option<AnalysisError> = None;
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(jobs.len()) {
+            let tx = tx.clone();
+            let (jobs, state, cv, abort, pool, nulls, wants) =
+                (&jobs, &state, &cv, &abort, &pool, &nulls, &wants);
+            s.spawn(move || {
+                let mut w = Worker {
+                    a: Vec::new(),
+                    b: Vec::new(),
+                };
+                loop {
+                    let i = {
+                        let mut st = state.lock().expect("state");
+                        loop {
+                            if abort.load(Ordering::Relaxed) || st.0 >= jobs.len() {
+                                return;
+                            }
+                            let c = jobs[st.0].cost;
+                            if st.1 == 0 || st.1 + c <= budget {
+                                st.1 += c;
+                                st.0 += 1;
+                                break st.0 - 1;
+                            }
+                            st = cv.wait(st).expect("state");
+                        }
+                    };
+                    let r = pool.install(|| {
+                        measure(&jobs[i], base, trained, opts, nulls, wants[i], &mut w)
+                    });
+                    if jobs[i].trained.numel() > (1 << 20) {
+                        w = Worker {
+                            a: Vec::new(),
+                            b: Vec::new(),
+                        };
+                    }
+                    state.lock().expect("state").1 -= jobs[i].cost;
+                    cv.notify_all();
+                    if r.is_err() {
+                        abort.store(true, Ordering::Relaxed);
+                    }
+                    if tx.send((i, r)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut done = 0;
+        let mut bytes_done = 0u64;
+        for (i, r) in rx {
+            match r {
+                Ok((rec, sample)) => {
+                    if let (Some(s), Some(k), Some(l)) = (sample, &jobs[i].key, jobs[i].layer) {
+                        tracker.add(k, l, s);
+                    }
+                    done += 1;
+                    bytes_done += jobs[i].trained.numel() as u64 * 4;
+                    progress(&Progress {
+                        done,
+                        total: jobs.len(),
+                        name: &rec.name,
+                        bytes_done,
+                        bytes_total,
+                    });
+                    records.push(rec);
+                }
+                Err(e) => {
+                    abort.store(true, Ordering::Relaxed);
+                    cv.notify_all();
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+    });
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let mut inter = tracker.finish();
+    // Report roles as the layout names them.
+    for p in inter.pairs.iter_mut().chain(inter.first_last.iter_mut()) {
+        if let Some((pat, _)) = p.tensor.split_once('|') {
+            p.tensor = pat.to_string();
+        }
+    }
+    Ok(aggregate(
+        base.path().display().to_string(),
+        trained.path().display().to_string(),
+        opts.seed,
+        records,
+        inter,
+        opts.margins.clone(),
+        Unmatched {
+            only_base: pairing.only_base,
+            only_trained: pairing.only_trained,
+            skipped,
+        },
+    ))
+}

@@ -1,0 +1,299 @@
+//! Inter-layer coordination: Pearson r between the flattened residuals of the
+//! same tensor (same name pattern, role and shape) in adjacent layers, and
+//! between its first and last layer. Streaming: each tensor leaves a
+//! fixed-seed stratified sample of at most `MAX_SAMPLE` entries (the same
+//! positions for every tensor of that size, so entries correspond), and a
+//! sample is dropped as soon as both neighbours have used it (first and last
+//! layers are kept for the first-last r). Tensors up to `MAX_SAMPLE` entries
+//! are used whole, so r is exact for them. Null band: +-2/sqrt(n) with n the
+//! entries compared.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Entries kept per tensor for r (1 MiB of f32).
+pub const MAX_SAMPLE: usize = 1 << 18;
+
+/// Stratified sample positions: one per stratum of n/m entries, from a seed
+/// that depends only on (seed, n), so same-size tensors share positions.
+pub fn sample_positions(n: usize, seed: u64) -> Option<Vec<usize>> {
+    if n <= MAX_SAMPLE {
+        return None;
+    }
+    let m = MAX_SAMPLE;
+    let mut rng = ChaCha8Rng::seed_from_u64(crate::null::mix(seed, n as u64));
+    Some(
+        (0..m)
+            .map(|i| {
+                let lo = (i as u128 * n as u128 / m as u128) as usize;
+                let hi = ((i + 1) as u128 * n as u128 / m as u128) as usize;
+                rng.random_range(lo..hi.max(lo + 1))
+            })
+            .collect(),
+    )
+}
+
+/// The sample of `x` used for r (non-finite entries become 0).
+pub fn take_sample(x: &[f32], seed: u64) -> Vec<f32> {
+    let clean = |v: f32| if v.is_finite() { v } else { 0.0 };
+    match sample_positions(x.len(), seed) {
+        None => x.iter().map(|&v| clean(v)).collect(),
+        Some(p) => p.iter().map(|&i| clean(x[i])).collect(),
+    }
+}
+
+/// Pearson correlation in f64 (NaN when either side is constant).
+pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len().min(b.len());
+    if n < 2 {
+        return f64::NAN;
+    }
+    let ma = a[..n].iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+    let mb = b[..n].iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+    let (mut sab, mut saa, mut sbb) = (0.0f64, 0.0f64, 0.0f64);
+    for i in 0..n {
+        let (x, y) = (a[i] as f64 - ma, b[i] as f64 - mb);
+        sab += x * y;
+        saa += x * x;
+        sbb += y * y;
+    }
+    if saa == 0.0 || sbb == 0.0 {
+        return f64::NAN;
+    }
+    sab / (saa * sbb).sqrt()
+}
+
+/// One correlation between two layers of one tensor pattern.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerPair {
+    pub role: String,
+    /// Name pattern with the layer index as `*`.
+    pub tensor: String,
+    pub a: usize,
+    pub b: usize,
+    pub r: f64,
+    /// Entries compared.
+    pub n: usize,
+}
+
+/// The interlayer section of the report.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Interlayer {
+    /// Adjacent-layer pairs.
+    pub pairs: Vec<LayerPair>,
+    /// First-last pairs, one per pattern.
+    pub first_last: Vec<LayerPair>,
+    pub mean_adjacent_r: Option<f64>,
+    pub first_last_r: Option<f64>,
+    /// +-2/sqrt(n), n the fewest entries compared in any adjacent pair.
+    pub null_band: Option<f64>,
+}
+
+/// The name with its layer index segment replaced by `*`.
+pub fn pattern(name: &str, layer: usize) -> String {
+    let l = layer.to_string();
+    let mut done = false;
+    name.split('.')
+        .map(|s| {
+            if !done && s == l {
+                done = true;
+                "*"
+            } else {
+                s
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+struct Group {
+    role: String,
+    layers: Vec<usize>,
+    seen: BTreeSet<usize>,
+    samples: BTreeMap<usize, Vec<f32>>,
+}
+
+/// Collects samples as tensors finish (in any order) and computes r.
+#[derive(Default)]
+pub struct Tracker {
+    groups: HashMap<String, Group>,
+    pairs: Vec<LayerPair>,
+}
+
+impl Tracker {
+    /// `members`: (pattern key, role, layer) of every layered tensor to come.
+    /// Patterns present in fewer than two layers are ignored.
+    pub fn new(members: impl IntoIterator<Item = (String, String, usize)>) -> Self {
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        for (key, role, layer) in members {
+            let g = groups.entry(key).or_insert_with(|| Group {
+                role,
+                layers: Vec::new(),
+                seen: BTreeSet::new(),
+                samples: BTreeMap::new(),
+            });
+            g.layers.push(layer);
+        }
+        groups.retain(|_, g| {
+            g.layers.sort_unstable();
+            g.layers.dedup();
+            g.layers.len() >= 2
+        });
+        Tracker {
+            groups,
+            pairs: Vec::new(),
+        }
+    }
+
+    /// Whether tensors of this pattern are tracked (so a sample is needed).
+    pub fn wants(&self, key: &str) -> bool {
+        self.groups.contains_key(key)
+    }
+
+    /// Samples currently held (for tests of the bound).
+    pub fn held(&self) -> usize {
+        self.groups.values().map(|g| g.samples.len()).sum()
+    }
+
+    /// Adds the sample of `key` at `layer`.
+    pub fn add(&mut self, key: &str, layer: usize, sample: Vec<f32>) {
+        let Some(g) = self.groups.get_mut(key) else {
+            return;
+        };
+        let Ok(i) = g.layers.binary_search(&layer) else {
+            return;
+        };
+        g.seen.insert(layer);
+        g.samples.insert(layer, sample);
+        let last = g.layers.len() - 1;
+        for j in [i.checked_sub(1), (i < last).then_some(i + 1)]
+            .into_iter()
+            .flatten()
+        {
+            let other = g.layers[j];
+            if let Some(o) = g.samples.get(&other) {
+                let (a, b) = if j < i {
+                    (other, layer)
+                } else {
+                    (layer, other)
+                };
+                let s = &g.samples[&layer];
+                self.pairs.push(LayerPair {
+                    role: g.role.clone(),
+                    tensor: key.to_string(),
+                    a,
+                    b,
+                    r: pearson(o, s),
+                    n: o.len().min(s.len()),
+                });
+            }
+        }
+        // Drop samples both of whose neighbours have been seen.
+        for j in [i.checked_sub(1), Some(i), (i < last).then_some(i + 1)]
+            .into_iter()
+            .flatten()
+        {
+            if j == 0 || j == last {
+                continue;
+            }
+            if g.seen.contains(&g.layers[j - 1]) && g.seen.contains(&g.layers[j + 1]) {
+                g.samples.remove(&g.layers[j]);
+            }
+        }
+    }
+
+    /// Finishes: first-last r per pattern, means and the null band.
+    pub fn finish(mut self) -> Interlayer {
+        let mut first_last = Vec::new();
+        let mut keys: Vec<&String> = self.groups.keys().collect();
+        keys.sort();
+        for key in keys {
+            let g = &self.groups[key];
+            let (f, l) = (g.layers[0], *g.layers.last().expect("two layers"));
+            if let (Some(a), Some(b)) = (g.samples.get(&f), g.samples.get(&l)) {
+                first_last.push(LayerPair {
+                    role: g.role.clone(),
+                    tensor: key.clone(),
+                    a: f,
+                    b: l,
+                    r: pearson(a, b),
+                    n: a.len().min(b.len()),
+                });
+            }
+        }
+        self.pairs
+            .sort_by(|x, y| (x.a, x.b, &x.tensor).cmp(&(y.a, y.b, &y.tensor)));
+        let mean = |v: &[LayerPair]| {
+            let f: Vec<f64> = v.iter().map(|p| p.r).filter(|r| r.is_finite()).collect();
+            (!f.is_empty()).then(|| f.iter().sum::<f64>() / f.len() as f64)
+        };
+        Interlayer {
+            mean_adjacent_r: mean(&self.pairs),
+            first_last_r: mean(&first_last),
+            null_band: self
+                .pairs
+                .iter()
+                .map(|p| p.n)
+                .min()
+                .map(|n| 2.0 / (n as f64).sqrt()),
+            pairs: self.pairs,
+            first_last,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pearson_known_values() {
+        let a = [1.0f32, 2.0, 3.0, 4.0];
+        assert!((pearson(&a, &[2.0, 4.0, 6.0, 8.0]) - 1.0).abs() < 1e-12);
+        assert!((pearson(&a, &[-1.0, -2.0, -3.0, -4.0]) + 1.0).abs() < 1e-12);
+        let x = crate::null::gaussian_vec(100_000, 1.0, 1);
+        let y = crate::null::gaussian_vec(100_000, 1.0, 2);
+        assert!(pearson(&x, &y).abs() < 2.0 / (1e5f64).sqrt() * 2.0);
+    }
+
+    #[test]
+    fn tracker_any_order_bounded_and_complete() {
+        let layers = 8;
+        let key = "h.*.attn.w".to_string();
+        let mut t = Tracker::new((0..layers).map(|l| (key.clone(), "q".into(), l)));
+        let base = crate::null::gaussian_vec(1000, 1.0, 3);
+        let mut max_held = 0;
+        for &l in &[3usize, 0, 1, 2, 7, 5, 4, 6] {
+            let noise = crate::null::gaussian_vec(1000, 1.0, 10 + l as u64);
+            let s: Vec<f32> = base.iter().zip(&noise).map(|(a, b)| a + b).collect();
+            t.add(&key, l, s);
+            max_held = max_held.max(t.held());
+        }
+        assert!(t.held() <= 2, "{}", t.held());
+        assert!(max_held <= 5, "{max_held}");
+        let out = t.finish();
+        assert_eq!(out.pairs.len(), layers - 1);
+        let got: Vec<(usize, usize)> = out.pairs.iter().map(|p| (p.a, p.b)).collect();
+        assert_eq!(got, (0..7).map(|l| (l, l + 1)).collect::<Vec<_>>());
+        // Shared component of equal variance: r about 0.5.
+        assert!((out.mean_adjacent_r.unwrap() - 0.5).abs() < 0.1);
+        assert_eq!(out.first_last.len(), 1);
+        assert!((out.null_band.unwrap() - 2.0 / 1000f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn patterns_and_samples() {
+        assert_eq!(
+            pattern("model.layers.3.mlp.up.weight", 3),
+            "model.layers.*.mlp.up.weight"
+        );
+        assert!(sample_positions(1000, 1).is_none());
+        let p = sample_positions(MAX_SAMPLE * 3 + 5, 1).unwrap();
+        assert_eq!(p.len(), MAX_SAMPLE);
+        assert!(p.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(p, sample_positions(MAX_SAMPLE * 3 + 5, 1).unwrap());
+    }
+}

@@ -1,0 +1,168 @@
+//! Planted residuals with known structure, written as checkpoints and run
+//! through the whole driver: each must be judged as planted.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use resid_analysis::null::gaussian_vec;
+use resid_analysis::{analyze, Options, Report};
+use resid_io::Checkpoint;
+
+const LAYERS: usize = 6;
+const D: usize = 64;
+const F: usize = 192;
+
+type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// GPT-2-like names: per layer a fused qkv [D, 3D], an MLP up [F, D] and a norm.
+fn shapes() -> Vec<(String, Vec<usize>)> {
+    let mut v = Vec::new();
+    for l in 0..LAYERS {
+        v.push((format!("h.{l}.attn.c_attn.weight"), vec![D, 3 * D]));
+        v.push((format!("h.{l}.mlp.c_fc.weight"), vec![F, D]));
+        v.push((format!("h.{l}.ln_1.weight"), vec![D]));
+    }
+    v
+}
+
+fn run(residual: impl Fn(usize, &str, usize, usize) -> Vec<f32>) -> Report {
+    let dir = tempfile::tempdir().unwrap();
+    let mut base: Tensors = Vec::new();
+    let mut trained: Tensors = Vec::new();
+    for (i, (name, shape)) in shapes().into_iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let b = gaussian_vec(n, 0.05, 1000 + i as u64);
+        let (rows, cols) = (shape[0], n / shape[0]);
+        let r = residual(i, &name, rows, cols);
+        let t: Vec<f32> = b.iter().zip(&r).map(|(x, y)| x + y).collect();
+        base.push((name.clone(), shape.clone(), b));
+        trained.push((name, shape, t));
+    }
+    let (bp, tp) = (
+        dir.path().join("base.safetensors"),
+        dir.path().join("trained.safetensors"),
+    );
+    write(&bp, &base);
+    write(&tp, &trained);
+    let b = Checkpoint::open(&bp).unwrap();
+    let t = Checkpoint::open(&tp).unwrap();
+    let opts = Options {
+        threads: 2,
+        seed: 5,
+        ..Options::default()
+    };
+    analyze(&b, &t, &opts, &|_| {}).unwrap()
+}
+
+fn write(p: &Path, t: &Tensors) {
+    resid_io::write::write_f32_checkpoint(p, t, &BTreeMap::new()).unwrap();
+}
+
+fn verdict(r: &Report) -> [bool; 4] {
+    let v = &r.verdict;
+    [
+        v.sparse.supported,
+        v.smooth.supported,
+        v.coordinated.supported,
+        v.clustered.supported,
+    ]
+}
+
+#[test]
+fn sparse_residual_is_sparse_only() {
+    let r = run(|i, _, rows, cols| {
+        let n = rows * cols;
+        let mut x = gaussian_vec(n, 1e-4, 50 + i as u64);
+        let spikes = gaussian_vec(n, 0.05, 80 + i as u64);
+        // 1% of entries, spread by a fixed stride pattern, get large values.
+        for k in (0..n).step_by(97) {
+            x[(k * 31 + i) % n] += spikes[k];
+        }
+        x
+    });
+    let all = &r.components["all"];
+    assert!(all.kurtosis_pooled > 20.0, "{}", all.kurtosis_pooled);
+    assert_eq!(verdict(&r), [true, false, false, false], "{:#?}", r.verdict);
+}
+
+#[test]
+fn smooth_residual_is_smooth() {
+    let r = run(|i, _, rows, cols| {
+        let noise = gaussian_vec(rows * cols, 0.002, 60 + i as u64);
+        (0..rows * cols)
+            .map(|k| {
+                let (a, b) = ((k / cols) as f32, (k % cols) as f32);
+                0.01 * (a * 0.07 + i as f32).sin() * (b * 0.05 + 2.0 * i as f32).cos() + noise[k]
+            })
+            .collect()
+    });
+    let v = verdict(&r);
+    assert!(v[1], "{:#?}", r.verdict);
+    assert!(r.verdict.smooth.measure.unwrap() > 3.0);
+}
+
+#[test]
+fn clustered_residual_is_clustered() {
+    let r = run(|i, _, rows, cols| {
+        let centres = gaussian_vec(4 * cols, 0.01, 70 + i as u64);
+        let noise = gaussian_vec(rows * cols, 0.001, 90 + i as u64);
+        (0..rows * cols)
+            .map(|k| centres[((k / cols) % 4) * cols + k % cols] + noise[k])
+            .collect()
+    });
+    let v = verdict(&r);
+    assert!(v[3], "{:#?}", r.verdict);
+    assert!(!v[0], "{:#?}", r.verdict);
+}
+
+#[test]
+fn identical_layers_are_coordinated_independent_are_not() {
+    let same = run(|i, name, rows, cols| {
+        // The same residual in every layer for each role.
+        let role = name.split('.').nth(2).unwrap().len() as u64;
+        gaussian_vec(rows * cols, 0.01, 7 * role + (i % 3 == 2) as u64 * 1000)
+    });
+    assert!(verdict(&same)[2], "{:#?}", same.verdict);
+    assert!(same.interlayer.mean_adjacent_r.unwrap() > 0.99);
+    assert!(same.interlayer.first_last_r.unwrap() > 0.99);
+    // 2 matrix roles + the norm vector, LAYERS - 1 adjacent pairs each.
+    assert_eq!(same.interlayer.pairs.len(), 3 * (LAYERS - 1));
+    let indep = run(|i, _, rows, cols| gaussian_vec(rows * cols, 0.01, 300 + i as u64));
+    assert_eq!(
+        verdict(&indep),
+        [false, false, false, false],
+        "{:#?}",
+        indep.verdict
+    );
+    let band = indep.interlayer.null_band.unwrap();
+    assert!(indep.interlayer.mean_adjacent_r.unwrap().abs() < band);
+}
+
+#[test]
+fn records_match_direct_computation_and_threads_do_not_matter() {
+    let make = |i: usize, _: &str, rows: usize, cols: usize| {
+        gaussian_vec(rows * cols, 0.01, 400 + i as u64)
+    };
+    let r = run(make);
+    let t = r
+        .tensors
+        .iter()
+        .find(|t| t.name == "h.2.mlp.c_fc.weight")
+        .unwrap();
+    assert_eq!(t.shape, vec![F, D]);
+    assert_eq!(t.numel as usize, F * D);
+    assert!(t.kurtosis.abs() < 0.3, "{}", t.kurtosis);
+    assert!((t.pr.unwrap() / t.pr_null.unwrap() - 1.0).abs() < 0.1);
+    assert!((t.lowfreq_ratio.unwrap() - 1.0).abs() < 0.3);
+    assert_eq!(t.kmeans.as_ref().unwrap().len(), 4);
+    let norm = r
+        .tensors
+        .iter()
+        .find(|t| t.name == "h.2.ln_1.weight")
+        .unwrap();
+    assert!(norm.pr.is_none() && norm.kmeans.is_none() && norm.lowfreq_ratio.is_none());
+    assert_eq!(r.layers.len(), LAYERS);
+    let share: f64 = r.layers.iter().map(|l| l.norm_share).sum();
+    assert!((share - 1.0).abs() < 1e-9);
+    assert!(r.components.contains_key("attention") && r.components.contains_key("mlp"));
+}
