@@ -471,6 +471,15 @@ fn validate(h: &Header, version: u32, hoff: u64) -> std::result::Result<(), Stri
                 if resid_io::Dtype::parse(&t.dtype).is_none() {
                     return Err(e(format!("lossy coding of non-float dtype {}", t.dtype)));
                 }
+                // Pack codes a tensor lossily only against a base tensor of
+                // the same shape; requiring it here keeps decode from
+                // needing one that is absent, and ties `numel` to the base
+                // file's size when no remainder blocks are stored (section 5).
+                if t.base.as_ref().is_none_or(|b| b.shape != t.shape) {
+                    return Err(e(
+                        "lossy coding without a base tensor of the same shape".into()
+                    ));
+                }
                 if rows.checked_mul(*cols) != Some(numel) {
                     return Err(e(format!("rows {rows} x cols {cols} != {numel} elements")));
                 }

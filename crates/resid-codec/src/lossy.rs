@@ -82,6 +82,7 @@ pub fn estimate(h: &LogHist, n: u64, step: f64, z: f64, chunk: u64) -> (f64, f64
     let mut levels = vec![0f64; 128];
     let mut dist = 0.0;
     let mut kept = 0.0;
+    let mut esc_bits = 0.0;
     for b in 0..HIST_BINS {
         let c = h.counts[b];
         if c == 0 {
@@ -92,8 +93,13 @@ pub fn estimate(h: &LogHist, n: u64, step: f64, z: f64, chunk: u64) -> (f64, f64
             levels[0] += c as f64;
             dist += h.sumsq[b];
         } else {
-            let k = ((m / step - z).floor() as usize + 1).min(127);
+            let kf = (m / step - z).floor() + 1.0;
+            let k = kf.clamp(1.0, 127.0) as usize;
             levels[k] += c as f64;
+            if kf >= 127.0 {
+                // Escaped: a zigzag varint, about 2 log2(level) bits after zstd.
+                esc_bits += c as f64 * (2.0 * kf.log2() + 2.0);
+            }
             kept += c as f64;
             dist += c as f64 * step * step / 12.0;
         }
@@ -103,7 +109,7 @@ pub fn estimate(h: &LogHist, n: u64, step: f64, z: f64, chunk: u64) -> (f64, f64
         return (0.0, dist, 0.0);
     }
     let nf = n as f64;
-    let mut bits = kept; // signs
+    let mut bits = kept + esc_bits; // signs and escapes
     let mut distinct = 0;
     for &c in &levels {
         if c > 0.0 {
@@ -149,25 +155,33 @@ pub fn factor_step(p: &TensorPlan, rank: usize, step: f64) -> f64 {
     step * (GAMMA / k).sqrt()
 }
 
-/// The rank chosen at `step` with its estimated (bits, distortion, kept).
+/// Estimated (bits, distortion, kept) of coding with candidate `ci` at `step`.
+pub fn cost(p: &TensorPlan, ci: usize, step: f64, z: f64, chunk: u64) -> (f64, f64, f64) {
+    let (k, h) = &p.cands[ci];
+    let n = (p.rows * p.cols) as u64;
+    let (mut bits, mut dist, kept) = estimate(h, n, step, z, chunk);
+    if *k > 0 {
+        let fs = factor_step(p, *k, step);
+        for j in 0..*k {
+            let s = p.sigma[j];
+            bits += p.rows as f64 * gauss_bits((s / p.rows as f64).sqrt(), fs)
+                + p.cols as f64 * gauss_bits((s / p.cols as f64).sqrt(), fs);
+        }
+        dist += GAMMA * step * step / 12.0 * (n as f64 - kept) / 4.0;
+    }
+    (bits, dist, kept)
+}
+
+/// The candidate (index into `cands`) chosen at `step` with its estimated
+/// (bits, distortion, kept): the one minimising `D + lambda R`.
 pub fn choose(p: &TensorPlan, step: f64, z: f64, chunk: u64) -> (usize, f64, f64, f64) {
     let lambda = std::f64::consts::LN_2 * step * step / 6.0;
-    let n = (p.rows * p.cols) as u64;
     let mut best = (0usize, 0.0, f64::INFINITY, 0.0, f64::INFINITY);
-    for (k, h) in &p.cands {
-        let (mut bits, mut dist, kept) = estimate(h, n, step, z, chunk);
-        if *k > 0 {
-            let fs = factor_step(p, *k, step);
-            for j in 0..*k {
-                let s = p.sigma[j];
-                bits += p.rows as f64 * gauss_bits((s / p.rows as f64).sqrt(), fs)
-                    + p.cols as f64 * gauss_bits((s / p.cols as f64).sqrt(), fs);
-            }
-            dist += GAMMA * step * step / 12.0 * (n as f64 - kept) / 4.0;
-        }
+    for ci in 0..p.cands.len() {
+        let (bits, dist, kept) = cost(p, ci, step, z, chunk);
         let j = dist + lambda * bits;
         if j < best.4 {
-            best = (*k, bits, dist, kept, j);
+            best = (ci, bits, dist, kept, j);
         }
     }
     (best.0, best.1, best.2, best.3)

@@ -583,6 +583,9 @@ fn code_item(
         let mut v = lossless_batch(base, trained, std::slice::from_ref(it), opts.chunk);
         return v.pop().expect("one item");
     }
+    if same_as_base(base, trained, it).is_some() {
+        return Ok(Coded::Same);
+    }
     let plan = plan.expect("lossy items have plans");
     let (mut r, t) = residual(base, trained, it);
     let lc = lossy::encode_tensor(
@@ -659,15 +662,23 @@ fn rate_control(
     for &i in &lossy_idx {
         per_tensor_header += 700.0 + tt[items[i].ti].name.len() as f64;
     }
-    let est = |step: f64| -> (f64, f64, f64, Vec<usize>) {
+    // Estimate at `step`; with `fixed` candidate indices, or choosing them.
+    let est_with = |step: f64, fixed: Option<&[usize]>| -> (f64, f64, f64, Vec<usize>) {
         let mut bits = 0.0;
         let mut dist = 0.0;
         let mut kept = 0.0;
-        let mut ranks = vec![0; items.len()];
+        let mut cis = vec![0; items.len()];
         for &i in &lossy_idx {
             let p = plans[i].as_ref().unwrap();
-            let (k, b, d, kp) = lossy::choose(p, step, z, chunk);
-            ranks[i] = k;
+            let (ci, b, d, kp) = match fixed {
+                Some(f) => {
+                    let (b, d, kp) = lossy::cost(p, f[i], step, z, chunk);
+                    (f[i], b, d, kp)
+                }
+                None => lossy::choose(p, step, z, chunk),
+            };
+            cis[i] = ci;
+            let k = p.cands[ci].0;
             let blocks = ((p.rows * p.cols) as u64).div_ceil(chunk) as f64
                 + if k > 0 {
                     ((p.rows * k) as u64).div_ceil(chunk) as f64
@@ -679,8 +690,9 @@ fn rate_control(
             dist += d;
             kept += kp;
         }
-        (bits, dist, kept, ranks)
+        (bits, dist, kept, cis)
     };
+    let est = |step: f64| est_with(step, None);
     // The metric to hit, larger = more bits; and the target.
     let n = params.max(1) as f64;
     let (target, metric): (f64, Metric) = match opts.mode {
@@ -757,35 +769,75 @@ fn rate_control(
         }
         Ok((bytes * 8.0, dist, kept))
     };
+    // Candidates chosen once, at the estimate's step; then the step alone is
+    // corrected by exact dry runs (bits fall monotonically as it grows).
+    let step0 = solve(target);
+    let cis = est(step0).3;
+    let to_ranks = |cis: &[usize]| -> Vec<usize> {
+        (0..items.len())
+            .map(|i| plans[i].as_ref().map_or(0, |p| p.cands[cis[i]].0))
+            .collect()
+    };
+    let ranks = to_ranks(&cis);
+    let est_fixed = |step: f64| {
+        let (b, d, k, _) = est_with(step, Some(&cis));
+        metric(b + fixed_bits, d, k)
+    };
+    let solve_fixed = |t: f64| -> f64 {
+        let (mut lo, mut hi) = ((amax * 1e-7).ln(), (amax * 1e4).ln());
+        for _ in 0..60 {
+            let mid = 0.5 * (lo + hi);
+            if est_fixed(mid.exp()) > t {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        (0.5 * (lo + hi)).exp()
+    };
+    let mut step = step0;
     let mut t_est = target;
-    let mut best: Option<(f64, f64, Vec<usize>)> = None; // (|rel miss|, step, ranks)
-    for _ in 0..6 {
-        let step = solve(t_est);
-        let ranks = est(step).3;
+    // Bracket: (step giving a metric above target, step giving one below).
+    let mut above: Option<f64> = None;
+    let mut below: Option<f64> = None;
+    let mut best: Option<(f64, f64)> = None; // (|rel miss|, step)
+    for it in 0..8 {
         let (b, d, k) = dry(step, &ranks)?;
         let actual = metric(b + fixed_bits, d, k);
         let miss = (actual - target) / target;
+        if std::env::var_os("RESID_DEBUG_RATE").is_some() {
+            eprintln!(
+                "rate: step {step:.4e} est {:.4} actual {actual:.4} target {target}",
+                est_fixed(step)
+            );
+        }
         let ok_side = !matches!(opts.mode, Mode::MaxError(_)) || actual >= target;
-        if ok_side && best.as_ref().is_none_or(|x| miss.abs() < x.0) {
-            best = Some((miss.abs(), step, ranks.clone()));
+        if ok_side && best.is_none_or(|x| miss.abs() < x.0) {
+            best = Some((miss.abs(), step));
         }
         if ok_side && miss.abs() < 0.015 {
             break;
         }
-        if !actual.is_finite() || actual <= 0.0 {
-            t_est *= 2.0;
+        if actual > target {
+            above = Some(above.map_or(step, |a: f64| a.max(step)));
         } else {
-            t_est *= target / actual;
+            below = Some(below.map_or(step, |b: f64| b.min(step)));
         }
+        step = match (above, below) {
+            (Some(a), Some(b)) if it >= 1 => (a * b).sqrt(),
+            _ => {
+                if actual.is_finite() && actual > 0.0 {
+                    t_est *= target / actual;
+                } else {
+                    t_est *= 2.0;
+                }
+                solve_fixed(t_est)
+            }
+        };
     }
     match best {
-        Some((_, step, ranks)) => Ok((step, ranks)),
-        None => {
-            // No dry run met the error bound: fall back to a far finer step.
-            let step = solve(t_est) * 0.25;
-            let ranks = est(step).3;
-            Ok((step, ranks))
-        }
+        Some((_, step)) => Ok((step, ranks)),
+        None => Ok((step * 0.5, ranks)),
     }
 }
 
@@ -919,7 +971,7 @@ fn checked_base<'a>(
     let bytes = base.bytes(b);
     if hex(xxh3(bytes)) != fp.xxh3 {
         return Err(bad(format!(
-            "base tensor in {} differs from the one this residual was made against (fingerprint mismatch)",
+            "fingerprint mismatch: the base tensor in {} differs from the one this residual was made against (another base?)",
             base.file_of(b).display()
         )));
     }

@@ -97,6 +97,18 @@ fn normalize(counts: &[u64; 256]) -> [u32; 256] {
     f
 }
 
+/// Frequencies from the table's log-scale weights of the present symbols.
+#[allow(clippy::needless_range_loop)]
+fn weights_to_freq(present: &[u64; 256], q: &[u8; 256]) -> [u32; 256] {
+    let mut w = [0u64; 256];
+    for s in 0..256 {
+        if present[s] > 0 {
+            w[s] = ((q[s] as f64 / 16.0).exp2() * 256.0).round() as u64;
+        }
+    }
+    normalize(&w)
+}
+
 /// Codes `symbols` as one block appended to `out`; returns the Shannon
 /// entropy of the symbols (bits) under their empirical distribution.
 #[allow(clippy::needless_range_loop)]
@@ -109,7 +121,16 @@ pub fn encode_block(symbols: &[u8], out: &mut Vec<u8>) -> f64 {
         out.push(symbols.first().copied().unwrap_or(0));
         return bits;
     }
-    let freq = normalize(&counts);
+    // The table: presence bitmap, then one byte per present symbol, a
+    // log-scale weight (2^(q/16)); both sides normalise the weights alike.
+    let mut q = [0u8; 256];
+    let target = normalize(&counts);
+    for s in 0..256 {
+        if counts[s] > 0 {
+            q[s] = ((target[s] as f64).log2() * 16.0).round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    let freq = weights_to_freq(&counts, &q);
     let mut start = [0u32; 256];
     let mut acc = 0;
     for s in 0..256 {
@@ -125,11 +146,16 @@ pub fn encode_block(symbols: &[u8], out: &mut Vec<u8>) -> f64 {
         }
     }
     out.push(KIND_RANS);
-    out.extend_from_slice(&(distinct as u16).to_le_bytes());
+    let mut bitmap = [0u8; 32];
     for s in 0..256 {
-        if freq[s] > 0 {
-            out.push(s as u8);
-            out.extend_from_slice(&(freq[s] as u16).to_le_bytes());
+        if counts[s] > 0 {
+            bitmap[s / 8] |= 1 << (s % 8);
+        }
+    }
+    out.extend_from_slice(&bitmap);
+    for s in 0..256 {
+        if counts[s] > 0 {
+            out.push(q[s]);
         }
     }
     let mut words: Vec<u16> = Vec::with_capacity(symbols.len() / 4 + 16);
@@ -181,41 +207,42 @@ pub fn decode_block(block: &[u8], out: &mut [u8]) -> Result<(), String> {
     }
 }
 
+#[allow(clippy::needless_range_loop)]
 fn decode_rans(block: &[u8], out: &mut [u8], n: usize) -> Result<(), String> {
-    if block.len() < 3 {
+    if block.len() < 33 {
         return Err("rANS block shorter than its table".into());
     }
-    let m = u16::from_le_bytes([block[1], block[2]]) as usize;
-    if !(2..=256).contains(&m) {
+    let mut present = [0u64; 256];
+    let mut m = 0;
+    for s in 0..256 {
+        if block[1 + s / 8] & (1 << (s % 8)) != 0 {
+            present[s] = 1;
+            m += 1;
+        }
+    }
+    if m < 2 {
         return Err(format!("rANS table of {m} symbols (must be 2..=256)"));
     }
-    let tab_end = 3 + 3 * m;
+    let tab_end = 33 + m;
     if block.len() < tab_end {
         return Err("rANS block shorter than its table".into());
     }
-    let mut freq = [0u32; 256];
+    let mut q = [0u8; 256];
+    let mut k = 33;
+    for s in 0..256 {
+        if present[s] > 0 {
+            q[s] = block[k];
+            k += 1;
+        }
+    }
+    let freq = weights_to_freq(&present, &q);
     let mut start = [0u32; 256];
     let mut table = vec![0u8; M as usize];
     let mut acc = 0u32;
-    let mut prev: i32 = -1;
-    for k in 0..m {
-        let o = 3 + 3 * k;
-        let s = block[o] as usize;
-        let f = u16::from_le_bytes([block[o + 1], block[o + 2]]) as u32;
-        if (s as i32) <= prev {
-            return Err("rANS table symbols not increasing".into());
-        }
-        prev = s as i32;
-        if f == 0 || acc + f > M {
-            return Err("rANS table frequencies do not sum to 2^15".into());
-        }
-        freq[s] = f;
+    for s in 0..256 {
         start[s] = acc;
-        table[acc as usize..(acc + f) as usize].fill(s as u8);
-        acc += f;
-    }
-    if acc != M {
-        return Err("rANS table frequencies do not sum to 2^15".into());
+        table[acc as usize..(acc + freq[s]) as usize].fill(s as u8);
+        acc += freq[s];
     }
     let data = &block[tab_end..];
     if !data.len().is_multiple_of(2) || data.len() < 16 {
