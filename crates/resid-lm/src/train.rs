@@ -45,6 +45,8 @@ pub struct TrainOptions {
     pub resume: Option<PathBuf>,
     /// Stop after this many steps in this invocation (tests of resume; None: run to the end).
     pub stop_after: Option<usize>,
+    /// `tokenizer.json` text written into every checkpoint folder (None: byte-level, nothing written).
+    pub tokenizer_json: Option<String>,
 }
 
 impl TrainOptions {
@@ -62,6 +64,7 @@ impl TrainOptions {
             save_every: 0,
             resume: None,
             stop_after: None,
+            tokenizer_json: None,
         }
     }
 }
@@ -221,7 +224,7 @@ pub fn train(
         let r = eval(&model, opts.eval_tokens);
         initial_heldout = Some(r);
         set_eval(&mut meta, &r);
-        save(&opts.out.join("step-0"), &model, &meta, &opt, &names)?;
+        save(&opts.out.join("step-0"), &model, &meta, &opt, &names, opts)?;
         curve.push(point(0, 0, 0.0, 0.0, None, Some(r)));
     }
     let end = opts
@@ -282,6 +285,7 @@ pub fn train(
                 &meta,
                 &opt,
                 &names,
+                opts,
             )?;
         }
     }
@@ -297,7 +301,7 @@ pub fn train(
     meta.tokens_seen = tokens_seen;
     meta.train_loss = last_train;
     set_eval(&mut meta, &final_heldout);
-    save(&opts.out, &model, &meta, &opt, &names)?;
+    save(&opts.out, &model, &meta, &opt, &names, opts)?;
     let steps_run = end - start_step;
     let summary = TrainSummary {
         steps: end,
@@ -349,7 +353,12 @@ fn save(
     meta: &CheckpointMeta,
     opt: &AdamW<Infer>,
     names: &[String],
+    opts: &TrainOptions,
 ) -> Result<()> {
     let w = inference_view(model).to_weights();
-    save_checkpoint(dir, &w, meta, Some(&opt.to_named(names)))
+    save_checkpoint(dir, &w, meta, Some(&opt.to_named(names)))?;
+    if let Some(t) = &opts.tokenizer_json {
+        crate::checkpoint::write_atomic(&dir.join("tokenizer.json"), t.as_bytes())?;
+    }
+    Ok(())
 }

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use resid_lm::data::byte_tokens;
+use resid_corpus::tokenizer::Tokenizer;
+
+/// Smoothing of the bigram baseline (add-alpha).
+const BIGRAM_ALPHA: f64 = 0.1;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -32,16 +35,33 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let ck = resid_lm::load_checkpoint(&a.model)
         .with_context(|| format!("loading {}", a.model.display()))?;
     if ck.meta.tokenizer != "byte" {
-        bail!("{}: tokenizer {} is not supported by eval yet", a.model.display(), ck.meta.tokenizer);
+        bail!(
+            "{}: tokenizer {} is not supported by eval yet",
+            a.model.display(),
+            ck.meta.tokenizer
+        );
     }
     let corpus = resid_corpus::corpus::load(a.corpus.as_deref())?;
-    let (_, ho) = resid_corpus::corpus::split(&corpus);
-    let ho = byte_tokens(ho);
+    let (tr, ho) = resid_corpus::corpus::split(&corpus);
+    let ho_bytes = ho.len();
+    let (tr, ho) = (tokenizer.encode(tr), tokenizer.encode(ho));
+    let bytes_per_token = ho_bytes as f64 / ho.len().max(1) as f64;
     let weights: BTreeMap<String, Vec<f32>> =
         ck.weights.into_iter().map(|(n, _, d)| (n, d)).collect();
     let t0 = std::time::Instant::now();
-    let r = resid_lm::eval_weights(&ck.meta.config, &weights, &ho, 1.0, a.max_tokens.unwrap_or(usize::MAX))?;
+    let r = resid_lm::eval_weights(
+        &ck.meta.config,
+        &weights,
+        &ho,
+        1.0,
+        a.max_tokens.unwrap_or(usize::MAX),
+    )?;
     let secs = t0.elapsed().as_secs_f64();
+    // Count-model yardsticks on the same split and tokens, per byte.
+    let v = ck.meta.config.vocab_size;
+    let per_byte = |l: resid_corpus::counts::CountLoss| l.per_token() / bytes_per_token;
+    let unigram = per_byte(resid_corpus::counts::unigram_loss(&tr, &ho, v, 1.0));
+    let bigram = per_byte(resid_corpus::counts::bigram_loss(&tr, &ho, v, BIGRAM_ALPHA));
     let out = serde_json::json!({
         "model": a.model.display().to_string(),
         "preset": ck.meta.config.preset,
@@ -49,18 +69,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "heldout_nats_per_token": r.nats_per_token,
         "heldout_nats_per_byte": r.nats_per_byte,
         "heldout_tokens": r.tokens,
-        "uniform_nats_per_token": (ck.meta.config.vocab_size as f64).ln(),
+        "uniform_nats_per_token": (v as f64).ln(),
+        "bytes_per_token": bytes_per_token,
+        "unigram_nats_per_byte": unigram,
+        "bigram_nats_per_byte": bigram,
+        "bigram_alpha": BIGRAM_ALPHA,
         "seconds": secs,
     });
     let to_stdout = a.json.as_ref().is_some_and(|j| j.as_os_str() == "-");
     if !to_stdout {
         println!(
-            "{}: held-out {:.4} nats/token, {:.4} nats/byte over {} tokens (uniform {:.3})",
+            "{}: held-out {:.4} nats/token, {:.4} nats/byte over {} tokens",
             a.model.display(),
             r.nats_per_token,
             r.nats_per_byte,
             r.tokens,
-            (ck.meta.config.vocab_size as f64).ln()
+        );
+        println!(
+            "  baselines (nats/byte): uniform {:.3}, unigram {:.3}, add-{BIGRAM_ALPHA} bigram {:.3}",
+            (v as f64).ln() / bytes_per_token,
+            unigram,
+            bigram
         );
     }
     if let Some(j) = &a.json {

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use resid_corpus::config::{GptConfig, TokenizerKind};
-use resid_lm::data::byte_tokens;
+use resid_corpus::tokenizer::Tokenizer;
 use resid_lm::{InitKind, TrainOptions};
 
 #[derive(clap::Args, Debug)]
@@ -85,7 +85,21 @@ pub fn config_from(a: &Args) -> anyhow::Result<GptConfig> {
     macro_rules! set {
         ($($f:ident),*) => { $(if let Some(v) = a.$f { c.$f = v; })* };
     }
-    set!(steps, batch_size, lr, warmup_steps, weight_decay, grad_clip, context, n_layer, n_head, d_model, d_ff, vocab_size, tied_head);
+    set!(
+        steps,
+        batch_size,
+        lr,
+        warmup_steps,
+        weight_decay,
+        grad_clip,
+        context,
+        n_layer,
+        n_head,
+        d_model,
+        d_ff,
+        vocab_size,
+        tied_head
+    );
     if let Some(t) = &a.tokenizer {
         c.tokenizer = match t.as_str() {
             "byte" => TokenizerKind::Byte,
@@ -97,7 +111,11 @@ pub fn config_from(a: &Args) -> anyhow::Result<GptConfig> {
         }
     }
     if c.d_model % c.n_head != 0 {
-        bail!("d_model {} is not a multiple of n_head {}", c.d_model, c.n_head);
+        bail!(
+            "d_model {} is not a multiple of n_head {}",
+            c.d_model,
+            c.n_head
+        );
     }
     Ok(c)
 }
@@ -105,24 +123,59 @@ pub fn config_from(a: &Args) -> anyhow::Result<GptConfig> {
 /// Sets the rayon pool size (burn's CPU backend runs on the global pool).
 pub fn set_threads(threads: Option<usize>) {
     if let Some(n) = threads {
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
     }
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     set_threads(a.threads);
     let cfg = config_from(&a)?;
-    let tokenizer = match &a.resume {
-        Some(_) => TokenizerKind::Byte, // checked again below from the checkpoint
-        None => cfg.tokenizer,
+    let corpus =
+        resid_corpus::corpus::load(a.corpus.as_deref()).with_context(|| "reading the corpus")?;
+    let (tr_bytes, ho_bytes) = resid_corpus::corpus::split(&corpus);
+    // The vocabulary: the one beside the checkpoint we resume or start from,
+    // else byte-level or a BPE trained on the train split.
+    let beside = a
+        .resume
+        .clone()
+        .or_else(|| (a.init != "random" && a.init != "mimetic").then(|| PathBuf::from(&a.init)));
+    let beside_tok = beside.and_then(|d| {
+        let here = d.join("tokenizer.json");
+        let parent = d.parent().map(|p| p.join("tokenizer.json"));
+        [Some(here), parent]
+            .into_iter()
+            .flatten()
+            .find(|p| p.exists())
+    });
+    let tokenizer = match beside_tok {
+        Some(p) => Tokenizer::load(&p).with_context(|| format!("{}", p.display()))?,
+        None if a.resume.is_some() => Tokenizer::byte(),
+        None => {
+            if cfg.tokenizer == TokenizerKind::Bpe && !a.quiet {
+                eprintln!(
+                    "training a {}-entry BPE vocabulary on the train split...",
+                    cfg.vocab_size
+                );
+            }
+            Tokenizer::for_config(&cfg, tr_bytes)
+        }
     };
-    if tokenizer != TokenizerKind::Byte {
-        bail!("the bpe tokenizer is not wired into training yet; pass --tokenizer byte");
+    if a.resume.is_none() && tokenizer.vocab_size() != cfg.vocab_size {
+        bail!(
+            "the tokenizer has {} entries but the model's vocab_size is {}",
+            tokenizer.vocab_size(),
+            cfg.vocab_size
+        );
     }
-    let corpus = resid_corpus::corpus::load(a.corpus.as_deref())
-        .with_context(|| "reading the corpus")?;
-    let (tr, ho) = resid_corpus::corpus::split(&corpus);
-    let (tr, ho) = (byte_tokens(tr), byte_tokens(ho));
+    std::fs::create_dir_all(&a.out).with_context(|| format!("{}", a.out.display()))?;
+    let tok_path = a.out.join("tokenizer.json");
+    tokenizer
+        .save(&tok_path)
+        .with_context(|| format!("{}", tok_path.display()))?;
+    let (tr, ho) = (tokenizer.encode(tr_bytes), tokenizer.encode(ho_bytes));
+    let bytes_per_token = ho_bytes.len() as f64 / ho.len().max(1) as f64;
     let init: InitKind = a.init.parse().map_err(anyhow::Error::msg)?;
     let opts = TrainOptions {
         init,
@@ -131,12 +184,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         eval_tokens: a.eval_tokens,
         save_every: a.save_every,
         resume: a.resume.clone(),
+        tokenizer_json: (tokenizer.kind() == resid_corpus::tokenizer::Kind::Bpe)
+            .then(|| tokenizer.to_json()),
         ..TrainOptions::new(cfg.clone(), a.out.clone())
     };
-    let pb = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(cfg.steps as u64) };
+    let pb = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(cfg.steps as u64)
+    };
     pb.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("valid template"),
     );
     if !a.quiet {
         eprintln!(
@@ -150,7 +208,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     let mut last_heldout = None;
-    let summary = resid_lm::train(&opts, &tr, &ho, 1.0, |p| {
+    let summary = resid_lm::train(&opts, &tr, &ho, bytes_per_token, |p| {
         pb.set_length(p.total as u64);
         pb.set_position(p.step as u64);
         if let Some(h) = p.heldout {
