@@ -34,13 +34,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     super::train::set_threads(a.threads);
     let ck = resid_lm::load_checkpoint(&a.model)
         .with_context(|| format!("loading {}", a.model.display()))?;
-    if ck.meta.tokenizer != "byte" {
+    let tok_path = a.model.join("tokenizer.json");
+    let tokenizer = if tok_path.exists() {
+        Tokenizer::load(&tok_path).with_context(|| format!("{}", tok_path.display()))?
+    } else if ck.meta.tokenizer == "byte" {
+        Tokenizer::byte()
+    } else {
         bail!(
-            "{}: tokenizer {} is not supported by eval yet",
+            "{}: a {} model needs its tokenizer.json",
             a.model.display(),
             ck.meta.tokenizer
         );
-    }
+    };
     let corpus = resid_corpus::corpus::load(a.corpus.as_deref())?;
     let (tr, ho) = resid_corpus::corpus::split(&corpus);
     let ho_bytes = ho.len();
