@@ -225,7 +225,9 @@ fn measure(
     w: &mut Worker,
 ) -> Result<(TensorRecord, Option<Vec<f32>>), AnalysisError> {
     base.read_f32(job.base, &mut w.b)?;
+    base.release(job.base);
     trained.read_f32(job.trained, &mut w.a)?;
+    trained.release(job.trained);
     let name = &job.trained.name;
     let mut notes: Vec<String> = Vec::new();
     for (ck, e, buf) in [(base, job.base, &w.b), (trained, job.trained, &w.a)] {

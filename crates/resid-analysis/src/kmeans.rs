@@ -9,6 +9,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use crate::moments::ordered_sum;
+
 /// Rows sampled at most.
 pub const MAX_ROWS: usize = 4096;
 /// The K values reported.
@@ -63,16 +65,13 @@ pub fn sst(x: &[f32], m: usize, d: usize) -> f64 {
         }
     }
     mean.iter_mut().for_each(|a| *a /= m as f64);
-    (0..m)
-        .into_par_iter()
-        .map(|r| {
-            x[r * d..(r + 1) * d]
-                .iter()
-                .zip(&mean)
-                .map(|(&v, &mu)| (v as f64 - mu).powi(2))
-                .sum::<f64>()
-        })
-        .sum()
+    ordered_sum((0..m).into_par_iter().map(|r| {
+        x[r * d..(r + 1) * d]
+            .iter()
+            .zip(&mean)
+            .map(|(&v, &mu)| (v as f64 - mu).powi(2))
+            .sum::<f64>()
+    }))
 }
 
 /// Within-cluster sum of squares of the best of `restarts` k-means runs.
@@ -190,15 +189,12 @@ fn one_run(x: &[f32], m: usize, d: usize, k: usize, seed: u64) -> f64 {
             // An empty cluster keeps its old centre.
         }
     }
-    (0..m)
-        .into_par_iter()
-        .map(|r| {
-            let xr = &x[r * d..(r + 1) * d];
-            (0..k)
-                .map(|c| sq_dist(xr, &centers[c * d..(c + 1) * d]))
-                .fold(f64::INFINITY, f64::min)
-        })
-        .sum()
+    ordered_sum((0..m).into_par_iter().map(|r| {
+        let xr = &x[r * d..(r + 1) * d];
+        (0..k)
+            .map(|c| sq_dist(xr, &centers[c * d..(c + 1) * d]))
+            .fold(f64::INFINITY, f64::min)
+    }))
 }
 
 #[cfg(test)]

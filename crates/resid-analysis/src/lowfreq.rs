@@ -44,6 +44,8 @@ where
                 e
             },
         )
+        .collect::<Vec<f64>>()
+        .iter()
         .sum();
     let total = energy * rows as f64 * cols as f64;
     if total <= 0.0 {
@@ -71,6 +73,8 @@ where
                 p * mult
             },
         )
+        .collect::<Vec<f64>>()
+        .iter()
         .sum();
     low / total
 }

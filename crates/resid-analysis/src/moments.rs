@@ -40,7 +40,9 @@ impl Moments {
     pub fn of(x: &[f32]) -> Moments {
         x.par_chunks(CHUNK)
             .map(Moments::of_chunk)
-            .reduce(Moments::default, |a, b| a.merge(&b))
+            .collect::<Vec<_>>()
+            .iter()
+            .fold(Moments::default(), |a, b| a.merge(b))
     }
 
     fn of_chunk(x: &[f32]) -> Moments {
@@ -144,6 +146,12 @@ impl Moments {
     pub fn energy(&self) -> f64 {
         self.m2 + self.n as f64 * self.mean * self.mean
     }
+}
+
+/// Sum of a parallel iterator in index order, so results do not depend on
+/// the thread count or on work stealing.
+pub fn ordered_sum<I: IndexedParallelIterator<Item = f64>>(it: I) -> f64 {
+    it.collect::<Vec<f64>>().iter().sum()
 }
 
 /// Number of NaN and of infinite entries.

@@ -56,7 +56,9 @@ pub fn sparsity(x: &[f32], mean: f64, std: f64, scratch: &mut Vec<f32>) -> Spars
                 (a + v, b + v * v)
             })
         })
-        .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        .collect::<Vec<_>>()
+        .iter()
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
     let top_energy = |share: f64| {
         let k = ((n as f64 * share).ceil() as usize).clamp(1, n);
         let e: f64 = scratch[n - k..].iter().map(|&v| (v as f64).powi(2)).sum();
@@ -84,6 +86,8 @@ pub fn sparsity(x: &[f32], mean: f64, std: f64, scratch: &mut Vec<f32>) -> Spars
                     .map(|(j, &v)| v as f64 * (nf - (base + j + 1) as f64 + 0.5))
                     .sum::<f64>()
             })
+            .collect::<Vec<f64>>()
+            .iter()
             .sum();
         1.0 - 2.0 * s / (l1 * nf)
     } else {

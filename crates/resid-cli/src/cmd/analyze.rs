@@ -1,9 +1,111 @@
-//! `resid analyze` (being built).
+//! `resid analyze`: the structure of the residual between two checkpoints,
+//! as the study's tables (terminal) and one JSON object (`--json`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use resid::analysis::{analyze, Margins, Options};
+use resid::io::atomic::AtomicFile;
+use resid::io::{Checkpoint, Layout};
 
 /// Arguments of `resid analyze`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Base checkpoint: a .safetensors file, or a folder with model.safetensors or model.safetensors.index.json.
+    #[arg(long)]
+    pub base: PathBuf,
+    /// Trained checkpoint (same forms as --base).
+    #[arg(long)]
+    pub trained: PathBuf,
+    /// Write the report as JSON here ('-' for stdout, and then nothing else on stdout).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seed of every null and sample.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Layout override file (JSON rules: [{"contains": "...", "component": "attention", "role": "q"}]).
+    #[arg(long)]
+    pub layout: Option<PathBuf>,
+    /// Measure the finite entries of tensors holding NaN/Inf (counted per tensor) instead of failing.
+    #[arg(long)]
+    pub allow_nonfinite: bool,
+    /// Sparse: pooled kurtosis must exceed this.
+    #[arg(long, default_value_t = Margins::default().sparse_kurtosis)]
+    pub sparse_kurtosis: f64,
+    /// Sparse: the top 1% of entries must hold more than this many times a Gaussian's energy share (8.45%).
+    #[arg(long, default_value_t = Margins::default().sparse_top1_factor)]
+    pub sparse_top1_factor: f64,
+    /// Smooth: low-frequency power ratio to the null must exceed this.
+    #[arg(long, default_value_t = Margins::default().smooth_ratio)]
+    pub smooth_ratio: f64,
+    /// Coordinated: |mean adjacent-layer r| must exceed this (and the null band).
+    #[arg(long, default_value_t = Margins::default().coordinated_r)]
+    pub coordinated_r: f64,
+    /// Clustered: k-means VE must exceed the null's by this.
+    #[arg(long, default_value_t = Margins::default().clustered_excess_ve)]
+    pub clustered_excess_ve: f64,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("'resid analyze' is not built yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let layout = match &args.layout {
+        Some(p) => Layout::from_file(p)?,
+        None => Layout::builtin(),
+    };
+    let base = Checkpoint::open(&args.base)?;
+    let trained = Checkpoint::open(&args.trained)?;
+    let json_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    // Create the output first, so a bad path fails before the work; it
+    // appears only on commit.
+    let mut out = match &args.json {
+        Some(p) if !json_stdout => Some(AtomicFile::create(p)?),
+        _ => None,
+    };
+    let opts = Options {
+        threads: args.threads.unwrap_or(0),
+        seed: args.seed,
+        layout,
+        margins: Margins {
+            sparse_kurtosis: args.sparse_kurtosis,
+            sparse_top1_factor: args.sparse_top1_factor,
+            smooth_ratio: args.smooth_ratio,
+            coordinated_r: args.coordinated_r,
+            clustered_excess_ve: args.clustered_excess_ve,
+            ..Margins::default()
+        },
+        allow_nonfinite: args.allow_nonfinite,
+        memory_budget: None,
+    };
+    let total = resid::io::pair(&base, &trained)?.pairs.len() as u64;
+    let pb = crate::progress::bar(total, "analyze", args.quiet);
+    let report = analyze(&base, &trained, &opts, &|p| {
+        pb.set_position(p.done as u64);
+        pb.set_message(p.name.to_string());
+    });
+    pb.finish_and_clear();
+    let report = report?;
+    let json = report.to_json();
+    if json_stdout {
+        let mut so = std::io::stdout().lock();
+        so.write_all(json.as_bytes())
+            .and_then(|_| so.write_all(b"\n"))
+            .context("stdout")?;
+    } else {
+        print!("{}", resid::report::terminal::render(&report));
+    }
+    if let Some(mut f) = out.take() {
+        f.write_all(json.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.commit()?;
+        if !args.quiet {
+            eprintln!("wrote {}", args.json.as_ref().expect("json path").display());
+        }
+    }
+    Ok(())
 }

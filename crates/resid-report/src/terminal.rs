@@ -1,0 +1,297 @@
+//! Terminal tables of an analysis: the study's tables (residual-structure
+//! paper) filled with this pair's figures, then the verdict with its margins.
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{Cell, CellAlignment, Table};
+use resid_analysis::Report;
+
+fn f(v: f64, d: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.d$}")
+    } else {
+        "n/a".into()
+    }
+}
+
+fn fo(v: Option<f64>, d: usize) -> String {
+    v.map_or("n/a".into(), |v| f(v, d))
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(header.iter().map(Cell::new));
+    for i in 1..header.len() {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
+}
+
+/// All tables of a report, as text.
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let mut section = |title: &str, body: String| {
+        out.push_str(title);
+        out.push('\n');
+        out.push_str(&body);
+        out.push_str("\n\n");
+    };
+    let all = r.components.get("all");
+    let tensors_2d = r.tensors.iter().filter(|t| t.matrix.is_some()).count();
+    section(
+        "Residual",
+        format!(
+            "base    {}\ntrained {}\n{} tensors paired ({} matrices), {} parameters, seed {}{}",
+            r.base,
+            r.trained,
+            r.tensors.len(),
+            tensors_2d,
+            all.map_or(0, |a| a.numel),
+            r.seed,
+            if r.unmatched.only_base.is_empty() && r.unmatched.only_trained.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "\nunmatched: {} only in base, {} only in trained (see JSON)",
+                    r.unmatched.only_base.len(),
+                    r.unmatched.only_trained.len()
+                )
+            }
+        ),
+    );
+
+    // Overall kurtosis and entropy vs nulls.
+    let mut t = table(&["Metric", "Residual", "Random (null)", "Ratio"]);
+    for (label, key) in [
+        ("Kurtosis (attention)", "attention"),
+        ("Kurtosis (MLP)", "mlp"),
+        ("Kurtosis (overall)", "all"),
+    ] {
+        if let Some(c) = r.components.get(key) {
+            t.add_row(vec![
+                label.to_string(),
+                f(c.kurtosis_pooled, 2),
+                "0.00".into(),
+                String::new(),
+            ]);
+        }
+    }
+    if let Some(a) = all {
+        t.add_row(vec![
+            "Entropy (100 bins, bits)".to_string(),
+            f(a.entropy_bits, 2),
+            f(a.entropy_null_bits, 2),
+            format!(
+                "{}% (of ceiling 6.64: {}%)",
+                f(100.0 * a.entropy_bits / a.entropy_null_bits, 0),
+                f(100.0 * a.entropy_bits / 100f64.log2(), 0)
+            ),
+        ]);
+        t.add_row(vec![
+            "Entropy at std/16 step (bits)".to_string(),
+            f(a.entropy_step_bits, 2),
+            "6.05".into(),
+            String::new(),
+        ]);
+        t.add_row(vec![
+            "Top-1% energy share".to_string(),
+            format!("{}%", f(100.0 * a.top1pct_energy, 1)),
+            "8.4%".into(),
+            format!(
+                "{}x",
+                f(
+                    a.top1pct_energy / resid_analysis::sparsity::GAUSSIAN_TOP1PCT_ENERGY,
+                    1
+                )
+            ),
+        ]);
+        t.add_row(vec![
+            "Share beyond 3 std".to_string(),
+            format!("{}%", f(100.0 * a.share_above_3std, 3)),
+            "0.270%".into(),
+            format!(
+                "{}x",
+                f(
+                    a.share_above_3std / resid_analysis::sparsity::GAUSSIAN_ABOVE_3STD,
+                    1
+                )
+            ),
+        ]);
+    }
+    section(
+        "Overall (pooled kurtosis; entropy: numel-weighted mean over tensors)",
+        t.to_string(),
+    );
+
+    // Components.
+    let mut t = table(&[
+        "Component",
+        "Tensors",
+        "Params",
+        "Mean PR",
+        "PR null (MP)",
+        "Kurtosis pooled",
+        "Kurtosis mean",
+        "Entropy bits",
+        "Energy share",
+    ]);
+    for (name, c) in &r.components {
+        t.add_row(vec![
+            name.clone(),
+            c.tensors.to_string(),
+            c.numel.to_string(),
+            fo(c.pr_mean, 1),
+            fo(c.pr_null_mean, 1),
+            f(c.kurtosis_pooled, 2),
+            f(c.kurtosis_mean, 2),
+            f(c.entropy_bits, 2),
+            format!("{}%", f(100.0 * c.energy_share, 1)),
+        ]);
+    }
+    section("Components", t.to_string());
+
+    // Adjacent-layer correlations: mean over tensors of each layer pair.
+    let il = &r.interlayer;
+    if !il.pairs.is_empty() {
+        let mut t = table(&["Layer pair", "Correlation (mean over tensors)", "Tensors"]);
+        let mut groups: std::collections::BTreeMap<(usize, usize), Vec<f64>> = Default::default();
+        for p in &il.pairs {
+            groups.entry((p.a, p.b)).or_default().push(p.r);
+        }
+        for ((a, b), rs) in &groups {
+            t.add_row(vec![
+                format!("L{a}-L{b}"),
+                f(rs.iter().sum::<f64>() / rs.len() as f64, 4),
+                rs.len().to_string(),
+            ]);
+        }
+        if !il.first_last.is_empty() {
+            let (a, b) = (il.first_last[0].a, il.first_last[0].b);
+            t.add_row(vec![
+                format!("L{a}-L{b} (first-last)"),
+                fo(il.first_last_r, 4),
+                il.first_last.len().to_string(),
+            ]);
+        }
+        section(
+            &format!(
+                "Adjacent-layer correlation: mean {} (null band +-{})",
+                fo(il.mean_adjacent_r, 4),
+                fo(il.null_band, 4)
+            ),
+            t.to_string(),
+        );
+    }
+
+    // Per layer.
+    if !r.layers.is_empty() {
+        let mut t = table(&[
+            "Layer",
+            "Entropy (bits)",
+            "Null (bits)",
+            "Kurtosis",
+            "Mean PR",
+            "Norm share",
+        ]);
+        for l in &r.layers {
+            t.add_row(vec![
+                format!("L{}", l.layer),
+                f(l.entropy_bits, 2),
+                f(l.entropy_null_bits, 2),
+                f(l.kurtosis_pooled, 2),
+                fo(l.pr_mean, 1),
+                format!("{}%", f(100.0 * l.norm_share, 1)),
+            ]);
+        }
+        section("Per layer", t.to_string());
+    }
+
+    // Smoothness and clustering.
+    let mut t = table(&[
+        "Measure",
+        "Residual",
+        "Null (Gaussian)",
+        "Null (shuffled)",
+        "Excess over shuffled",
+    ]);
+    if let Some(a) = all {
+        let lf: Vec<(f64, f64)> = r
+            .tensors
+            .iter()
+            .filter_map(|t| Some((t.lowfreq_share?, t.lowfreq_null_share?)))
+            .collect();
+        if !lf.is_empty() {
+            let s = lf.iter().map(|x| x.0).sum::<f64>() / lf.len() as f64;
+            let n = lf.iter().map(|x| x.1).sum::<f64>() / lf.len() as f64;
+            t.add_row(vec![
+                "Low-frequency power share".to_string(),
+                format!("{}%", f(100.0 * s, 2)),
+                format!("{}%", f(100.0 * n, 2)),
+                String::new(),
+                format!("ratio {}x", fo(a.lowfreq_ratio, 2)),
+            ]);
+        }
+    }
+    for (i, k) in resid_analysis::kmeans::KS.iter().enumerate() {
+        let v: Vec<(f64, f64, f64)> = r
+            .tensors
+            .iter()
+            .filter_map(|t| {
+                t.kmeans
+                    .as_ref()?
+                    .get(i)
+                    .map(|f| (f.ve, f.ve_null, f.ve_shuffled))
+            })
+            .filter(|x| x.0.is_finite() && x.1.is_finite() && x.2.is_finite())
+            .collect();
+        if v.is_empty() {
+            continue;
+        }
+        let ve = v.iter().map(|x| x.0).sum::<f64>() / v.len() as f64;
+        let vn = v.iter().map(|x| x.1).sum::<f64>() / v.len() as f64;
+        let vs = v.iter().map(|x| x.2).sum::<f64>() / v.len() as f64;
+        t.add_row(vec![
+            format!("k-means VE, K={k}"),
+            format!("{}%", f(100.0 * ve, 2)),
+            format!("{}%", f(100.0 * vn, 2)),
+            format!("{}%", f(100.0 * vs, 2)),
+            format!("{:+.2} pts", 100.0 * (ve - vs)),
+        ]);
+    }
+    section(
+        "Smoothness and clustering (mean over matrices)",
+        t.to_string(),
+    );
+
+    // Verdict.
+    let v = &r.verdict;
+    let mut t = table(&["Hypothesis", "Verdict", "Rule (margin)"]);
+    for (name, h) in [
+        ("sparse", &v.sparse),
+        ("smooth", &v.smooth),
+        ("coordinated", &v.coordinated),
+        ("clustered", &v.clustered),
+    ] {
+        t.add_row(vec![
+            name.to_string(),
+            if h.supported {
+                "SUPPORTED".into()
+            } else {
+                "not supported".into()
+            },
+            h.rule.clone(),
+        ]);
+    }
+    section("Verdict", t.to_string());
+    let notes: Vec<String> = r
+        .tensors
+        .iter()
+        .filter_map(|t| t.note.as_ref().map(|n| format!("{}: {n}", t.name)))
+        .collect();
+    if !notes.is_empty() {
+        section("Notes", notes.join("\n"));
+    }
+    out.trim_end().to_string() + "\n"
+}
