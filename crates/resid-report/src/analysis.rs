@@ -608,10 +608,12 @@ pub fn analysis_document(
     } else {
         let d = LinesData {
             title: "k-means variance explained vs K: residual rows vs null".into(),
-            x_label: "K, number of clusters (log scale)".into(),
+            x_label: "K, number of clusters".into(),
             y_label: "variance explained (1 - SSW/SST)".into(),
-            log_x: true,
+            log_x: false,
             log_y: false,
+            y_range: None,
+            legend: lines::Legend::UpperLeft,
             series: vec![
                 LineSeries {
                     name: "residual (mean over tensors)".into(),

@@ -61,7 +61,7 @@ pub fn render(d: &BarsData, size: Size) -> Result<String> {
     let err = |e: &dyn std::fmt::Display| PlotError::new(title, e);
     let (ylo, yhi) = padded(lo, hi.max(0.0), 0.08);
     let ylo = if lo >= 0.0 { 0.0 } else { ylo };
-    let yhi = yhi + (yhi - ylo) * 0.15; // room for the legend
+    let yhi = yhi + (yhi - ylo) * 0.35; // room for the legend
     let ns = d.series.len();
     let w = GROUP / ns as f64;
     let mut svg = String::new();

@@ -305,7 +305,7 @@ pub fn render(h: &HistogramData, labels: &HistogramLabels, size: Size) -> Result
         .map(|&c| c as f64)
         .fold(1.0f64, f64::max)
         .max(expected.iter().cloned().fold(1.0, f64::max))
-        * 3.0;
+        * 60.0;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (size.width, size.height)).into_drawing_area();
@@ -398,7 +398,7 @@ pub fn render(h: &HistogramData, labels: &HistogramLabels, size: Size) -> Result
 
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.4))
             .label_font((FONT, LEGEND_PT))

@@ -32,6 +32,20 @@ pub struct LinesData {
     pub log_x: bool,
     pub log_y: bool,
     pub series: Vec<LineSeries>,
+    /// Fixed y range; None: fitted to the points.
+    pub y_range: Option<(f64, f64)>,
+    /// Where the legend goes.
+    pub legend: Legend,
+}
+
+/// Corner of the legend box.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Legend {
+    #[default]
+    UpperLeft,
+    UpperRight,
+    LowerLeft,
+    LowerRight,
 }
 
 impl LinesData {
@@ -113,7 +127,12 @@ pub fn render(d: &LinesData, size: Size) -> Result<String> {
                 }
                 chart
                     .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperLeft)
+                    .position(match d.legend {
+                        Legend::UpperLeft => SeriesLabelPosition::UpperLeft,
+                        Legend::UpperRight => SeriesLabelPosition::UpperRight,
+                        Legend::LowerLeft => SeriesLabelPosition::LowerLeft,
+                        Legend::LowerRight => SeriesLabelPosition::LowerRight,
+                    })
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK.mix(0.4))
                     .label_font((FONT, LEGEND_PT))
@@ -126,7 +145,9 @@ pub fn render(d: &LinesData, size: Size) -> Result<String> {
         } else {
             padded(xmin, xmax, 0.04)
         };
-        let yr = if d.log_y {
+        let yr = if let Some(r) = d.y_range {
+            r
+        } else if d.log_y {
             (ymin / 1.5, ymax * 3.0)
         } else {
             let (a, b) = padded(ymin, ymax, 0.06);
@@ -197,6 +218,8 @@ mod tests {
             y_label: "variance explained".into(),
             log_x: true,
             log_y: false,
+            y_range: None,
+            legend: Legend::UpperLeft,
             series: vec![
                 LineSeries {
                     name: "residual".into(),
@@ -245,6 +268,8 @@ mod tests {
             y_label: "y".into(),
             log_x: false,
             log_y: true,
+            y_range: None,
+            legend: Legend::UpperLeft,
             series: vec![LineSeries {
                 name: "s".into(),
                 points: vec![(0.0, 0.0), (1.0, 1.0), (2.0, f64::NAN), (3.0, 10.0)],

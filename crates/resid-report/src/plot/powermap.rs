@@ -6,7 +6,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use realfft::num_complex::Complex;
 
-use super::{ensure_font, PlotError, Result, Size, FONT, LABEL_PT, TICK_PT, TITLE_PT};
+use super::{ensure_font, PlotError, Result, Size, FONT, TICK_PT, TITLE_PT};
 
 /// Largest block analysed; bigger matrices are cropped to their top-left
 /// corner of this size (said in the figure).
@@ -206,17 +206,17 @@ pub fn render(title: &str, residual: &PowerMap, null: &PowerMap, size: Size) -> 
         let root = SVGBackend::with_string(&mut svg, (size.width, size.height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let root = root.titled(title, (FONT, TITLE_PT)).map_err(|e| err(&e))?;
-        let (maps, bar) = root.split_horizontally(size.width.saturating_sub(110));
+        let (maps, bar) = root.split_horizontally(size.width.saturating_sub(130));
         let halves = maps.split_evenly((1, 2));
         let crop = if residual.rows < residual.full_rows || residual.cols < residual.full_cols {
-            format!(" (top-left {}x{})", residual.rows, residual.cols)
+            format!(", top-left {}x{}", residual.rows, residual.cols)
         } else {
             String::new()
         };
         let panels = [
             (
                 format!(
-                    "residual{crop}: low-freq {:.1}% ({:.2}x null)",
+                    "residual{crop}: {:.1}% low-freq ({:.2}x)",
                     100.0 * residual.lowfreq_share,
                     ratio
                 ),
@@ -224,14 +224,14 @@ pub fn render(title: &str, residual: &PowerMap, null: &PowerMap, size: Size) -> 
                 &lr,
             ),
             (
-                format!("Gaussian null: low-freq {:.1}%", 100.0 * null.lowfreq_share),
+                format!("Gaussian null: {:.1}% low-freq", 100.0 * null.lowfreq_share),
                 null,
                 &ln,
             ),
         ];
         for (area, (name, m, l)) in halves.iter().zip(panels.iter()) {
             let mut chart = ChartBuilder::on(area)
-                .caption(name.as_str(), (FONT, LABEL_PT))
+                .caption(name.as_str(), (FONT, TICK_PT))
                 .margin(8)
                 .x_label_area_size(50)
                 .y_label_area_size(64)
@@ -247,7 +247,14 @@ pub fn render(title: &str, residual: &PowerMap, null: &PowerMap, size: Size) -> 
                 .x_labels(3)
                 .y_labels(5)
                 .x_label_formatter(&|v| format!("{v:.2}"))
-                .y_label_formatter(&|v| format!("{v:.2}"))
+                .y_label_formatter(&|v| {
+                    let t = format!("{v:.2}");
+                    if t == "-0.00" {
+                        "0.00".into()
+                    } else {
+                        t
+                    }
+                })
                 .draw()
                 .map_err(|e| err(&e))?;
             let (gr, gc) = (m.grid_rows, m.grid_cols);
@@ -276,7 +283,7 @@ pub fn render(title: &str, residual: &PowerMap, null: &PowerMap, size: Size) -> 
             .margin_top(40)
             .margin_bottom(60)
             .margin_right(8)
-            .y_label_area_size(66)
+            .y_label_area_size(84)
             .build_cartesian_2d(0f64..1.0, lo..hi)
             .map_err(|e| err(&e))?;
         cb.configure_mesh()
@@ -286,7 +293,7 @@ pub fn render(title: &str, residual: &PowerMap, null: &PowerMap, size: Size) -> 
             .axis_desc_style((FONT, TICK_PT))
             .label_style((FONT, TICK_PT))
             .y_labels(6)
-            .y_label_formatter(&|v| format!("{v:.1}"))
+            .y_label_formatter(&|v| format!("{:.1}", v + 0.0).replace("-0.0", "0.0"))
             .draw()
             .map_err(|e| err(&e))?;
         let steps = 48;
@@ -352,6 +359,6 @@ mod tests {
         let svg = render("power map: test vs null", &p, &n, DEFAULT_SIZE).unwrap();
         let t = svg_texts(&svg);
         assert!(t.iter().any(|s| s.contains("top-left 512x40")), "{t:?}");
-        assert!(t.iter().any(|s| s.starts_with("Gaussian null: low-freq")));
+        assert!(t.iter().any(|s| s.starts_with("Gaussian null: ")));
     }
 }

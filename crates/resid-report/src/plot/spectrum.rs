@@ -129,8 +129,33 @@ pub fn to_lines(title: &str, spectra: &[Spectrum]) -> LinesData {
         y_label: "singular value / (std · √max side), log".into(),
         log_x: true,
         log_y: true,
+        y_range: Some(y_range(&series)),
+        legend: lines::Legend::LowerLeft,
         series,
     }
+}
+
+/// From a little under the smallest null value kept (the last 2% of ranks
+/// of a square matrix fall towards 0 and would stretch the axis) to above
+/// the largest value.
+fn y_range(series: &[lines::LineSeries]) -> (f64, f64) {
+    let mut hi = 0f64;
+    let mut lo = f64::INFINITY;
+    for s in series {
+        let n = s.points.len();
+        for (i, &(_, y)) in s.points.iter().enumerate() {
+            if y > 0.0 && y.is_finite() {
+                hi = hi.max(y);
+                if i < n - n / 50 {
+                    lo = lo.min(y);
+                }
+            }
+        }
+    }
+    if !(lo.is_finite() && hi > 0.0) {
+        return (0.01, 10.0);
+    }
+    (lo / 2.0, hi * 2.0)
 }
 
 /// Draws the spectra (log-log) with their nulls.
