@@ -82,7 +82,12 @@ fn analysis_report_renders_in_headless_chromium() {
         if required {
             panic!("RESID_REQUIRE_CHROMIUM=1 but no chromium found (apt-get install -y chromium, or set RESID_CHROMIUM)");
         }
-        eprintln!("SKIPPED: no chromium on PATH (install Debian's `chromium` or set RESID_CHROMIUM); the HTML report was not rendered");
+        // Written past the test harness's capture, so the skip is seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: no chromium on PATH (install Debian's `chromium` or set RESID_CHROMIUM); the HTML report was not rendered"
+        );
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
