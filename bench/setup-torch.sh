@@ -5,6 +5,5 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 python3 -m venv "$here/.venv-torch"
 "$here/.venv-torch/bin/pip" install --quiet --upgrade pip
-"$here/.venv-torch/bin/pip" install --quiet torch --index-url https://download.pytorch.org/whl/cpu \
-  || "$here/.venv-torch/bin/pip" install --quiet torch
+"$here/.venv-torch/bin/pip" install --quiet torch numpy
 "$here/.venv-torch/bin/python" -c 'import torch; print("torch", torch.__version__, "threads", torch.get_num_threads())'
