@@ -169,6 +169,28 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Drops a tensor's pages from this process's mapping once it has been
+    /// read (`MADV_DONTNEED`; they stay in the page cache and fault back in
+    /// if read again), so resident memory follows the tensors in flight,
+    /// not the bytes read so far.
+    pub fn release(&self, t: &TensorEntry) {
+        #[cfg(unix)]
+        if let Some(m) = &self.shards[t.shard].map {
+            if t.end > t.start {
+                // SAFETY: the map is a read-only shared file mapping, so
+                // dropping its pages loses nothing: a later access faults
+                // the same file bytes back in.
+                let _ = unsafe {
+                    m.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        t.start,
+                        t.end - t.start,
+                    )
+                };
+            }
+        }
+    }
+
     /// Hints the kernel that a tensor will be read once, front to back.
     pub fn advise_sequential(&self) {
         #[cfg(unix)]
