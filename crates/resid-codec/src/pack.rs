@@ -123,6 +123,15 @@ fn batches(sizes: &[usize], limit: usize) -> Vec<std::ops::Range<usize>> {
     out
 }
 
+/// Drops an item's mapped pages on both sides once read, so resident memory
+/// follows the batch in flight rather than the bytes read so far.
+fn release(base: &Checkpoint, trained: &Checkpoint, it: &Item) {
+    trained.release(&trained.tensors()[it.ti]);
+    if let Some(bi) = it.bi {
+        base.release(&base.tensors()[bi]);
+    }
+}
+
 fn tensor_seed(seed: u64, name: &str) -> u64 {
     seed ^ xxh3(name.as_bytes())
 }
@@ -196,6 +205,7 @@ pub fn pack_with_progress(
                 let b = &base.tensors()[bi];
                 lossless::has_nonfinite(&b.dtype_name, base.bytes(b))
             });
+        release(base, trained, it);
     });
     if let Some(i) = nonfinite.iter().position(|&x| x) {
         if !opts.allow_nonfinite {
@@ -237,6 +247,7 @@ pub fn pack_with_progress(
                 .map(|&i| {
                     let (res, t) = residual(base, trained, &items[i]);
                     let (rows, cols) = matrix_dims(&t.shape);
+                    release(base, trained, &items[i]);
                     (
                         i,
                         lossy::plan_tensor(&res, rows, cols, tensor_seed(opts.seed, &t.name)),
@@ -377,6 +388,7 @@ pub fn pack_with_progress(
                 trained_xxh3: lossless_tensor.then(|| hex(xxh3(trained.bytes(t)))),
                 encoding,
             });
+            release(base, trained, it);
             progress(t.nbytes() as u64);
         }
     }
@@ -757,6 +769,7 @@ fn rate_control(
                         z,
                         opts.chunk,
                     );
+                    release(base, trained, &items[i]);
                     let nb = lc.factors.len() + lc.remainder.len() + lc.escapes.iter().count();
                     (lc.coded_bytes() as f64, lc.dist, lc.kept as f64, nb)
                 })
@@ -917,6 +930,9 @@ pub fn unpack_with_progress(
                 let bytes = o?;
                 let t = &h.tensors[ti];
                 writers[t.shard as usize].write_tensor(&t.name, &bytes)?;
+                if let Some(b) = base.get(&t.name) {
+                    base.release(b);
+                }
                 total += bytes.len() as u64;
                 progress(bytes.len() as u64);
             }
