@@ -48,6 +48,10 @@ pub struct Args {
     /// Clustered: k-means VE must exceed the null's by this.
     #[arg(long, default_value_t = Margins::default().clustered_excess_ve)]
     pub clustered_excess_ve: f64,
+    /// Memory budget for tensors in flight, e.g. 2G or 512M (default: a
+    /// quarter of the memory available now, at most 1G; one tensor always runs).
+    #[arg(long, value_parser = super::pack::parse_bytes)]
+    pub max_memory: Option<usize>,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -80,7 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ..Margins::default()
         },
         allow_nonfinite: args.allow_nonfinite,
-        memory_budget: None,
+        memory_budget: Some(super::pack::memory_budget(args.max_memory)),
     };
     let total = resid::io::pair(&base, &trained)?.pairs.len() as u64;
     let pb = crate::progress::bar(total, "analyze", args.quiet);

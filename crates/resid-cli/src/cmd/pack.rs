@@ -41,6 +41,10 @@ pub struct Args {
     /// Store NaN / Inf values (losslessly) instead of refusing them.
     #[arg(long)]
     pub allow_nonfinite: bool,
+    /// Memory budget for tensors in flight, e.g. 2G or 512M (default: a
+    /// quarter of the memory available now, at most 1G).
+    #[arg(long, value_parser = parse_bytes)]
+    pub max_memory: Option<usize>,
     /// Print a JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -74,6 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         mode,
         seed: args.seed,
         allow_nonfinite: args.allow_nonfinite,
+        batch_bytes: batch_bytes(args.max_memory),
         ..Default::default()
     };
     let pb = crate::progress::bytes_bar(trained.data_bytes() as u64, "pack", args.quiet);
@@ -109,4 +114,52 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         resid::io::atomic::write_atomic(j, serde_json::to_string_pretty(&rep)?.as_bytes())?;
     }
     Ok(())
+}
+
+/// Parses a byte count: a number with an optional K, M, G or T suffix (powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim().trim_end_matches(['B', 'b']);
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("'{s}': unknown unit (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let x: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a byte count like 2G or 512M"))?;
+    if !(x.is_finite() && x > 0.0) {
+        return Err(format!("'{s}' must be positive"));
+    }
+    Ok((x * mul as f64) as usize)
+}
+
+/// The memory budget: `--max-memory`, or a quarter of the memory available
+/// now (MemAvailable), at most 1 GiB and at least 64 MiB.
+pub fn memory_budget(max_memory: Option<usize>) -> usize {
+    max_memory.unwrap_or_else(|| {
+        let avail = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemAvailable:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
+            })
+            .map_or(4 << 30, |kib| kib << 10);
+        (avail / 4).clamp(64 << 20, 1 << 30)
+    })
+}
+
+/// Bytes of tensors coded (or decoded) together: a quarter of the budget,
+/// leaving room for the coded copies and per-thread buffers.
+pub fn batch_bytes(max_memory: Option<usize>) -> usize {
+    (memory_budget(max_memory) / 4).max(16 << 20)
 }

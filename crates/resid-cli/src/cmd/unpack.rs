@@ -19,6 +19,10 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Memory budget for tensors in flight, e.g. 2G or 512M (default: a
+    /// quarter of the memory available now, at most 1G).
+    #[arg(long, value_parser = super::pack::parse_bytes)]
+    pub max_memory: Option<usize>,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -34,9 +38,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     base.advise_sequential();
     let pb = crate::progress::bytes_bar(0, "unpack", args.quiet);
     let t0 = std::time::Instant::now();
-    let rep = resid::codec::unpack_with_progress(&base, &args.file, &args.output, 64 << 20, &|n| {
-        pb.inc(n)
-    })
+    let rep = resid::codec::unpack_with_progress(
+        &base,
+        &args.file,
+        &args.output,
+        super::pack::batch_bytes(args.max_memory),
+        &|n| pb.inc(n),
+    )
     .with_context(|| format!("unpacking {}", args.file.display()))?;
     pb.finish_and_clear();
     let s = t0.elapsed().as_secs_f64();
