@@ -88,8 +88,20 @@ pub struct Interlayer {
     pub first_last: Vec<LayerPair>,
     pub mean_adjacent_r: Option<f64>,
     pub first_last_r: Option<f64>,
-    /// +-2/sqrt(n), n the fewest entries compared in any adjacent pair.
+    /// Null band of `mean_adjacent_r`: each pair's r has null std
+    /// 1/sqrt(n_i), so their mean over N pairs has `sqrt(sum 1/n_i) / N`;
+    /// the band is twice that (+-2/sqrt(n) when there is one pair).
     pub null_band: Option<f64>,
+}
+
+/// Twice the null std of the mean of the pairs' r.
+pub fn band_of_mean(pairs: &[LayerPair]) -> Option<f64> {
+    let ns: Vec<f64> = pairs
+        .iter()
+        .filter(|p| p.r.is_finite() && p.n > 0)
+        .map(|p| p.n as f64)
+        .collect();
+    (!ns.is_empty()).then(|| 2.0 * ns.iter().map(|n| 1.0 / n).sum::<f64>().sqrt() / ns.len() as f64)
 }
 
 /// The name with its layer index segment replaced by `*`.
@@ -233,12 +245,7 @@ impl Tracker {
         Interlayer {
             mean_adjacent_r: mean(&self.pairs),
             first_last_r: mean(&first_last),
-            null_band: self
-                .pairs
-                .iter()
-                .map(|p| p.n)
-                .min()
-                .map(|n| 2.0 / (n as f64).sqrt()),
+            null_band: band_of_mean(&self.pairs),
             pairs: self.pairs,
             first_last,
         }
@@ -281,7 +288,8 @@ mod tests {
         // Shared component of equal variance: r about 0.5.
         assert!((out.mean_adjacent_r.unwrap() - 0.5).abs() < 0.1);
         assert_eq!(out.first_last.len(), 1);
-        assert!((out.null_band.unwrap() - 2.0 / 1000f64.sqrt()).abs() < 1e-12);
+        // Seven pairs of 1000 entries: 2 sqrt(7/1000) / 7.
+        assert!((out.null_band.unwrap() - 2.0 * (7.0f64 / 1000.0).sqrt() / 7.0).abs() < 1e-12);
     }
 
     #[test]
