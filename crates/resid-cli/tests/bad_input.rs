@@ -91,7 +91,10 @@ fn vals(n: usize, seed: u32) -> Vec<f32> {
 
 /// A small good base / trained pair (two F32 matrices) in `dir`.
 fn pair(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
-    let (b, t) = (dir.join("base.safetensors"), dir.join("trained.safetensors"));
+    let (b, t) = (
+        dir.join("base.safetensors"),
+        dir.join("trained.safetensors"),
+    );
     let bw = vals(n * 16, 1);
     let tw: Vec<f32> = bw
         .iter()
@@ -286,7 +289,12 @@ fn nonfinite_values_pack_only_with_allow_nonfinite_and_stay_bit_exact() {
         assert!(e.contains("tensor 'w'"), "{e}");
         assert!(!out.exists());
     }
-    ok(&pack(&b, &t, &out, &["--max-error", "0.1", "--allow-nonfinite"]));
+    ok(&pack(
+        &b,
+        &t,
+        &out,
+        &["--max-error", "0.1", "--allow-nonfinite"],
+    ));
     let r = d.path().join("r.safetensors");
     ok(&unpack(&b, &out, &r));
     // The non-finite tensor went lossless: its bytes come back exactly (NaN
@@ -462,10 +470,7 @@ fn a_full_file_system_fails_cleanly_and_leaves_nothing() {
     ok(&pack(&b, &t, &out, &["--lossless"]));
     let before = listing(d.path());
     let r = d.path().join("r.safetensors");
-    let o = limited(
-        16,
-        &["unpack", "--base", s(&b), s(&out), "-o", s(&r), "-q"],
-    );
+    let o = limited(16, &["unpack", "--base", s(&b), s(&out), "-o", s(&r), "-q"]);
     refused(&o, &r, "File too large");
     assert_eq!(listing(d.path()), before, "partial file left behind");
 }
@@ -504,7 +509,10 @@ fn an_interrupted_pack_leaves_no_file_taken_for_whole() {
         let status = child.wait().unwrap();
         if !status.success() {
             interrupted += 1;
-            assert!(!out.exists(), "killed after {delay_ms} ms, yet {out:?} exists");
+            assert!(
+                !out.exists(),
+                "killed after {delay_ms} ms, yet {out:?} exists"
+            );
         }
         // Whatever the kill left (a hidden temporary beside the output), no
         // file there is accepted as a residual file.

@@ -84,7 +84,10 @@ fn pair(dir: &Path) -> (PathBuf, PathBuf) {
             trained.push((name, shape, t));
         }
     }
-    let (bp, tp) = (dir.join("base.safetensors"), dir.join("trained.safetensors"));
+    let (bp, tp) = (
+        dir.join("base.safetensors"),
+        dir.join("trained.safetensors"),
+    );
     st(&bp, &base);
     st(&tp, &trained);
     (bp, tp)
@@ -123,7 +126,15 @@ fn pack_and_unpack_give_the_same_bytes_on_one_and_two_threads() {
             files.push(std::fs::read(&f).unwrap());
             let r = d.path().join(format!("m{m}-t{th}.safetensors"));
             ok(&run(&[
-                "unpack", "--base", s(&b), s(&f), "-o", s(&r), "-q", "--threads", th,
+                "unpack",
+                "--base",
+                s(&b),
+                s(&f),
+                "-o",
+                s(&r),
+                "-q",
+                "--threads",
+                th,
             ]));
             rebuilt.push(std::fs::read(&r).unwrap());
         }
@@ -201,7 +212,11 @@ fn analyze_gives_the_same_figures_on_one_and_two_threads() {
     );
     if out[0] != out[1] {
         let (a, b) = (out[0].to_string(), out[1].to_string());
-        let at = a.bytes().zip(b.bytes()).position(|(x, y)| x != y).unwrap_or(0);
+        let at = a
+            .bytes()
+            .zip(b.bytes())
+            .position(|(x, y)| x != y)
+            .unwrap_or(0);
         panic!(
             "figures differ near: {} | {}",
             &a[at.saturating_sub(80)..(at + 80).min(a.len())],
