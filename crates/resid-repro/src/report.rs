@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use resid::report::plot::lines::{render, LineSeries, LinesData};
+use resid::report::plot::lines::{render, Legend, LineSeries, LinesData};
 use resid::report::plot::DEFAULT_SIZE;
 
 use crate::pipeline::ReproReport;
@@ -53,6 +53,8 @@ pub fn figures(r: &ReproReport) -> Vec<(String, String, LinesData)> {
             log_x: false,
             log_y: false,
             series: s,
+            y_range: None,
+            legend: Legend::UpperRight,
         },
     ));
     // Needle test.
@@ -83,6 +85,8 @@ pub fn figures(r: &ReproReport) -> Vec<(String, String, LinesData)> {
             log_x: true,
             log_y: false,
             series: s,
+            y_range: None,
+            legend: Legend::UpperLeft,
         },
     ));
     // Codec vs needle at equal bits.
@@ -118,6 +122,8 @@ pub fn figures(r: &ReproReport) -> Vec<(String, String, LinesData)> {
             log_x: true,
             log_y: false,
             series: s,
+            y_range: None,
+            legend: Legend::UpperLeft,
         },
     ));
     out

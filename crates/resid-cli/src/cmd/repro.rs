@@ -1,9 +1,102 @@
-//! `resid repro` (being built).
+//! `resid repro`: the study end to end on the shipped corpus (see `resid-repro`).
+
+use std::path::PathBuf;
+
+use indicatif::ProgressBar;
+use resid_repro::{ReproEvent, ReproOptions};
 
 /// Arguments of `resid repro`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Corpus file (plain text or .gz); the shipped Shakespeare when absent.
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Use only the first N bytes of the corpus (quick looks, tests).
+    #[arg(long)]
+    corpus_bytes: Option<usize>,
+    /// Model shape: tiny (minutes on 2 cores) or paper (the study's 10.2M shape; hours on CPU).
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// Output folder; finished steps found there are reused (resume).
+    #[arg(short, long, default_value = "repro-out")]
+    out: PathBuf,
+    /// Training steps per run (default: 600 for tiny, the preset's for paper).
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also train from the mimetic init.
+    #[arg(long)]
+    mimetic: bool,
+    /// Held-out tokens scored for every variant.
+    #[arg(long, default_value_t = 131_072)]
+    eval_tokens: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("'resid repro' is not built yet")
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if let Some(n) = a.threads {
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
+    }
+    let mut o = ReproOptions::new(&a.out);
+    o.corpus = a.corpus;
+    o.corpus_bytes = a.corpus_bytes;
+    o.preset = a.preset;
+    o.steps = a.steps;
+    o.seed = a.seed;
+    o.mimetic = a.mimetic;
+    o.eval_tokens = a.eval_tokens;
+    let quiet = a.quiet;
+    let mut bar: Option<(String, ProgressBar)> = None;
+    let report = resid_repro::run(&o, |ev| match ev {
+        ReproEvent::Step { name, cached } => {
+            if let Some((_, b)) = bar.take() {
+                b.finish_and_clear();
+            }
+            if !quiet {
+                eprintln!("{} {name}", if cached { "reused" } else { "step  " });
+            }
+        }
+        ReproEvent::Train { run, progress: p } => {
+            let same = matches!(&bar, Some((r, _)) if *r == run);
+            if !same {
+                if let Some((_, b)) = bar.take() {
+                    b.finish_and_clear();
+                }
+                let b = crate::progress::bar(p.total as u64, &format!("train {run}"), quiet);
+                bar = Some((run.clone(), b));
+            }
+            let b = &bar.as_ref().expect("set above").1;
+            b.set_position(p.step as u64);
+            b.set_message(format!(
+                "loss {:.3}  {:.0} tok/s  eta {:.0}s",
+                p.loss, p.tokens_per_s, p.eta_s
+            ));
+        }
+        ReproEvent::Note(s) => {
+            if !quiet {
+                match &bar {
+                    Some((_, b)) => b.println(s),
+                    None => eprintln!("  {s}"),
+                }
+            }
+        }
+    })?;
+    if let Some((_, b)) = bar.take() {
+        b.finish_and_clear();
+    }
+    println!("{}", resid_repro::summary::terminal(&report));
+    eprintln!(
+        "report: {}/REPORT.md, {}/report.json",
+        a.out.display(),
+        a.out.display()
+    );
+    Ok(())
 }

@@ -1,0 +1,109 @@
+//! The whole reproduction at a minute-sized setting: every step runs, the
+//! report has its structure, every figure is finite and in range, and a second
+//! run resumes from the finished steps instead of redoing them.
+
+use resid_repro::{run, ReproEvent, ReproOptions};
+
+#[test]
+fn minute_sized_reproduction_runs_end_to_end_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = ReproOptions::new(dir.path());
+    o.corpus_bytes = Some(120_000);
+    o.steps = Some(12);
+    o.eval_tokens = 2048;
+    o.rates = vec![1.0, 0.25];
+    o.needle_fracs = vec![0.01, 0.25];
+    let r = run(&o, |_| {}).unwrap();
+
+    let b = &r.baselines;
+    assert!(b.bigram < b.unigram && b.unigram < b.uniform, "{b:?}");
+    assert_eq!(r.runs.len(), 2);
+    for run in &r.runs {
+        assert!(run.start_loss.is_finite() && run.trained_loss.is_finite());
+        assert!(run.trained_loss > 0.0 && run.trained_loss < 6.0, "{run:?}");
+        assert_eq!(run.steps, 12);
+    }
+    // Random init starts near ln 256 nats/byte; the corpus base far below it.
+    let csb = &r.runs[0];
+    let rnd = &r.runs[1];
+    assert!(
+        (rnd.start_loss - 256f64.ln()).abs() < 0.1,
+        "{}",
+        rnd.start_loss
+    );
+    assert!(
+        csb.start_loss < rnd.start_loss - 1.0,
+        "{} vs {}",
+        csb.start_loss,
+        rnd.start_loss
+    );
+
+    for (name, rows) in &r.needle {
+        assert_eq!(rows.len(), 2, "{name}");
+        for x in rows {
+            assert!(x.top_gain.is_finite() && x.random_gain.is_finite(), "{x:?}");
+            assert!(x.top_bits_per_param > 0.0);
+        }
+    }
+    for (name, a) in &r.analysis {
+        for ptr in [
+            "/components/all/kurtosis_pooled",
+            "/components/all/entropy_bits",
+        ] {
+            let v = a.pointer(ptr).and_then(|v| v.as_f64());
+            assert!(v.is_some_and(f64::is_finite), "{name}{ptr}: {v:?}");
+        }
+        let h = a
+            .pointer("/components/all/entropy_bits")
+            .unwrap()
+            .as_f64()
+            .unwrap();
+        assert!((0.0..=100f64.log2()).contains(&h), "{h}");
+        assert!(a
+            .pointer("/verdict/sparse/supported")
+            .is_some_and(|v| v.is_boolean()));
+    }
+    for (name, rows) in &r.codec {
+        assert_eq!(rows.len(), 3, "{name}");
+        let lossless = &rows[0];
+        assert_eq!(lossless.residual_rel_error, 0.0, "{name}");
+        // Bit-exact rebuild: same loss as the trained model on the same slice.
+        assert!((lossless.gain - 1.0).abs() < 1e-9, "{lossless:?}");
+        let lossy_at_1 = &rows[1];
+        assert!(
+            (lossy_at_1.bits_per_param - 1.0).abs() < 0.1,
+            "{lossy_at_1:?}"
+        );
+        for x in rows {
+            assert!(x.loss.is_finite() && x.gain.is_finite(), "{x:?}");
+        }
+    }
+    let md = std::fs::read_to_string(dir.path().join("REPORT.md")).unwrap();
+    for needle in [
+        "kurtosis, attention",
+        "Needle test",
+        "Verdict",
+        "fig-needle.svg",
+    ] {
+        assert!(md.contains(needle), "REPORT.md lacks {needle}");
+    }
+    for f in [
+        "fig-training.svg",
+        "fig-needle.svg",
+        "fig-codec.svg",
+        "report.json",
+    ] {
+        assert!(dir.path().join(f).metadata().unwrap().len() > 100, "{f}");
+    }
+
+    // A second run finds every step finished.
+    let mut trained_again = false;
+    let r2 = run(&o, |e| {
+        if let ReproEvent::Train { .. } = e {
+            trained_again = true;
+        }
+    })
+    .unwrap();
+    assert!(!trained_again, "resume retrained a finished run");
+    assert_eq!(r2.runs[0].trained_loss, r.runs[0].trained_loss);
+}
