@@ -73,9 +73,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "random" => base::random_init(&cfg, a.seed),
         other => bail!("unknown init '{other}' (csb, mimetic or random)"),
     };
-    say(format!("{} weights in {:.1}s", a.init, t0.elapsed().as_secs_f64()));
+    say(format!(
+        "{} weights in {:.1}s",
+        a.init,
+        t0.elapsed().as_secs_f64()
+    ));
     say(b.provenance.table());
-    base::write_base(&a.out, &b, &cfg, &tok).with_context(|| format!("writing {}", a.out.display()))?;
+    base::write_base(&a.out, &b, &cfg, &tok)
+        .with_context(|| format!("writing {}", a.out.display()))?;
     let mut figures = serde_json::Map::new();
     if a.eval_windows > 0 {
         let windows = forward::even_windows(&he, cfg.context + 1, a.eval_windows);
@@ -85,7 +90,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let n: usize = windows.iter().map(|w| w.len() - 1).sum();
         let bytes: usize = windows
             .iter()
-            .map(|w| w[1..].iter().map(|&t| tok.token_bytes(t).len()).sum::<usize>())
+            .map(|w| {
+                w[1..]
+                    .iter()
+                    .map(|&t| tok.token_bytes(t).len())
+                    .sum::<usize>()
+            })
             .sum();
         let alpha = base::BaseOptions::for_config(&cfg).alpha;
         let pc = counts::PairCounts::count(&tr, cfg.vocab_size, 1);
@@ -96,7 +106,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .sum();
         let uniform = (cfg.vocab_size as f64).ln() * n as f64;
         let e = forward::eval_windows(&forward::Weights::new(&cfg, &b.tensors), &windows);
-        say(format!("step-0 held-out loss on {n} tokens ({bytes} bytes):"));
+        say(format!(
+            "step-0 held-out loss on {n} tokens ({bytes} bytes):"
+        ));
         for (name, nats) in [
             (a.init.as_str(), e.total_nats),
             ("bigram", bigram),
@@ -107,9 +119,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 nats / n as f64,
                 nats / bytes as f64
             ));
-            figures.insert(format!("{name}_nats_per_byte"), (nats / bytes as f64).into());
+            figures.insert(
+                format!("{name}_nats_per_byte"),
+                (nats / bytes as f64).into(),
+            );
         }
-        say(format!("  residual stream RMS per layer: {:?}", e.resid_rms));
+        say(format!(
+            "  residual stream RMS per layer: {:?}",
+            e.resid_rms
+        ));
         figures.insert("resid_rms".into(), serde_json::json!(e.resid_rms));
         figures.insert("eval_tokens".into(), n.into());
     }
