@@ -69,7 +69,11 @@ fn main() {
         // One line: the file and the problem, then the chain of causes.
         let mut msg = format!("resid: error: {e}");
         for cause in e.chain().skip(1) {
-            msg.push_str(&format!(": {cause}"));
+            // Typed errors often include their source already: say it once.
+            let c = cause.to_string();
+            if !msg.contains(&c) {
+                msg.push_str(&format!(": {c}"));
+            }
         }
         eprintln!("{msg}");
         std::process::exit(1);
