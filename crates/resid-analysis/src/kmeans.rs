@@ -110,9 +110,7 @@ fn one_run(x: &[f32], m: usize, d: usize, k: usize, seed: u64) -> f64 {
         let col = dotc.col_as_slice(0);
         for r in 0..m {
             let v = ((xnorm[r] - 2.0 * col[r] + cn).max(0.0)) as f64;
-            if first {
-                out[r] = v;
-            } else if v < out[r] {
+            if first || v < out[r] {
                 out[r] = v;
             }
         }

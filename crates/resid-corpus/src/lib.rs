@@ -1,4 +1,8 @@
-#![allow(clippy::needless_range_loop, clippy::too_many_arguments, clippy::type_complexity)]
+#![allow(
+    clippy::needless_range_loop,
+    clippy::too_many_arguments,
+    clippy::type_complexity
+)]
 // Index loops read more clearly than iterator chains in the numeric code.
 //! The reproduction's data side, free of any ML framework: the shipped
 //! corpus, tokenizers, count-model baselines, the small GPT's shape and
