@@ -60,13 +60,10 @@ fn file_err(path: &Path, msg: impl std::fmt::Display) -> LmError {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder.
+/// Writes `bytes` to `path` atomically (resid-io's temp-file-and-rename,
+/// which also syncs and cleans up after a failed write).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| file_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| file_err(path, e))
+    resid_io::atomic::write_atomic(path, bytes).map_err(|e| file_err(path, e))
 }
 
 /// Serialises named F32 tensors to safetensors bytes.
