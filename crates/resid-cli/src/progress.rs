@@ -34,3 +34,17 @@ pub fn bytes_bar(len: u64, msg: &str, quiet: bool) -> ProgressBar {
     );
     pb
 }
+
+/// A spinner for a step of unknown length; hidden when `quiet`.
+pub fn spinner(msg: &str, quiet: bool) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    if quiet {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    } else {
+        pb.set_draw_target(ProgressDrawTarget::stderr());
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    }
+    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("static template"));
+    pb.set_message(msg.to_string());
+    pb
+}

@@ -456,9 +456,13 @@ fn unmatched_names_listed() {
 
 /// Runs analyze expecting failure; checks one line naming `file` and `problem`, no JSON left.
 fn expect_error(base: &Path, trained: &Path, file: &Path, problem: &str) {
+    expect_error_with(base, trained, file, problem, &[]);
+}
+
+fn expect_error_with(base: &Path, trained: &Path, file: &Path, problem: &str, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let jp = dir.path().join("out.json");
-    let out = resid(&[
+    let mut args = vec![
         "analyze",
         "--base",
         s(base),
@@ -466,7 +470,9 @@ fn expect_error(base: &Path, trained: &Path, file: &Path, problem: &str) {
         s(trained),
         "--json",
         s(&jp),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = resid(&args);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "expected failure for {problem}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -593,7 +599,7 @@ fn bad_inputs_fail_cleanly() {
     );
     expect_error(&bp, &shape, &shape, "[4, 4]");
 
-    // NaN / Inf: refused by default, naming the file and tensor...
+    // NaN / Inf: refused with --deny-nonfinite, naming the file and tensor...
     let nan = dir.path().join("nan.safetensors");
     let mut tv = t.clone();
     let idx = shapes()
@@ -603,14 +609,16 @@ fn bad_inputs_fail_cleanly() {
     tv[idx][5] = f32::NAN;
     tv[idx][9] = f32::INFINITY;
     write_model(&nan, &tv, Dt::F32);
-    expect_error(
+    expect_error_with(
         &bp,
         &nan,
         &nan,
         "'h.2.mlp.c_fc.weight' holds 1 NaN and 1 infinite",
+        &["--deny-nonfinite"],
     );
 
-    // ...or measured over the finite entries and reported per tensor.
+    // ...and by default measured over the finite entries, reported per
+    // tensor in the JSON and warned about on stderr.
     let jp = dir.path().join("nan.json");
     let out = resid(&[
         "analyze",
@@ -621,12 +629,12 @@ fn bad_inputs_fail_cleanly() {
         "--json",
         s(&jp),
         "--quiet",
-        "--allow-nonfinite",
     ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains("warning: tensor 'h.2.mlp.c_fc.weight'") && err.contains("1 NaN"),
+        "no warning naming the tensor: {err}"
     );
     let j: Value = serde_json::from_str(&std::fs::read_to_string(&jp).unwrap()).unwrap();
     let rec = tensor(&j, "h.2.mlp.c_fc.weight");
@@ -655,4 +663,60 @@ fn bad_inputs_fail_cleanly() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-dir/x.json"));
+}
+
+#[test]
+fn report_folder_holds_html_markdown_figures_and_the_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bp, tp, _) = good_pair(dir.path());
+    let rd = dir.path().join("nested").join("report");
+    let jp = dir.path().join("r.json");
+    let out = resid(&[
+        "analyze",
+        "--base",
+        s(&bp),
+        "--trained",
+        s(&tp),
+        "--json",
+        s(&jp),
+        "--report",
+        s(&rd),
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // report.json is the --json output (which ends in a newline).
+    let rj = std::fs::read_to_string(rd.join("report.json")).unwrap();
+    let jj = std::fs::read_to_string(&jp).unwrap();
+    assert!(rj.trim_end() == jj.trim_end(), "report.json differs from --json");
+    let html = std::fs::read_to_string(rd.join("index.html")).unwrap();
+    let md = std::fs::read_to_string(rd.join("report.md")).unwrap();
+    // Self-contained: figures inline, nothing fetched.
+    assert!(!html.contains("src=\"http"), "fetches from the network");
+    assert!(!html.contains("<script src"), "external script");
+    let svgs_inline = html.matches("<svg").count();
+    // Every figure the Markdown references exists beside it, non-empty,
+    // and the HTML carries the same figures inline.
+    let refs: Vec<&str> = md
+        .match_indices("](fig-")
+        .map(|(i, _)| {
+            let rest = &md[i + 2..];
+            &rest[..rest.find(')').unwrap()]
+        })
+        .collect();
+    assert!(refs.len() >= 6, "only {} figures: {refs:?}", refs.len());
+    assert!(svgs_inline >= refs.len(), "{svgs_inline} inline svgs");
+    for r in &refs {
+        let svg = std::fs::read_to_string(rd.join(r)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.len() > 500, "{r} is empty");
+    }
+    for needle in ["histogram", "kurtosis", "Marchenko", "k-means"] {
+        assert!(
+            html.to_lowercase().contains(&needle.to_lowercase()),
+            "no {needle} in the HTML"
+        );
+    }
 }

@@ -21,6 +21,10 @@ pub struct Args {
     /// Write the report as JSON here ('-' for stdout, and then nothing else on stdout).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also write a report folder: index.html (self-contained, figures
+    /// inline), report.md with its SVG figures, and report.json.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -30,8 +34,12 @@ pub struct Args {
     /// Layout override file (JSON rules: [{"contains": "...", "component": "attention", "role": "q"}]).
     #[arg(long)]
     pub layout: Option<PathBuf>,
-    /// Measure the finite entries of tensors holding NaN/Inf (counted per tensor) instead of failing.
-    #[arg(long)]
+    /// Fail on the first tensor holding NaN/Inf. By default such tensors are
+    /// measured over their finite entries, counted per tensor and warned about.
+    #[arg(long, conflicts_with = "allow_nonfinite")]
+    pub deny_nonfinite: bool,
+    /// Accepted for symmetry with `pack`: carrying on past NaN/Inf is the default.
+    #[arg(long, hide = true)]
     pub allow_nonfinite: bool,
     /// Sparse: pooled kurtosis must exceed this.
     #[arg(long, default_value_t = Margins::default().sparse_kurtosis)]
@@ -83,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             clustered_excess_ve: args.clustered_excess_ve,
             ..Margins::default()
         },
-        allow_nonfinite: args.allow_nonfinite,
+        allow_nonfinite: !args.deny_nonfinite,
         memory_budget: Some(super::pack::memory_budget(args.max_memory)),
     };
     let total = resid::io::pair(&base, &trained)?.pairs.len() as u64;
@@ -94,6 +102,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     });
     pb.finish_and_clear();
     let report = report?;
+    // Non-finite values are data problems the user must hear about even
+    // with --quiet; the JSON carries the same counts per tensor.
+    for r in report.tensors.iter().filter(|r| r.nan + r.inf > 0) {
+        let why = r.note.as_deref().unwrap_or("non-finite values");
+        eprintln!("warning: tensor '{}': {why}", r.name);
+    }
     let json = report.to_json();
     if json_stdout {
         let mut so = std::io::stdout().lock();
@@ -102,6 +116,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .context("stdout")?;
     } else {
         print!("{}", resid::report::terminal::render(&report));
+    }
+    if let Some(dir) = &args.report {
+        // The figures read each residual once more, one tensor at a time.
+        let sp = crate::progress::spinner("report figures", args.quiet);
+        let figs = resid::report::analysis::collect_figure_data(
+            &base,
+            &trained,
+            &report,
+            &resid::report::analysis::FigureOptions {
+                seed: args.seed,
+                ..Default::default()
+            },
+        )
+        .with_context(|| format!("report figures for {}", dir.display()))?;
+        resid::report::analysis::write_analysis_report(dir, &report, Some(&figs))
+            .with_context(|| format!("writing the report in {}", dir.display()))?;
+        sp.finish_and_clear();
+        if !args.quiet {
+            eprintln!("wrote {}", dir.join("index.html").display());
+        }
     }
     if let Some(mut f) = out.take() {
         f.write_all(json.as_bytes())?;
