@@ -19,7 +19,7 @@ pub mod train;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, CheckpointMeta};
 pub use eval::{eval_weights, EvalReport};
-pub use init::{random_weights, InitKind};
+pub use init::{initial_weights, mimetic_weights, random_weights, InitKind};
 pub use model::Gpt;
 pub use train::{train, Progress, TrainOptions, TrainSummary};
 
