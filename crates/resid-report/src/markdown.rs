@@ -1,13 +1,12 @@
 //! `report.md`: the verdict and the tables as Markdown, each figure
 //! referenced as an SVG file written beside it (`fig-{id}.svg`).
 
-use crate::document::{Block, Document};
+use crate::document::{Block, Document, Section};
 use crate::plot::fmt_num;
 
 /// The Markdown text and the figure files it references (name, SVG).
 pub fn render(doc: &Document) -> (String, Vec<(String, String)>) {
     let mut m = String::new();
-    let mut files = Vec::new();
     m.push_str(&format!("# {}\n\n", doc.title));
     for l in &doc.subtitle {
         m.push_str(&format!("{l}  \n"));
@@ -34,7 +33,17 @@ pub fn render(doc: &Document) -> (String, Vec<(String, String)>) {
         }
         m.push('\n');
     }
-    for s in &doc.sections {
+    let (body, files) = render_sections(&doc.sections);
+    m.push_str(&body);
+    (m, files)
+}
+
+/// Sections alone (no title or verdict), for text that embeds them, such
+/// as the terminal summary of `resid repro`.
+pub fn render_sections(sections: &[Section]) -> (String, Vec<(String, String)>) {
+    let mut m = String::new();
+    let mut files = Vec::new();
+    for s in sections {
         m.push_str(&format!("## {}\n\n", s.title));
         for b in &s.blocks {
             match b {
@@ -86,7 +95,7 @@ fn cell(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::document::{Figure, Section, Table};
+    use crate::document::{Figure, Table};
 
     #[test]
     fn figures_become_files_and_tables_keep_their_cells() {

@@ -285,6 +285,20 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
             };
             let rep = resid::analysis::analyze(&start, &trained, &o, &|_| {})
                 .map_err(|e| ReproError::at(&step, e))?;
+            // The residual's own report (figures from the tensors), beside
+            // the reproduction's.
+            let figs = resid::report::analysis::collect_figure_data(
+                &start,
+                &trained,
+                &rep,
+                &resid::report::analysis::FigureOptions {
+                    seed: opts.seed,
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| ReproError::at(&step, e))?;
+            resid::report::analysis::write_analysis_report(&out.join(&step), &rep, Some(&figs))
+                .map_err(|e| ReproError::at(&step, e))?;
             serde_json::to_value(&rep).map_err(|e| ReproError::at(&step, e))
         })?;
         analysis.insert(r.name.clone(), v);

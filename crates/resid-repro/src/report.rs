@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use resid::report::document::{Block, Document, Figure, Section, Table};
 use resid::report::plot::lines::{render, Legend, LineSeries, LinesData};
 use resid::report::plot::DEFAULT_SIZE;
 
@@ -19,7 +20,7 @@ fn series(name: &str, points: Vec<(f64, f64)>, dashed: bool, color: usize) -> Li
     }
 }
 
-/// The figures: (file name, caption, data).
+/// The figures: (id, caption, data); the Markdown file is `fig-{id}.svg`.
 pub fn figures(r: &ReproReport) -> Vec<(String, String, LinesData)> {
     let mut out = Vec::new();
     // Training curves.
@@ -44,10 +45,13 @@ pub fn figures(r: &ReproReport) -> Vec<(String, String, LinesData)> {
         6,
     ));
     out.push((
-        "fig-training.svg".into(),
-        "Held-out loss while training, from the corpus base and from random init (same seed, data, budget).".into(),
+        "training".into(),
+        "Held-out loss while training from each start point (same seed, data, budget); the dashed line is the bigram count model.".into(),
         LinesData {
-            title: "Training: corpus base vs random init".into(),
+            title: format!(
+                "Training from {}",
+                r.runs.iter().map(|x| x.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
             x_label: "optimizer step".into(),
             y_label: "held-out loss (nats/byte)".into(),
             log_x: false,
@@ -76,7 +80,7 @@ pub fn figures(r: &ReproReport) -> Vec<(String, String, LinesData)> {
         ));
     }
     out.push((
-        "fig-needle.svg".into(),
+        "needle".into(),
         "Needle test: share of the training gain recovered by adding back p% of the residual's entries to the start point.".into(),
         LinesData {
             title: "Needle test: gain recovered vs entries added back".into(),
@@ -110,11 +114,21 @@ pub fn figures(r: &ReproReport) -> Vec<(String, String, LinesData)> {
                 true,
                 i,
             ));
+            // A seeded random mask costs no bits: only its fp16 values.
+            s.push(LineSeries {
+                markers: false,
+                ..series(
+                    &format!("{run}: random p%, fp16 values"),
+                    n.iter().map(|x| (16.0 * x.frac, x.random_gain)).collect(),
+                    true,
+                    i + 3,
+                )
+            });
         }
     }
     out.push((
-        "fig-codec.svg".into(),
-        "Gain recovered per stored bit: resid's lossy residual file vs top-p% with fp16 values and an entropy-coded mask.".into(),
+        "codec".into(),
+        "Gain recovered per stored bit: resid's lossy residual file vs top-p% (fp16 values and an entropy-coded mask) and random p% (fp16 values, seeded mask).".into(),
         LinesData {
             title: "Residual file vs top-p at equal bits".into(),
             x_label: "bits per parameter (log scale)".into(),
@@ -129,29 +143,77 @@ pub fn figures(r: &ReproReport) -> Vec<(String, String, LinesData)> {
     out
 }
 
-/// Writes `dir/REPORT.md` and its SVG figures (atomically, each file).
+/// The whole report as a document: the tables, the figures and how to
+/// read them.
+pub fn document(r: &ReproReport) -> Result<Document> {
+    let mut sections = crate::summary::sections(r);
+    let mut blocks = Vec::new();
+    for (id, caption, data) in figures(r) {
+        let svg = render(&data, DEFAULT_SIZE).map_err(|e| ReproError::at("report", e))?;
+        blocks.push(Block::Figure(Figure { id, svg, caption }));
+    }
+    sections.push(Section {
+        title: "Figures".into(),
+        blocks,
+    });
+    let mut reports: Vec<String> = r
+        .analysis
+        .keys()
+        .map(|k| format!("analysis-{k}/index.html"))
+        .collect();
+    reports.sort();
+    sections.push(Section {
+        title: "Reading it".into(),
+        blocks: vec![
+            Block::Table(Table {
+                caption: String::new(),
+                header: ["hypothesis", "what it means", "what would show it"]
+                    .map(String::from)
+                    .to_vec(),
+                rows: [
+                    ["sparse", "training changes a few entries a lot", "heavy tails (kurtosis well above a Gaussian's 0, much energy in the top 1%); then top-p% by abs(r) recovers most of the gain at small p"],
+                    ["smooth", "the change varies slowly across a matrix", "power at low spatial frequencies above white noise's"],
+                    ["coordinated", "the same change recurs in adjacent layers", "adjacent-layer correlation outside the null band"],
+                    ["clustered", "rows of the change fall into a few types", "k-means explains more variance than on shuffled rows"],
+                ]
+                .iter()
+                .map(|r| r.map(String::from).to_vec())
+                .collect(),
+            }),
+            Block::Text(format!(
+                "Each residual's full analysis report (histograms, spectra, heatmaps, margins): {}.",
+                reports.join(", ")
+            )),
+        ],
+    });
+    Ok(Document {
+        title: "resid repro: what training adds to a small GPT".into(),
+        subtitle: vec![
+            format!(
+                "Preset {} ({} parameters), seed {}, on {} held-out bytes. Regenerate with: resid repro --preset {} --seed {} --out DIR",
+                r.preset, r.n_params, r.seed, r.baselines.heldout_bytes, r.preset, r.seed
+            ),
+            "The study's claims are hypotheses; these are measurements. Corpus base: weights derived from corpus statistics; random-init control: nanoGPT's init with the same seed, data and budget; mimetic: attention initialised to mimic trained heads. Each residual is the trained weights minus their own start.".into(),
+        ],
+        verdict: Vec::new(),
+        sections,
+    })
+}
+
+/// Writes `dir/REPORT.md` with its SVG figures and `dir/index.html`
+/// (self-contained), each file atomically.
 pub fn write(dir: &Path, r: &ReproReport) -> Result<()> {
     let w = |p: &Path, b: &[u8]| {
         resid::io::atomic::write_atomic(p, b).map_err(|e| ReproError::at("report", e))
     };
-    let mut md = String::new();
-    md.push_str("# resid repro: what training adds to a small GPT\n\n");
-    md.push_str(&format!(
-        "Preset `{}` ({} parameters), seed {}, on {} held-out bytes. Regenerate with `resid repro --preset {} --seed {} --out DIR`.\n\n",
-        r.preset, r.n_params, r.seed, r.baselines.heldout_bytes, r.preset, r.seed
-    ));
-    md.push_str("The study's claims are hypotheses; these are measurements. *Corpus base* starts from weights derived from corpus statistics; the *random-init control* starts from nanoGPT's random init with the same seed, data and budget. Each residual is the trained weights minus their own start.\n\n");
-    md.push_str(&crate::summary::terminal(r));
-    md.push_str("\n## Figures\n\n");
-    for (file, caption, data) in figures(r) {
-        let svg = render(&data, DEFAULT_SIZE).map_err(|e| ReproError::at("report", e))?;
-        w(&dir.join(&file), svg.as_bytes())?;
-        md.push_str(&format!("![{caption}]({file})\n\n*{caption}*\n\n"));
+    let doc = document(r)?;
+    let (md, files) = resid::report::markdown::render(&doc);
+    for (name, svg) in &files {
+        w(&dir.join(name), svg.as_bytes())?;
     }
-    md.push_str("## Reading it\n\n");
-    md.push_str("- **sparse**: training changes a few entries a lot (heavy tails: kurtosis well above a Gaussian's 0, many entries beyond 3 std). If so, top-p% by |r| should recover most of the gain at small p.\n");
-    md.push_str("- **smooth**: the change varies slowly across the matrix (power at low spatial frequencies above white noise's).\n");
-    md.push_str("- **coordinated**: the same change recurs in adjacent layers (correlation outside the null band).\n");
-    md.push_str("- **clustered**: rows of the change fall into a few types (k-means explains more variance than on noise).\n");
-    w(&dir.join("REPORT.md"), md.as_bytes())
+    w(&dir.join("REPORT.md"), md.as_bytes())?;
+    w(
+        &dir.join("index.html"),
+        resid::report::html::render(&doc).as_bytes(),
+    )
 }

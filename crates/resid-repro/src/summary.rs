@@ -4,7 +4,9 @@
 
 use serde_json::Value;
 
-use crate::pipeline::ReproReport;
+use resid::report::document::{Block, Section, Table};
+
+use crate::pipeline::{ReproReport, RunResult};
 
 /// The study's published figures (seed/residual-structure-paper.txt).
 pub mod study {
@@ -38,132 +40,293 @@ fn cell(x: Option<f64>) -> String {
     }
 }
 
-/// The side-by-side tables.
-pub fn terminal(r: &ReproReport) -> String {
-    let a = r.analysis.get("csb");
-    let b = r.analysis.get("random");
-    let mut s = String::new();
-    let mut row = |name: &str, study: String, ptr: &str| {
-        s.push_str(&format!(
-            "| {name} | {study} | {} | {} |\n",
-            cell(at(a, ptr)),
-            cell(at(b, ptr))
-        ));
+/// Column label of a run or analysis, e.g. "resid (corpus base)".
+pub fn label(name: &str) -> String {
+    let what = match name {
+        "csb" => "corpus base",
+        "random" => "random-init control",
+        "mimetic" => "mimetic init",
+        "csb-subspace" => "corpus base, subspace residual",
+        other => other,
     };
-    let head = "| measure | study | resid (corpus base) | resid (random-init control) |\n|---|---|---|---|\n";
-    let mut out = String::new();
-    out.push_str(&format!(
-        "## Losses (held-out nats per byte, {} preset, {} parameters)\n\n",
-        r.preset, r.n_params
-    ));
-    out.push_str("| model | start | trained |\n|---|---|---|\n");
-    out.push_str(&format!(
-        "| uniform / unigram / bigram count models | {:.3} / {:.3} / {:.3} | |\n",
-        r.baselines.uniform, r.baselines.unigram, r.baselines.bigram
-    ));
-    for run in &r.runs {
-        out.push_str(&format!(
-            "| {} ({} steps, {:.0} s) | {:.3} | {:.3} |\n",
-            run.name, run.steps, run.seconds, run.start_loss, run.trained_loss
-        ));
+    format!("resid ({what})")
+}
+
+/// The first step whose held-out loss is at or below `level`.
+pub fn steps_to(curve: &[(usize, f64)], level: f64) -> Option<usize> {
+    curve.iter().find(|(_, l)| *l <= level).map(|(s, _)| *s)
+}
+
+fn table(caption: &str, header: Vec<String>, rows: Vec<Vec<String>>) -> Block {
+    Block::Table(Table {
+        caption: caption.into(),
+        header,
+        rows,
+    })
+}
+
+fn section(title: &str, blocks: Vec<Block>) -> Section {
+    Section {
+        title: title.into(),
+        blocks,
     }
-    out.push_str("\n## The residual (trained minus its own start)\n\n");
-    out.push_str(head);
-    row(
-        "kurtosis, all (pooled)",
-        format!("{:.2}", study::KURTOSIS_ALL),
-        "/components/all/kurtosis_pooled",
-    );
-    row(
-        "kurtosis, attention",
-        format!("{:.2}", study::KURTOSIS_ATTN),
-        "/components/attention/kurtosis_pooled",
-    );
-    row(
-        "kurtosis, MLP",
-        format!("{:.2}", study::KURTOSIS_MLP),
-        "/components/mlp/kurtosis_pooled",
-    );
-    row(
-        "100-bin entropy, bits",
-        format!("{:.2}", study::ENTROPY),
-        "/components/all/entropy_bits",
-    );
-    row(
-        "  same for the Gaussian null",
-        format!("{:.2}", study::ENTROPY_RANDOM),
-        "/components/all/entropy_null_bits",
-    );
-    row(
-        "mean PR, attention",
-        format!("{:.1}", study::PR_ATTN),
-        "/components/attention/pr_mean",
-    );
-    row(
-        "mean PR, MLP",
-        format!("{:.1}", study::PR_MLP),
-        "/components/mlp/pr_mean",
-    );
-    row(
-        "mean adjacent-layer r",
-        format!("{:.3}", study::ADJ_R),
-        "/interlayer/mean_adjacent_r",
-    );
-    row(
-        "low-frequency power vs null",
-        format!("{:.2}", study::LOWFREQ),
-        "/verdict/smooth/measure",
-    );
-    row(
-        "k-means excess VE (max over K)",
-        format!("<= {:.4}", study::KMEANS_VE_MAX),
-        "/verdict/clustered/measure",
-    );
-    out.push_str(&s);
-    out.push_str("\n## Verdict\n\n| hypothesis | study | resid (corpus base) | resid (random-init control) |\n|---|---|---|---|\n");
-    for (h, study) in [
+}
+
+/// The losses of each run: start, trained, and steps to the bigram level
+/// and to 2.0 nats/byte (issue #5's comparison of inits).
+fn losses(r: &ReproReport) -> Section {
+    let mut rows = vec![vec![
+        "uniform / unigram / bigram count models".into(),
+        format!(
+            "{:.3} / {:.3} / {:.3}",
+            r.baselines.uniform, r.baselines.unigram, r.baselines.bigram
+        ),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]];
+    let reach = |run: &RunResult, level: f64| {
+        steps_to(&run.curve, level).map_or_else(|| "not reached".into(), |s| s.to_string())
+    };
+    for run in &r.runs {
+        rows.push(vec![
+            format!("from {}", run.name),
+            format!("{:.3}", run.start_loss),
+            format!("{:.3}", run.trained_loss),
+            reach(run, r.baselines.bigram),
+            reach(run, 2.0),
+            format!(
+                "{} steps, {:.0} s, {:.0} tok/s",
+                run.steps, run.seconds, run.tokens_per_s
+            ),
+        ]);
+    }
+    section(
+        &format!(
+            "Losses (held-out nats per byte, {} preset, {} parameters)",
+            r.preset, r.n_params
+        ),
+        vec![table(
+            "Same seed, data and budget for every start point; steps counted at the evaluation points of the curve.",
+            [
+                "model",
+                "start",
+                "trained",
+                "steps to bigram level",
+                "steps to 2.0",
+                "budget",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows,
+        )],
+    )
+}
+
+/// The analysis columns in order: the runs, then extra analyses.
+fn analysis_names(r: &ReproReport) -> Vec<String> {
+    let mut names: Vec<String> = r
+        .runs
+        .iter()
+        .map(|x| x.name.clone())
+        .filter(|n| r.analysis.contains_key(n))
+        .collect();
+    for k in r.analysis.keys() {
+        if !names.contains(k) {
+            names.push(k.clone());
+        }
+    }
+    names
+}
+
+fn residual(r: &ReproReport) -> Section {
+    let names = analysis_names(r);
+    let mut header = vec!["measure".to_string(), "study".to_string()];
+    header.extend(names.iter().map(|n| label(n)));
+    let rows_spec: [(&str, String, &str); 10] = [
+        (
+            "kurtosis, all (pooled)",
+            format!("{:.2}", study::KURTOSIS_ALL),
+            "/components/all/kurtosis_pooled",
+        ),
+        (
+            "kurtosis, attention",
+            format!("{:.2}", study::KURTOSIS_ATTN),
+            "/components/attention/kurtosis_pooled",
+        ),
+        (
+            "kurtosis, MLP",
+            format!("{:.2}", study::KURTOSIS_MLP),
+            "/components/mlp/kurtosis_pooled",
+        ),
+        (
+            "100-bin entropy, bits",
+            format!("{:.2}", study::ENTROPY),
+            "/components/all/entropy_bits",
+        ),
+        (
+            "same for the Gaussian null",
+            format!("{:.2}", study::ENTROPY_RANDOM),
+            "/components/all/entropy_null_bits",
+        ),
+        (
+            "mean PR, attention",
+            format!("{:.1}", study::PR_ATTN),
+            "/components/attention/pr_mean",
+        ),
+        (
+            "mean PR, MLP",
+            format!("{:.1}", study::PR_MLP),
+            "/components/mlp/pr_mean",
+        ),
+        (
+            "mean adjacent-layer r",
+            format!("{:.3}", study::ADJ_R),
+            "/interlayer/mean_adjacent_r",
+        ),
+        (
+            "low-frequency power vs null",
+            format!("{:.2}", study::LOWFREQ),
+            "/verdict/smooth/measure",
+        ),
+        (
+            "k-means excess VE (max over K)",
+            format!("<= {:.4}", study::KMEANS_VE_MAX),
+            "/verdict/clustered/measure",
+        ),
+    ];
+    let rows = rows_spec
+        .iter()
+        .map(|(name, st, ptr)| {
+            let mut row = vec![name.to_string(), st.clone()];
+            row.extend(names.iter().map(|n| cell(at(r.analysis.get(n), ptr))));
+            row
+        })
+        .collect();
+    let mut vheader = vec!["hypothesis".to_string(), "study".to_string()];
+    vheader.extend(names.iter().map(|n| label(n)));
+    let vrows = [
         ("sparse", "yes"),
         ("smooth", "no"),
         ("coordinated", "no"),
         ("clustered", "no"),
-    ] {
-        let v = |x: Option<&Value>| match x
-            .and_then(|x| x.pointer(&format!("/verdict/{h}/supported")))
-        {
-            Some(Value::Bool(true)) => "supported",
-            Some(Value::Bool(false)) => "not supported",
-            _ => "n/a",
-        };
-        out.push_str(&format!("| {h} | {study} | {} | {} |\n", v(a), v(b)));
-    }
-    out.push_str("\n## Needle test: share of the training gain recovered\n\n");
-    out.push_str("| entries added back | top-p by abs(r): corpus base | random p: corpus base | top-p: random init | random p: random init | top-p bits/param |\n|---|---|---|---|---|---|\n");
-    let empty = Vec::new();
-    let c = r.needle.get("csb").unwrap_or(&empty);
-    let d = r.needle.get("random").unwrap_or(&empty);
-    for (i, x) in c.iter().enumerate() {
-        let y = d.get(i);
-        out.push_str(&format!(
-            "| {:.1}% | {:.3} | {:.3} | {} | {} | {:.3} |\n",
-            x.frac * 100.0,
-            x.top_gain,
-            x.random_gain,
-            y.map(|y| format!("{:.3}", y.top_gain)).unwrap_or_default(),
-            y.map(|y| format!("{:.3}", y.random_gain))
-                .unwrap_or_default(),
-            x.top_bits_per_param
-        ));
-    }
-    if !r.codec.is_empty() {
-        out.push_str("\n## Residual files: held-out loss after base + file\n\n| run | mode | bits/param | held-out nats/byte | gain recovered |\n|---|---|---|---|---|\n");
-        for (run, rows) in &r.codec {
-            for x in rows {
-                out.push_str(&format!(
-                    "| {run} | {} | {:.3} | {:.3} | {:.3} |\n",
-                    x.mode, x.bits_per_param, x.loss, x.gain
-                ));
+    ]
+    .iter()
+    .map(|(h, st)| {
+        let mut row = vec![h.to_string(), st.to_string()];
+        row.extend(names.iter().map(|n| {
+            match r
+                .analysis
+                .get(n)
+                .and_then(|x| x.pointer(&format!("/verdict/{h}/supported")))
+            {
+                Some(Value::Bool(true)) => "supported".to_string(),
+                Some(Value::Bool(false)) => "not supported".to_string(),
+                _ => "n/a".to_string(),
             }
+        }));
+        row
+    })
+    .collect();
+    section(
+        "The residual (trained minus its own start)",
+        vec![
+            table("", header, rows),
+            table(
+                "Verdict (rules and margins in each run's analysis report)",
+                vheader,
+                vrows,
+            ),
+        ],
+    )
+}
+
+fn needle(r: &ReproReport) -> Section {
+    let runs: Vec<&RunResult> = r
+        .runs
+        .iter()
+        .filter(|x| r.needle.contains_key(&x.name))
+        .collect();
+    let mut header = vec!["entries added back".to_string()];
+    for run in &runs {
+        header.push(format!("top-p by abs(r): {}", run.name));
+        header.push(format!("random p: {}", run.name));
+    }
+    header.push("top-p bits/param".into());
+    let n = runs
+        .iter()
+        .map(|x| r.needle[&x.name].len())
+        .max()
+        .unwrap_or(0);
+    let mut rows = Vec::new();
+    for i in 0..n {
+        let first = runs.iter().find_map(|x| r.needle[&x.name].get(i));
+        let Some(first) = first else { continue };
+        let mut row = vec![format!("{:.1}%", first.frac * 100.0)];
+        for run in &runs {
+            let x = r.needle[&run.name].get(i);
+            row.push(x.map(|x| format!("{:.3}", x.top_gain)).unwrap_or_default());
+            row.push(
+                x.map(|x| format!("{:.3}", x.random_gain))
+                    .unwrap_or_default(),
+            );
+        }
+        row.push(format!("{:.3}", first.top_bits_per_param));
+        rows.push(row);
+    }
+    section(
+        "Needle test: share of the training gain recovered",
+        vec![table(
+            "(L_start - L_p) / (L_start - L_trained): 1 is all of the gain, 0 none, below 0 worse than the start.",
+            header,
+            rows,
+        )],
+    )
+}
+
+fn codec(r: &ReproReport) -> Option<Section> {
+    if r.codec.is_empty() {
+        return None;
+    }
+    let mut rows = Vec::new();
+    for (run, xs) in &r.codec {
+        for x in xs {
+            rows.push(vec![
+                run.clone(),
+                x.mode.clone(),
+                format!("{:.3}", x.bits_per_param),
+                format!("{:.3}", x.loss),
+                format!("{:.3}", x.gain),
+            ]);
         }
     }
-    out
+    Some(section(
+        "Residual files: held-out loss after base + file",
+        vec![table(
+            "",
+            [
+                "run",
+                "mode",
+                "bits/param",
+                "held-out nats/byte",
+                "gain recovered",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows,
+        )],
+    ))
+}
+
+/// The study's tables beside resid's, as report sections (tables only).
+pub fn sections(r: &ReproReport) -> Vec<Section> {
+    let mut v = vec![losses(r), residual(r), needle(r)];
+    v.extend(codec(r));
+    v
+}
+
+/// The side-by-side tables as Markdown, for the terminal.
+pub fn terminal(r: &ReproReport) -> String {
+    resid::report::markdown::render_sections(&sections(r)).0
 }

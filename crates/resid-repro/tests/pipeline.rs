@@ -92,8 +92,28 @@ fn minute_sized_reproduction_runs_end_to_end_and_resumes() {
         "fig-needle.svg",
         "fig-codec.svg",
         "report.json",
+        "index.html",
     ] {
         assert!(dir.path().join(f).metadata().unwrap().len() > 100, "{f}");
+    }
+    // The HTML carries the same figures inline and the same tables.
+    let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 3, "three inline figures");
+    assert!(html.contains("Needle test") && html.contains("steps to bigram level"));
+    // Each residual has its own analysis report, with its figures.
+    for run in &r.runs {
+        let d = dir.path().join(format!("analysis-{}", run.name));
+        let h = std::fs::read_to_string(d.join("index.html")).unwrap();
+        assert!(h.matches("<svg").count() >= 5, "{}: few figures", run.name);
+        let j: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("report.json")).unwrap()).unwrap();
+        assert_eq!(&j, &r.analysis[&run.name], "{}: report.json", run.name);
+    }
+    // Every needle point is in the table the terminal prints: the share of
+    // the gain, rounded as printed.
+    let term = resid_repro::summary::terminal(&r);
+    for x in &r.needle["csb"] {
+        assert!(term.contains(&format!("{:.3}", x.top_gain)), "{x:?}");
     }
 
     // A second run finds every step finished.
