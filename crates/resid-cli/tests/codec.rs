@@ -475,3 +475,48 @@ fn same_inputs_give_same_bytes_on_one_and_two_threads() {
         assert_eq!(files[0], files[1], "{mode:?}");
     }
 }
+
+#[test]
+fn bench_codec_report_lists_every_row_and_draws_the_lossy_ones() {
+    let d = tempfile::tempdir().unwrap();
+    let (b, t) = pair(d.path(), 11);
+    let rd = d.path().join("bench-report");
+    let jp = d.path().join("rows.json");
+    let o = run(&[
+        "bench-codec",
+        "--base",
+        s(&b),
+        "--trained",
+        s(&t),
+        "--rates",
+        "1",
+        "--json",
+        s(&jp),
+        "--report",
+        s(&rd),
+        "--tmp",
+        s(d.path()),
+    ]);
+    ok(&o);
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&jp).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert!(rows.len() >= 3, "{rows:?}");
+    let html = std::fs::read_to_string(rd.join("index.html")).unwrap();
+    let md = std::fs::read_to_string(rd.join("report.md")).unwrap();
+    // One table row per measured row, in the Markdown and in the HTML.
+    for r in rows {
+        let m = r["method"].as_str().unwrap();
+        assert!(md.contains(&format!("| {m} |")), "{m} not in report.md");
+        assert!(html.contains(m), "{m} not in index.html");
+    }
+    let svg = std::fs::read_to_string(rd.join("fig-rate-distortion.svg")).unwrap();
+    assert!(svg.contains("resid lossy"), "resid's curve is drawn");
+    assert_eq!(html.matches("<svg").count(), 1);
+    assert_eq!(
+        std::fs::read_to_string(rd.join("report.json"))
+            .unwrap()
+            .trim_end(),
+        std::fs::read_to_string(&jp).unwrap().trim_end()
+    );
+}

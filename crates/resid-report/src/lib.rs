@@ -5,4 +5,5 @@ pub mod document;
 pub mod html;
 pub mod markdown;
 pub mod plot;
+pub mod rate;
 pub mod terminal;

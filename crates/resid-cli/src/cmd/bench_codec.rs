@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use resid::io::Checkpoint;
 
 /// Arguments of `resid bench-codec`.
@@ -25,6 +26,10 @@ pub struct Args {
     /// Write the rows as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also write a report folder: index.html (self-contained), report.md
+    /// with the rate-distortion figure, and report.json (the rows).
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -66,8 +71,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .map_or("-".into(), |x| format!("{x:.4}"))
         );
     }
+    let json = serde_json::to_string_pretty(&rows)?;
     if let Some(j) = &args.json {
-        resid::io::atomic::write_atomic(j, serde_json::to_string_pretty(&rows)?.as_bytes())?;
+        resid::io::atomic::write_atomic(j, json.as_bytes())?;
+    }
+    if let Some(dir) = &args.report {
+        let points: Vec<_> = rows
+            .iter()
+            .map(|r| resid::report::rate::RatePoint {
+                method: r.method.clone(),
+                setting: r.setting.clone(),
+                bits_per_param: r.bits_per_param,
+                rel_error: r.residual_rel_error,
+                weight_cosine: r.weight_cosine,
+                encode_mb_s: r.encode_mb_s,
+                decode_mb_s: r.decode_mb_s,
+            })
+            .collect();
+        let inputs = vec![
+            format!("base: {}", args.base.display()),
+            format!("trained: {}", args.trained.display()),
+            format!(
+                "{} parameters, seed {}",
+                trained.tensors().iter().map(|t| t.numel()).sum::<usize>(),
+                args.seed
+            ),
+        ];
+        let doc = resid::report::rate::rate_document(&inputs, &points)?;
+        resid::report::document::write_document(dir, &doc, Some(&json))
+            .with_context(|| format!("writing the report in {}", dir.display()))?;
+        eprintln!("wrote {}", dir.join("index.html").display());
     }
     Ok(())
 }
