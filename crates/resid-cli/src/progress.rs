@@ -44,7 +44,9 @@ pub fn spinner(msg: &str, quiet: bool) -> ProgressBar {
         pb.set_draw_target(ProgressDrawTarget::stderr());
         pb.enable_steady_tick(std::time::Duration::from_millis(120));
     }
-    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("static template"));
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("static template"),
+    );
     pb.set_message(msg.to_string());
     pb
 }
