@@ -123,6 +123,9 @@ pub struct Report {
     pub verdict: Verdict,
     pub margins: Margins,
     pub unmatched: Unmatched,
+    /// Set in subspace mode (`--subspace-of`): the projection that was applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subspace: Option<crate::subspace::SubspaceRecord>,
 }
 
 fn wmean<'a>(rs: impl Iterator<Item = &'a TensorRecord>, f: impl Fn(&TensorRecord) -> f64) -> f64 {
@@ -281,6 +284,7 @@ pub fn aggregate(
         verdict,
         margins,
         unmatched,
+        subspace: None,
     }
 }
 

@@ -7,6 +7,10 @@
 //! the largest tensor pair, not the model. Inner loops use the same rayon
 //! pool of `threads` threads. Nulls depend only on shape, so they are
 //! computed once per shape and shared.
+//!
+//! The subspace mode ([`analyze_subspace`]) runs the same loop with no base
+//! (base = 0) and projects each trained tensor right after it is read, so
+//! the streaming and memory budget are unchanged.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -25,6 +29,7 @@ use crate::moments::{count_nonfinite, Moments};
 use crate::null::{self, hash_str, mix};
 use crate::participation;
 use crate::sparsity::sparsity;
+use crate::subspace::{ProjSide, Subspace};
 use crate::verdict::Margins;
 
 /// Settings of an analysis.
@@ -72,6 +77,10 @@ pub enum AnalysisError {
     NothingInCommon { base: String, trained: String },
     #[error("thread pool: {0}")]
     Pool(String),
+    #[error("{path}: no token embedding found (no 2-D float tensor the layout calls the token embedding, e.g. wte, embed_tokens, tok_emb; a --layout rule with role \"tok\" can name it)")]
+    NoEmbedding { path: String },
+    #[error("subspace: {0}")]
+    Subspace(String),
 }
 
 /// Progress of a run, sent after each tensor.
@@ -201,13 +210,15 @@ impl Nulls {
 }
 
 struct Job<'a> {
-    base: &'a TensorEntry,
+    /// None in subspace mode (base = 0).
+    base: Option<&'a TensorEntry>,
     trained: &'a TensorEntry,
     layer: Option<usize>,
     component: resid_io::Component,
     role: String,
     key: Option<String>,
     cost: usize,
+    side: ProjSide,
 }
 
 struct Worker {
@@ -215,23 +226,36 @@ struct Worker {
     b: Vec<f32>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn measure(
     job: &Job,
-    base: &Checkpoint,
+    base: Option<&Checkpoint>,
     trained: &Checkpoint,
+    subspace: Option<&Subspace>,
     opts: &Options,
     nulls: &Nulls,
     want_sample: bool,
     w: &mut Worker,
 ) -> Result<(TensorRecord, Option<Vec<f32>>), AnalysisError> {
-    base.read_f32(job.base, &mut w.b)?;
-    base.release(job.base);
+    let base = base.zip(job.base);
+    if let Some((bc, be)) = base {
+        bc.read_f32(be, &mut w.b)?;
+        bc.release(be);
+    }
     trained.read_f32(job.trained, &mut w.a)?;
     trained.release(job.trained);
     let name = &job.trained.name;
     let mut notes: Vec<String> = Vec::new();
-    for (ck, e, buf) in [(base, job.base, &w.b), (trained, job.trained, &w.a)] {
+    let mut trained_finite = true;
+    let inputs =
+        base.map(|(bc, be)| (bc, be, &w.b))
+            .into_iter()
+            .chain([(trained, job.trained, &w.a)]);
+    for (ck, e, buf) in inputs {
         let (nan, inf) = count_nonfinite(buf);
+        if std::ptr::eq(e, job.trained) {
+            trained_finite = nan + inf == 0;
+        }
         if nan + inf > 0 {
             if !opts.allow_nonfinite {
                 return Err(AnalysisError::NonFinite {
@@ -248,9 +272,19 @@ fn measure(
         }
     }
     let (a, b) = (&mut w.a, &mut w.b);
-    a.par_chunks_mut(1 << 16)
-        .zip(b.par_chunks(1 << 16))
-        .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, y)| *x -= *y));
+    if base.is_some() {
+        a.par_chunks_mut(1 << 16)
+            .zip(b.par_chunks(1 << 16))
+            .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, y)| *x -= *y));
+    }
+    if let Some(s) = subspace.filter(|_| job.side != ProjSide::None) {
+        if trained_finite {
+            s.project(a, &job.trained.shape);
+        } else {
+            // A NaN would spread along every row or column it touches.
+            notes.push("not projected: the tensor holds NaN/Inf".into());
+        }
+    }
     let x: &[f32] = a;
     let (nan, inf) = count_nonfinite(x);
     if nan + inf > 0 {
@@ -384,17 +418,46 @@ pub fn analyze(
     opts: &Options,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Report, AnalysisError> {
-    let pairing = resid_io::pair(base, trained)?;
+    run(Some(base), trained, None, opts, progress)
+}
+
+/// Analyses `trained` with span(U) of `subspace` projected out of every
+/// matrix with a side of length d (base = 0: the "residual" is what the
+/// embedding's top-K subspace does not explain). The report carries a
+/// `subspace` record naming the side projected for each tensor.
+pub fn analyze_subspace(
+    trained: &Checkpoint,
+    subspace: &Subspace,
+    opts: &Options,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<Report, AnalysisError> {
+    run(None, trained, Some(subspace), opts, progress)
+}
+
+fn run(
+    base: Option<&Checkpoint>,
+    trained: &Checkpoint,
+    subspace: Option<&Subspace>,
+    opts: &Options,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<Report, AnalysisError> {
+    let pairing = match base {
+        Some(b) => resid_io::pair(b, trained)?,
+        None => resid_io::Pairing::default(),
+    };
+    let pairs: Vec<(Option<usize>, usize)> = match base {
+        Some(_) => pairing.pairs.iter().map(|&(b, t)| (Some(b), t)).collect(),
+        None => (0..trained.tensors().len()).map(|t| (None, t)).collect(),
+    };
     let mut jobs: Vec<Job> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
-    for &(bi, ti) in &pairing.pairs {
+    for &(bi, ti) in &pairs {
         let t = &trained.tensors()[ti];
-        let b = &base.tensors()[bi];
-        if t.dtype.is_none() || b.dtype.is_none() {
-            let (ck, e) = if t.dtype.is_none() {
-                (trained, t)
-            } else {
-                (base, b)
+        let b = base.zip(bi).map(|(bc, bi)| (bc, &bc.tensors()[bi]));
+        if t.dtype.is_none() || b.is_some_and(|(_, b)| b.dtype.is_none()) {
+            let (ck, e) = match b {
+                Some((bc, be)) if t.dtype.is_some() => (bc, be),
+                _ => (trained, t),
             };
             // Integer and boolean buffers (position ids, masks) are not
             // weights: skipped and listed. Float formats resid cannot read
@@ -414,19 +477,24 @@ pub fn analyze(
         let key = meta
             .layer
             .map(|l| format!("{}|{:?}", interlayer::pattern(&t.name, l), t.shape));
+        let side = subspace.map_or(ProjSide::None, |s| s.side(&t.shape));
         jobs.push(Job {
-            base: b,
+            base: b.map(|(_, e)| e),
             trained: t,
             layer: meta.layer,
             component: meta.component,
             role: meta.role,
             key,
-            cost: working_bytes(&t.shape),
+            cost: working_bytes(&t.shape) + subspace.map_or(0, |s| s.working_bytes(&t.shape)),
+            side,
         });
     }
     if jobs.is_empty() {
         return Err(AnalysisError::NothingInCommon {
-            base: base.path().display().to_string(),
+            base: base.map_or_else(
+                || "(subspace mode)".to_string(),
+                |b| b.path().display().to_string(),
+            ),
             trained: trained.path().display().to_string(),
         });
     }
@@ -453,7 +521,9 @@ pub fn analyze(
         seed: opts.seed,
     };
     let bytes_total: u64 = jobs.iter().map(|j| j.trained.numel() as u64 * 4).sum();
-    base.advise_sequential();
+    if let Some(b) = base {
+        b.advise_sequential();
+    }
     trained.advise_sequential();
 
     // Admission: (next job index, bytes in flight).
@@ -495,7 +565,9 @@ pub fn analyze(
                         }
                     };
                     let r = pool.install(|| {
-                        measure(&jobs[i], base, trained, opts, nulls, wants[i], &mut w)
+                        measure(
+                            &jobs[i], base, trained, subspace, opts, nulls, wants[i], &mut w,
+                        )
                     });
                     if jobs[i].trained.numel() > (1 << 20) {
                         w = Worker {
@@ -552,8 +624,23 @@ pub fn analyze(
             p.tensor = pat.to_string();
         }
     }
-    Ok(aggregate(
-        base.path().display().to_string(),
+    let base_name = match (base, subspace) {
+        (Some(b), _) => b.path().display().to_string(),
+        (None, Some(s)) => format!(
+            "0 (subspace mode: top-{} directions of '{}' in {} projected out)",
+            s.k, s.embedding, s.source
+        ),
+        (None, None) => "0".to_string(),
+    };
+    let projection = subspace.map(|s| {
+        s.record(
+            jobs.iter()
+                .map(|j| (j.trained.name.clone(), j.side))
+                .collect(),
+        )
+    });
+    let mut report = aggregate(
+        base_name,
         trained.path().display().to_string(),
         opts.seed,
         records,
@@ -564,5 +651,7 @@ pub fn analyze(
             only_trained: pairing.only_trained,
             skipped,
         },
-    ))
+    );
+    report.subspace = projection;
+    Ok(report)
 }

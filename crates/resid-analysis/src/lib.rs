@@ -14,12 +14,14 @@ pub mod moments;
 pub mod null;
 pub mod participation;
 pub mod sparsity;
+pub mod subspace;
 pub mod verdict;
 
 pub use aggregate::{
     ComponentSummary, KmeansFigure, LayerSummary, Report, TensorRecord, Unmatched,
 };
-pub use driver::{analyze, AnalysisError, Options, Progress};
+pub use driver::{analyze, analyze_subspace, AnalysisError, Options, Progress};
 pub use interlayer::{Interlayer, LayerPair};
 pub use moments::Moments;
+pub use subspace::{ProjSide, Subspace, SubspaceRecord};
 pub use verdict::{Hypothesis, Margins, Verdict};

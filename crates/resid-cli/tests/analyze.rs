@@ -691,7 +691,10 @@ fn report_folder_holds_html_markdown_figures_and_the_json() {
     // report.json is the --json output (which ends in a newline).
     let rj = std::fs::read_to_string(rd.join("report.json")).unwrap();
     let jj = std::fs::read_to_string(&jp).unwrap();
-    assert!(rj.trim_end() == jj.trim_end(), "report.json differs from --json");
+    assert!(
+        rj.trim_end() == jj.trim_end(),
+        "report.json differs from --json"
+    );
     let html = std::fs::read_to_string(rd.join("index.html")).unwrap();
     let md = std::fs::read_to_string(rd.join("report.md")).unwrap();
     // Self-contained: figures inline, nothing fetched.

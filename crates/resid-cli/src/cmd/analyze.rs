@@ -1,11 +1,13 @@
 //! `resid analyze`: the structure of the residual between two checkpoints,
-//! as the study's tables (terminal) and one JSON object (`--json`).
+//! as the study's tables (terminal) and one JSON object (`--json`). With
+//! `--subspace-of` instead of `--base`: the trained weights with the top-K
+//! directions of a token embedding projected out, measured the same way.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use resid::analysis::{analyze, Margins, Options};
+use resid::analysis::{analyze, analyze_subspace, Margins, Options, ProjSide, Subspace};
 use resid::io::atomic::AtomicFile;
 use resid::io::{Checkpoint, Layout};
 
@@ -13,11 +15,25 @@ use resid::io::{Checkpoint, Layout};
 #[derive(clap::Args)]
 pub struct Args {
     /// Base checkpoint: a .safetensors file, or a folder with model.safetensors or model.safetensors.index.json.
-    #[arg(long)]
-    pub base: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "subspace_of",
+        conflicts_with = "subspace_of"
+    )]
+    pub base: Option<PathBuf>,
     /// Trained checkpoint (same forms as --base).
     #[arg(long)]
     pub trained: PathBuf,
+    /// Instead of a base: project each weight matrix of --trained off the
+    /// top --k eigenvectors of E^T E of this checkpoint's token embedding
+    /// (mean removed) and analyse what is left (base = 0).
+    #[arg(long, value_name = "PATH")]
+    pub subspace_of: Option<PathBuf>,
+    /// Directions projected out with --subspace-of [default: 8].
+    // Checked in `run`: clap drops `requires` when the required arg
+    // conflicts with one present (--base).
+    #[arg(long)]
+    pub k: Option<usize>,
     /// Write the report as JSON here ('-' for stdout, and then nothing else on stdout).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -66,12 +82,26 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.k.is_some() && args.subspace_of.is_none() {
+        anyhow::bail!("--k sets the directions of --subspace-of; it means nothing with --base");
+    }
     let layout = match &args.layout {
         Some(p) => Layout::from_file(p)?,
         None => Layout::builtin(),
     };
-    let base = Checkpoint::open(&args.base)?;
+    let base = args.base.as_deref().map(Checkpoint::open).transpose()?;
     let trained = Checkpoint::open(&args.trained)?;
+    let subspace = match &args.subspace_of {
+        Some(p) => {
+            let ck = Checkpoint::open(p)?;
+            Some(Subspace::from_checkpoint(
+                &ck,
+                &layout,
+                args.k.unwrap_or(8),
+            )?)
+        }
+        None => None,
+    };
     let json_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
     // Create the output first, so a bad path fails before the work; it
     // appears only on commit.
@@ -94,12 +124,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         allow_nonfinite: !args.deny_nonfinite,
         memory_budget: Some(super::pack::memory_budget(args.max_memory)),
     };
-    let total = resid::io::pair(&base, &trained)?.pairs.len() as u64;
+    let total = match &base {
+        Some(b) => resid::io::pair(b, &trained)?.pairs.len() as u64,
+        None => trained.tensors().len() as u64,
+    };
     let pb = crate::progress::bar(total, "analyze", args.quiet);
-    let report = analyze(&base, &trained, &opts, &|p| {
+    let on = |p: &resid::analysis::Progress| {
         pb.set_position(p.done as u64);
         pb.set_message(p.name.to_string());
-    });
+    };
+    let report = match (&base, &subspace) {
+        (Some(b), _) => analyze(b, &trained, &opts, &on),
+        (None, Some(s)) => analyze_subspace(&trained, s, &opts, &on),
+        (None, None) => unreachable!("clap requires --base or --subspace-of"),
+    };
     pb.finish_and_clear();
     let report = report?;
     // Non-finite values are data problems the user must hear about even
@@ -120,15 +158,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(dir) = &args.report {
         // The figures read each residual once more, one tensor at a time.
         let sp = crate::progress::spinner("report figures", args.quiet);
-        let figs = resid::report::analysis::collect_figure_data(
-            &base,
-            &trained,
-            &report,
-            &resid::report::analysis::FigureOptions {
-                seed: args.seed,
-                ..Default::default()
-            },
-        )
+        let fig_opts = resid::report::analysis::FigureOptions {
+            seed: args.seed,
+            ..Default::default()
+        };
+        let figs = match (&base, &subspace) {
+            (Some(b), _) => {
+                resid::report::analysis::collect_figure_data(b, &trained, &report, &fig_opts)
+            }
+            (None, Some(s)) => {
+                // The figures read "base" and "trained": give them a base
+                // holding the projected-out part, so trained - base is the
+                // analysed remainder. Written one tensor at a time, then removed.
+                let tmp = dir.join(".subspace-part.safetensors");
+                write_subspace_part(&tmp, &trained, s)
+                    .with_context(|| format!("writing {}", tmp.display()))?;
+                let part = Checkpoint::open(&tmp)?;
+                let figs = resid::report::analysis::collect_figure_data(
+                    &part, &trained, &report, &fig_opts,
+                );
+                drop(part);
+                let _ = std::fs::remove_file(&tmp);
+                figs
+            }
+            (None, None) => unreachable!("clap requires --base or --subspace-of"),
+        }
         .with_context(|| format!("report figures for {}", dir.display()))?;
         resid::report::analysis::write_analysis_report(dir, &report, Some(&figs))
             .with_context(|| format!("writing the report in {}", dir.display()))?;
@@ -145,5 +199,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("wrote {}", args.json.as_ref().expect("json path").display());
         }
     }
+    Ok(())
+}
+
+/// Writes, for every float tensor of `trained`, the part the subspace
+/// projection removes (`W - P(W)`, zero where nothing is projected) as f32.
+fn write_subspace_part(
+    path: &std::path::Path,
+    trained: &Checkpoint,
+    s: &Subspace,
+) -> anyhow::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("{}", d.display()))?;
+    }
+    let floats: Vec<_> = trained
+        .tensors()
+        .iter()
+        .filter(|t| t.dtype.is_some())
+        .collect();
+    let specs = floats
+        .iter()
+        .map(|t| resid::io::write::TensorSpec {
+            name: t.name.clone(),
+            dtype_name: "F32".into(),
+            shape: t.shape.clone(),
+        })
+        .collect();
+    let mut w = resid::io::write::SafetensorsWriter::create(path, specs, &Default::default())?;
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for t in floats {
+        trained.read_f32(t, &mut x)?;
+        y.clear();
+        y.extend_from_slice(&x);
+        if s.project(&mut y, &t.shape) == ProjSide::None || y.iter().any(|v| !v.is_finite()) {
+            x.iter_mut().for_each(|v| *v = 0.0);
+        } else {
+            x.iter_mut().zip(&y).for_each(|(a, b)| *a -= *b);
+        }
+        let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        w.write_tensor(&t.name, &bytes)?;
+    }
+    w.finish()?;
     Ok(())
 }
