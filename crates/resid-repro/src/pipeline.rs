@@ -14,7 +14,7 @@ use crate::steps::cached;
 use crate::{ReproError, Result};
 
 /// Training steps per run of the `tiny` reproduction unless told otherwise.
-pub const TINY_REPRO_STEPS: usize = 600;
+pub const TINY_REPRO_STEPS: usize = 250;
 
 /// What to reproduce and where.
 #[derive(Clone, Debug)]
@@ -49,7 +49,7 @@ impl ReproOptions {
             steps: None,
             seed: 0,
             mimetic: false,
-            eval_tokens: 131_072,
+            eval_tokens: 32_768,
             needle_fracs: vec![0.001, 0.01, 0.05, 0.10, 0.25],
             rates: vec![2.0, 1.0, 0.5, 0.25],
         }
@@ -150,8 +150,9 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
     })?;
     match opts.steps {
         Some(s) => cfg.steps = s,
-        // Two tiny runs of 600 steps (2.5M tokens each) keep the whole
-        // reproduction near 20 minutes on 2 cores.
+        // Two tiny runs of 250 steps (1M tokens, about one pass over the
+        // training split, each) keep the whole reproduction under 20
+        // minutes on 2 cores (BENCHMARKS.md, "resid repro").
         None if cfg.preset == "tiny" => cfg.steps = TINY_REPRO_STEPS,
         None => {}
     }
@@ -221,7 +222,7 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
             let mut o = TrainOptions::new(cfg.clone(), &dir);
             o.init = init.clone();
             o.seed = opts.seed;
-            o.eval_tokens = opts.eval_tokens.min(65_536);
+            o.eval_tokens = (opts.eval_tokens / 2).max(1);
             o.final_eval_tokens = opts.eval_tokens;
             o.eval_every = (cfg.steps / 10).max(1);
             if dir.join("model.json").exists() || dir.join("step-0").exists() {

@@ -20,7 +20,7 @@ pub struct Args {
     /// Output folder; finished steps found there are reused (resume).
     #[arg(short, long, default_value = "repro-out")]
     out: PathBuf,
-    /// Training steps per run (default: 600 for tiny, the preset's for paper).
+    /// Training steps per run (default: 250 for tiny, the preset's for paper).
     #[arg(long)]
     steps: Option<usize>,
     #[arg(long, default_value_t = 0)]
@@ -28,8 +28,9 @@ pub struct Args {
     /// Also train from the mimetic init.
     #[arg(long)]
     mimetic: bool,
-    /// Held-out tokens scored for every variant.
-    #[arg(long, default_value_t = 131_072)]
+    /// Held-out tokens scored for every variant (the same slice for all;
+    /// the periodic evals while training use half).
+    #[arg(long, default_value_t = 32_768)]
     eval_tokens: usize,
     /// Worker threads (default: all cores).
     #[arg(long)]
@@ -94,8 +95,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     println!("{}", resid_repro::summary::terminal(&report));
     eprintln!(
-        "report: {}/REPORT.md, {}/report.json",
-        a.out.display(),
+        "report: {0}/index.html (open in a browser), {0}/REPORT.md, {0}/report.json; each residual's analysis in {0}/analysis-*/",
         a.out.display()
     );
     Ok(())
