@@ -94,7 +94,7 @@ impl Subspace {
                 entry.name
             )));
         }
-        let mut s = Self::from_embedding(&e, v, d, k).map_err(|m| {
+        let mut s = Self::from_embedding_owned(e, v, d, k).map_err(|m| {
             AnalysisError::Subspace(format!(
                 "{path}: embedding '{}' {:?}: {m}",
                 entry.name, entry.shape
@@ -110,6 +110,11 @@ impl Subspace {
     /// embedding (`E_c`: each row minus the mean row, so the shared offset
     /// of all tokens does not take the first direction).
     pub fn from_embedding(e: &[f32], v: usize, d: usize, k: usize) -> Result<Self, String> {
+        Self::from_embedding_owned(e.to_vec(), v, d, k)
+    }
+
+    /// As [`Subspace::from_embedding`], centring `e` in place (no second copy).
+    fn from_embedding_owned(mut e: Vec<f32>, v: usize, d: usize, k: usize) -> Result<Self, String> {
         if k == 0 {
             return Err("k must be at least 1".into());
         }
@@ -120,26 +125,28 @@ impl Subspace {
             return Err(format!("needs at least 2 token rows, has {v}"));
         }
         assert_eq!(e.len(), v * d, "embedding size");
+        // Centre in place in f32; the mean is accumulated in f64.
         let mut mean = vec![0.0f64; d];
         for row in e.chunks_exact(d) {
             mean.iter_mut().zip(row).for_each(|(m, &x)| *m += x as f64);
         }
-        mean.iter_mut().for_each(|m| *m /= v as f64);
-        let ec: Vec<f64> = e
-            .chunks_exact(d)
-            .flat_map(|row| row.iter().zip(&mean).map(|(&x, m)| x as f64 - m))
-            .collect();
-        let em = MatRef::from_row_major_slice(&ec, v, d);
-        let mut c = Mat::<f64>::zeros(d, d);
+        let mean: Vec<f32> = mean.iter().map(|m| (m / v as f64) as f32).collect();
+        for row in e.chunks_exact_mut(d) {
+            row.iter_mut().zip(&mean).for_each(|(x, m)| *x -= m);
+        }
+        let em = MatRef::from_row_major_slice(&e, v, d);
+        let mut c32 = Mat::<f32>::zeros(d, d);
         matmul(
-            c.as_mut(),
+            c32.as_mut(),
             Accum::Replace,
             em.transpose(),
             em,
-            1.0f64,
+            1.0f32,
             Par::rayon(0),
         );
-        drop(ec);
+        drop(e);
+        // Symmetrised in f64 for the eigendecomposition.
+        let c = Mat::<f64>::from_fn(d, d, |i, j| 0.5 * (c32[(i, j)] as f64 + c32[(j, i)] as f64));
         let trace: f64 = (0..d).map(|i| c[(i, i)]).sum();
         let eig = c
             .self_adjoint_eigen(faer::Side::Lower)
