@@ -16,6 +16,10 @@ use crate::{ReproError, Result};
 /// Training steps per run of the `tiny` reproduction unless told otherwise.
 pub const TINY_REPRO_STEPS: usize = 250;
 
+/// Embedding directions projected out for the subspace residual (the
+/// issue's `--k 8`).
+pub const SUBSPACE_K: usize = 8;
+
 /// What to reproduce and where.
 #[derive(Clone, Debug)]
 pub struct ReproOptions {
@@ -303,6 +307,33 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
             serde_json::to_value(&rep).map_err(|e| ReproError::at(&step, e))
         })?;
         analysis.insert(r.name.clone(), v);
+    }
+
+    // The subspace residual of the study's predecessor: the CSB-trained
+    // weights with the top-8 directions of their own token embedding
+    // projected out (base = 0).
+    if let Some(r) = runs.iter().find(|r| r.name == "csb") {
+        let step = "analysis-csb-subspace".to_string();
+        on(ReproEvent::Step {
+            name: step.clone(),
+            cached: false,
+        });
+        let (v, _) = cached(out, &step, || {
+            let trained = resid::io::Checkpoint::open(&r.dir.join("model.safetensors"))
+                .map_err(|e| ReproError::at(&step, e))?;
+            let o = resid::analysis::Options {
+                seed: opts.seed,
+                ..Default::default()
+            };
+            let sub = resid::analysis::Subspace::from_checkpoint(&trained, &o.layout, SUBSPACE_K)
+                .map_err(|e| ReproError::at(&step, e))?;
+            let rep = resid::analysis::analyze_subspace(&trained, &sub, &o, &|_| {})
+                .map_err(|e| ReproError::at(&step, e))?;
+            resid::report::analysis::write_analysis_report(&out.join(&step), &rep, None)
+                .map_err(|e| ReproError::at(&step, e))?;
+            serde_json::to_value(&rep).map_err(|e| ReproError::at(&step, e))
+        })?;
+        analysis.insert("csb-subspace".to_string(), v);
     }
 
     // Residual files: lossless and at each rate; base + file scored.

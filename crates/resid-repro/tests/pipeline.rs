@@ -13,11 +13,13 @@ fn minute_sized_reproduction_runs_end_to_end_and_resumes() {
     o.eval_tokens = 2048;
     o.rates = vec![1.0, 0.25];
     o.needle_fracs = vec![0.01, 0.25];
+    o.mimetic = true;
     let r = run(&o, |_| {}).unwrap();
 
     let b = &r.baselines;
     assert!(b.bigram < b.unigram && b.unigram < b.uniform, "{b:?}");
-    assert_eq!(r.runs.len(), 2);
+    let names: Vec<&str> = r.runs.iter().map(|x| x.name.as_str()).collect();
+    assert_eq!(names, ["csb", "random", "mimetic"]);
     for run in &r.runs {
         assert!(run.start_loss.is_finite() && run.trained_loss.is_finite());
         assert!(run.trained_loss > 0.0 && run.trained_loss < 6.0, "{run:?}");
@@ -37,6 +39,20 @@ fn minute_sized_reproduction_runs_end_to_end_and_resumes() {
         csb.start_loss,
         rnd.start_loss
     );
+
+    // The mimetic init is structured but not fitted to the corpus: it
+    // starts finite, and training lowers its loss.
+    let mim = &r.runs[2];
+    assert!(mim.trained_loss < mim.start_loss, "{mim:?}");
+    // The subspace residual of the CSB-trained model: 8 directions of its
+    // own embedding, a share of the variance between 0 and 1.
+    let sub = &r.analysis["csb-subspace"]["subspace"];
+    assert_eq!(sub["k"], 8);
+    let share = sub["eigenvalue_share"].as_f64().unwrap();
+    assert!(share > 0.0 && share <= 1.0 + 1e-4, "{share}");
+    assert!(r.analysis["csb-subspace"]
+        .pointer("/components/all/kurtosis_pooled")
+        .is_some());
 
     for (name, rows) in &r.needle {
         assert_eq!(rows.len(), 2, "{name}");
