@@ -4,10 +4,13 @@
 //! subspace does not explain (`resid analyze --subspace-of`).
 //!
 //! `U` (d x K) holds the top-K eigenvectors of `E_c^T E_c`, `E_c` the token
-//! embedding minus its mean token vector. A matrix whose rows have length d
-//! (cols == d) becomes `W - (W U) U^T` ("rows"); one whose columns have
-//! length d (rows == d, cols != d) becomes `W - U (U^T W)` ("cols"); any
-//! other tensor is analysed as it is ("none").
+//! embedding minus its mean token vector. As DESIGN.md defines it,
+//! `R = (W - mean) (I - U U^T)`: a matrix whose rows have length d
+//! (cols == d) loses its mean row, then span(U) from each row ("rows"); one
+//! whose columns have length d (rows == d, cols != d) loses its mean column,
+//! then span(U) from each column ("cols"); any other tensor is analysed as
+//! it is ("none"). The mean goes first so a shared offset of every row
+//! (a bias-like shift) is not counted as structure the subspace missed.
 
 use std::collections::BTreeMap;
 
@@ -182,13 +185,24 @@ impl Subspace {
         }
     }
 
-    /// Removes span(U) from row-major `w` (`shape`) in place; returns the side used.
+    /// `(W - mean)(I - U U^T)` on row-major `w` (`shape`) in place, on the
+    /// side its shape calls for; returns the side used.
     pub fn project(&self, w: &mut [f32], shape: &[usize]) -> ProjSide {
         let side = self.side(shape);
         let u = self.u.as_ref();
         match side {
             ProjSide::Rows => {
                 let (rows, cols) = (shape[0], shape[1]);
+                // The mean row (per column, over rows), in f64.
+                let mut mean = vec![0f64; cols];
+                for r in w.chunks_exact(cols) {
+                    mean.iter_mut().zip(r).for_each(|(m, x)| *m += *x as f64);
+                }
+                for r in w.chunks_exact_mut(cols) {
+                    r.iter_mut()
+                        .zip(&mean)
+                        .for_each(|(x, m)| *x -= (*m / rows as f64) as f32);
+                }
                 // P = W U (rows x K), then W -= P U^T.
                 let mut p = Mat::<f32>::zeros(rows, self.k);
                 let wm = MatRef::from_row_major_slice(w, rows, cols);
@@ -205,6 +219,11 @@ impl Subspace {
             }
             ProjSide::Cols => {
                 let (rows, cols) = (shape[0], shape[1]);
+                // The mean column (per row, over columns), in f64.
+                for r in w.chunks_exact_mut(cols) {
+                    let m = (r.iter().map(|x| *x as f64).sum::<f64>() / cols as f64) as f32;
+                    r.iter_mut().for_each(|x| *x -= m);
+                }
                 // Q = U^T W (K x cols), then W -= U Q.
                 let mut q = Mat::<f32>::zeros(self.k, cols);
                 let wm = MatRef::from_row_major_slice(w, rows, cols);
@@ -382,6 +401,33 @@ mod tests {
         let b0 = b.clone();
         assert_eq!(s.project(&mut b, &[d]), ProjSide::None);
         assert_eq!(b, b0);
+    }
+
+    #[test]
+    fn a_shared_offset_is_removed_with_the_mean() {
+        // DESIGN.md: R = (W - mean)(I - U U^T). Every row equal to one
+        // vector c outside span(U) leaves nothing; so does every column.
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let (v, d, k, rows) = (300, 12, 2, 30);
+        let dirs = orthonormal(d, k, &mut rng);
+        let s = Subspace::from_embedding(&embedding(v, d, &dirs, &mut rng), v, d, k).unwrap();
+        let c = gauss(d, 1.0, &mut rng);
+        let mut w: Vec<f32> = (0..rows).flat_map(|_| c.iter().copied()).collect();
+        s.project(&mut w, &[rows, d]);
+        assert!(energy(&w) < 1e-8, "{}", energy(&w));
+        let mut wt: Vec<f32> = c
+            .iter()
+            .flat_map(|&x| std::iter::repeat_n(x, rows))
+            .collect();
+        assert_eq!(s.project(&mut wt, &[d, rows]), ProjSide::Cols);
+        assert!(energy(&wt) < 1e-8, "{}", energy(&wt));
+        // Centred rows outside span(U) keep all their energy.
+        let mut g = gauss(rows * d, 1.0, &mut rng);
+        s.project(&mut g, &[rows, d]);
+        let before = energy(&g);
+        let mut h = g.clone();
+        s.project(&mut h, &[rows, d]);
+        assert!((energy(&h) / before - 1.0).abs() < 1e-4);
     }
 
     #[test]
