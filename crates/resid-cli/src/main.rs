@@ -6,6 +6,7 @@
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod output;
 mod progress;
 
 /// Measure and store what training adds to a model: the residual W_trained - W_base.

@@ -520,3 +520,35 @@ fn bench_codec_report_lists_every_row_and_draws_the_lossy_ones() {
         std::fs::read_to_string(&jp).unwrap().trim_end()
     );
 }
+
+#[test]
+fn json_dash_puts_nothing_but_json_on_stdout() {
+    let d = tempfile::tempdir().unwrap();
+    let (b, t) = pair(d.path(), 12);
+    let f = d.path().join("x.resid");
+    let o = run(&[
+        "pack",
+        "--base",
+        s(&b),
+        "--trained",
+        s(&t),
+        "--lossless",
+        "-o",
+        s(&f),
+        "--json",
+        "-",
+        "--quiet",
+    ]);
+    ok(&o);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON");
+    assert_eq!(
+        j["file_bytes"].as_u64().unwrap(),
+        std::fs::metadata(&f).unwrap().len()
+    );
+    assert!(!d.path().join("-").exists(), "no file named '-'");
+    let o = run(&["inspect", s(&f), "--json", "-"]);
+    ok(&o);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON");
+    assert_eq!(j["mode"], "lossless");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("resid format version"));
+}

@@ -1,5 +1,6 @@
 //! `resid bench-codec`: resid's codec beside the published delta methods.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -23,7 +24,7 @@ pub struct Args {
     /// Folder for the temporary packed files (default: the system's).
     #[arg(long)]
     pub tmp: Option<PathBuf>,
-    /// Write the rows as JSON here.
+    /// Write the rows as JSON here ('-' for stdout; the table then goes to stderr).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Also write a report folder: index.html (self-contained), report.md
@@ -33,6 +34,9 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// No progress spinner.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -47,14 +51,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => tempfile_in(p)?,
         None => tempfile_in(&std::env::temp_dir())?,
     };
-    let rows = resid::codec::baselines::bench(&base, &trained, &args.rates, args.seed, &dir)?;
+    let sp = crate::progress::spinner("bench-codec: every method, every rate", args.quiet);
+    let rows = resid::codec::baselines::bench(&base, &trained, &args.rates, args.seed, &dir);
+    sp.finish_and_clear();
+    let rows = rows?;
     let _ = std::fs::remove_dir_all(&dir);
-    println!(
+    let mut o = crate::output::human(args.json.as_deref());
+    writeln!(o,
         "| method | setting | bits/param | rel. residual error | weight cosine | encode MB/s | decode MB/s | entropy bound bits/param |"
-    );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    )?;
+    writeln!(o, "|---|---|---:|---:|---:|---:|---:|---:|")?;
     for r in &rows {
-        println!(
+        writeln!(
+            o,
             "| {} | {} | {:.4} | {:.4} | {:.6} | {:.0} | {} | {} |",
             r.method,
             r.setting,
@@ -69,11 +78,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             },
             r.entropy_bits_per_param
                 .map_or("-".into(), |x| format!("{x:.4}"))
-        );
+        )?;
     }
     let json = serde_json::to_string_pretty(&rows)?;
     if let Some(j) = &args.json {
-        resid::io::atomic::write_atomic(j, json.as_bytes())?;
+        crate::output::write_json(j, &json)?;
     }
     if let Some(dir) = &args.report {
         let points: Vec<_> = rows
@@ -100,7 +109,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let doc = resid::report::rate::rate_document(&inputs, &points)?;
         resid::report::document::write_document(dir, &doc, Some(&json))
             .with_context(|| format!("writing the report in {}", dir.display()))?;
-        eprintln!("wrote {}", dir.join("index.html").display());
+        if !args.quiet {
+            eprintln!("wrote {}", dir.join("index.html").display());
+        }
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `resid inspect`: describe a residual file.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 /// Arguments of `resid inspect`.
@@ -7,18 +8,21 @@ use std::path::PathBuf;
 pub struct Args {
     /// Residual file.
     pub file: PathBuf,
-    /// Write the description as JSON here.
+    /// Write the description as JSON here ('-' for stdout; the summary then goes to stderr).
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let r = resid::codec::inspect(&args.file)?;
-    println!(
+    let mut o = crate::output::human(args.json.as_deref());
+    writeln!(
+        o,
         "{}: resid format version {}, {} mode, {} bytes",
         r.file, r.version, r.mode, r.file_bytes
-    );
-    println!(
+    )?;
+    writeln!(
+        o,
         "settings: chunk {}, seed {}{}",
         r.settings.chunk,
         r.settings.seed,
@@ -29,32 +33,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ),
             None => String::new(),
         }
-    );
-    println!(
+    )?;
+    writeln!(o,
         "{} params, {:.4} bits/param; coded streams {} bytes vs Shannon bound {:.0} bytes ({:+.2}%)",
         r.params,
         r.bits_per_param,
         r.coded_bytes,
         r.entropy_bytes,
         r.entropy_overhead * 100.0
-    );
+    )?;
     if r.mode == "lossy" {
-        println!(
+        writeln!(
+            o,
             "relative error reached: residual {:.4e}, weights {:.4e}",
             r.residual_rel_error, r.weight_rel_error
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        o,
         "trained side: {} ({})",
         if r.sharded { "sharded" } else { "single file" },
         r.shards.join(", ")
-    );
-    println!(
+    )?;
+    writeln!(
+        o,
         "{:<40} {:>6} {:>18} {:>12} {:>10} {:>16}",
         "tensor", "dtype", "encoding", "bytes", "bits/param", "base xxh3"
-    );
+    )?;
     for t in &r.tensors {
-        println!(
+        writeln!(
+            o,
             "{:<40} {:>6} {:>18} {:>12} {:>10.4} {:>16}",
             t.name,
             t.dtype,
@@ -62,10 +70,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             t.coded_bytes,
             t.bits_per_param,
             t.base_xxh3.as_deref().unwrap_or("-")
-        );
+        )?;
     }
     if let Some(j) = &args.json {
-        resid::io::atomic::write_atomic(j, serde_json::to_string_pretty(&r)?.as_bytes())?;
+        crate::output::write_json(j, &serde_json::to_string_pretty(&r)?)?;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `resid pack`: store the residual between a base and a trained checkpoint.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -45,7 +46,7 @@ pub struct Args {
     /// quarter of the memory available now, at most 1G).
     #[arg(long, value_parser = parse_bytes)]
     pub max_memory: Option<usize>,
-    /// Print a JSON report here.
+    /// Write a JSON report here ('-' for stdout; the summary then goes to stderr).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// No progress bar.
@@ -86,7 +87,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         resid::codec::pack_with_progress(&base, &trained, &args.output, &opts, &|n| pb.inc(n))
             .with_context(|| format!("packing {}", args.output.display()))?;
     pb.finish_and_clear();
-    println!(
+    let mut o = crate::output::human(args.json.as_deref());
+    writeln!(o,
         "{}: {} mode, {} params, {} bytes: {:.4} bits/param, {:.2}x smaller than the trained checkpoint ({} bytes)",
         args.output.display(),
         rep.mode,
@@ -95,8 +97,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rep.bits_per_param,
         rep.ratio,
         rep.trained_bytes
-    );
-    println!(
+    )?;
+    writeln!(
+        o,
         "entropy bound of the coded streams {:.0} bytes, coded {} bytes ({:+.2}%)",
         rep.entropy_bytes,
         rep.coded_bytes,
@@ -105,13 +108,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else {
             0.0
         }
-    );
-    println!(
+    )?;
+    writeln!(
+        o,
         "relative error: residual {:.4e}, weights {:.4e}; kept fraction {:.4}",
         rep.residual_rel_error, rep.weight_rel_error, rep.kept_fraction
-    );
+    )?;
     if let Some(j) = &args.json {
-        resid::io::atomic::write_atomic(j, serde_json::to_string_pretty(&rep)?.as_bytes())?;
+        crate::output::write_json(j, &serde_json::to_string_pretty(&rep)?)?;
     }
     Ok(())
 }
