@@ -20,6 +20,22 @@ fn series(name: &str, points: Vec<(f64, f64)>, dashed: bool, color: usize) -> Li
     }
 }
 
+/// The y range of the gain figures: a random p% with 1/p rescale can be
+/// tens of times worse than the start, which would flatten every curve
+/// that matters into the 0..1 band; such points are drawn at the floor
+/// (the tables hold their values).
+const GAIN_RANGE: (f64, f64) = (-0.5, 1.1);
+
+/// Points clamped into `GAIN_RANGE`.
+fn clamp_gain(mut s: Vec<LineSeries>) -> Vec<LineSeries> {
+    for x in &mut s {
+        for p in &mut x.points {
+            p.1 = p.1.clamp(GAIN_RANGE.0, GAIN_RANGE.1);
+        }
+    }
+    s
+}
+
 /// The figures: (id, caption, data); the Markdown file is `fig-{id}.svg`.
 pub fn figures(r: &ReproReport) -> Vec<(String, String, LinesData)> {
     let mut out = Vec::new();
@@ -81,15 +97,15 @@ pub fn figures(r: &ReproReport) -> Vec<(String, String, LinesData)> {
     }
     out.push((
         "needle".into(),
-        "Needle test: share of the training gain recovered by adding back p% of the residual's entries to the start point.".into(),
+        "Needle test: share of the training gain recovered by adding back p% of the residual's entries to the start point (points below -0.5 drawn at -0.5; the table has their values).".into(),
         LinesData {
             title: "Needle test: gain recovered vs entries added back".into(),
             x_label: "entries added back (% of parameters, log scale)".into(),
             y_label: "share of training gain recovered".into(),
             log_x: true,
             log_y: false,
-            series: s,
-            y_range: None,
+            series: clamp_gain(s),
+            y_range: Some(GAIN_RANGE),
             legend: Legend::UpperLeft,
         },
     ));
@@ -128,15 +144,15 @@ pub fn figures(r: &ReproReport) -> Vec<(String, String, LinesData)> {
     }
     out.push((
         "codec".into(),
-        "Gain recovered per stored bit: resid's lossy residual file vs top-p% (fp16 values and an entropy-coded mask) and random p% (fp16 values, seeded mask).".into(),
+        "Gain recovered per stored bit: resid's lossy residual file vs top-p% (fp16 values and an entropy-coded mask) and random p% (fp16 values, seeded mask); points below -0.5 drawn at -0.5.".into(),
         LinesData {
             title: "Residual file vs top-p at equal bits".into(),
             x_label: "bits per parameter (log scale)".into(),
             y_label: "share of training gain recovered".into(),
             log_x: true,
             log_y: false,
-            series: s,
-            y_range: None,
+            series: clamp_gain(s),
+            y_range: Some(GAIN_RANGE),
             legend: Legend::UpperLeft,
         },
     ));
@@ -193,7 +209,15 @@ pub fn document(r: &ReproReport) -> Result<Document> {
                 "Preset {} ({} parameters), seed {}, on {} held-out bytes. Regenerate with: resid repro --preset {} --seed {} --out DIR",
                 r.preset, r.n_params, r.seed, r.baselines.heldout_bytes, r.preset, r.seed
             ),
-            "The study's claims are hypotheses; these are measurements. Corpus base: weights derived from corpus statistics; random-init control: nanoGPT's init with the same seed, data and budget; mimetic: attention initialised to mimic trained heads. Each residual is the trained weights minus their own start.".into(),
+            format!(
+                "The study's claims are hypotheses; these are measurements. Corpus base: weights derived from corpus statistics; random-init control: nanoGPT's init with the same seed, data and budget{}. Each residual is the trained weights minus their own start; the subspace residual is the corpus-base model's trained weights with the top {} directions of its own token embedding projected out (each matrix's mean row removed first).",
+                if r.runs.iter().any(|x| x.name == "mimetic") {
+                    "; mimetic: random init with attention set as Trockman & Kolter (2023) do, W_Q W_K^T near 0.7 Z + 0.7 I and W_V W_O near 0.4 Z - 0.4 I"
+                } else {
+                    ""
+                },
+                crate::pipeline::SUBSPACE_K
+            ),
         ],
         verdict: Vec::new(),
         sections,

@@ -4,8 +4,8 @@
 use plotters::prelude::*;
 
 use super::{
-    ensure_font, fmt_num, padded, series_color, PlotError, Result, Size, FONT, LABEL_PT, LEGEND_PT,
-    TICK_PT, TITLE_PT,
+    ensure_font, fmt_tick, padded, series_color, PlotError, Result, Size, FONT, LABEL_PT,
+    LEGEND_PT, TICK_PT, TITLE_PT,
 };
 
 /// One curve.
@@ -75,6 +75,19 @@ pub fn render(d: &LinesData, size: Size) -> Result<String> {
     let err = |e: &dyn std::fmt::Display| PlotError::new(title, e);
     let (xmin, xmax) = minmax(pts.iter().map(|p| p.0));
     let (ymin, ymax) = minmax(pts.iter().map(|p| p.1));
+    let xr = if d.log_x {
+        (xmin / 1.2, xmax * 1.2)
+    } else {
+        padded(xmin, xmax, 0.04)
+    };
+    let yr = if let Some(r) = d.y_range {
+        r
+    } else if d.log_y {
+        (ymin / 1.5, ymax * 3.0)
+    } else {
+        let (a, b) = padded(ymin, ymax, 0.06);
+        (a, b + (b - a) * 0.25)
+    };
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (size.width, size.height)).into_drawing_area();
@@ -93,8 +106,8 @@ pub fn render(d: &LinesData, size: Size) -> Result<String> {
                     .y_desc(d.y_label.as_str())
                     .axis_desc_style((FONT, LABEL_PT))
                     .label_style((FONT, TICK_PT))
-                    .x_label_formatter(&|v| fmt_num(*v))
-                    .y_label_formatter(&|v| fmt_num(*v))
+                    .x_label_formatter(&|v| fmt_tick(*v, xr.1 - xr.0))
+                    .y_label_formatter(&|v| fmt_tick(*v, yr.1 - yr.0))
                     .light_line_style(BLACK.mix(0.06))
                     .draw()
                     .map_err(|e| err(&e))?;
@@ -140,19 +153,6 @@ pub fn render(d: &LinesData, size: Size) -> Result<String> {
                     .map_err(|e| err(&e))?;
             }};
         }
-        let xr = if d.log_x {
-            (xmin / 1.2, xmax * 1.2)
-        } else {
-            padded(xmin, xmax, 0.04)
-        };
-        let yr = if let Some(r) = d.y_range {
-            r
-        } else if d.log_y {
-            (ymin / 1.5, ymax * 3.0)
-        } else {
-            let (a, b) = padded(ymin, ymax, 0.06);
-            (a, b + (b - a) * 0.25)
-        };
         match (d.log_x, d.log_y) {
             (false, false) => body!(cb
                 .build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)

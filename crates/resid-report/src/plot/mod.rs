@@ -120,6 +120,16 @@ pub fn fmt_num(v: f64) -> String {
     }
 }
 
+/// An axis tick: [`fmt_num`], with float noise around zero (a tick at
+/// -5.55e-17 on a 0..1 axis) shown as 0.
+pub fn fmt_tick(v: f64, span: f64) -> String {
+    if v.abs() <= 1e-9 * span.abs() {
+        "0".into()
+    } else {
+        fmt_num(v)
+    }
+}
+
 /// Axis range `[lo, hi]` padded by `pad` of its span; never empty.
 pub(crate) fn padded(lo: f64, hi: f64, pad: f64) -> (f64, f64) {
     if !(lo.is_finite() && hi.is_finite()) {
@@ -216,4 +226,16 @@ pub(crate) fn empty_figure(title: &str, note: &str, size: Size) -> Result<String
         root.present().map_err(|e| PlotError::new(title, e))?;
     }
     Ok(svg)
+}
+
+#[cfg(test)]
+mod tick_tests {
+    use super::*;
+
+    #[test]
+    fn ticks_near_zero_read_zero() {
+        assert_eq!(fmt_tick(-5.55e-17, 1.6), "0");
+        assert_eq!(fmt_tick(0.2, 1.6), "0.200");
+        assert_eq!(fmt_tick(1e-5, 1e-4), "1.00e-5");
+    }
 }
