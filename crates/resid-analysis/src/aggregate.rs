@@ -24,6 +24,26 @@ pub struct KmeansFigure {
     pub ve_shuffled: f64,
 }
 
+/// The sampling behind a tensor's matrix measures (see `participation` and
+/// `kmeans` for the estimators); each part is absent when exact.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Sampling {
+    /// PR and stable rank from the Gram of a sample of the long side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pr: Option<crate::participation::PrSample>,
+    /// k-means on a row sample and/or with fewer restarts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kmeans: Option<KmeansSample>,
+}
+
+/// k-means on `rows` of `of` rows (seeded sample), best of `restarts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct KmeansSample {
+    pub rows: usize,
+    pub of: usize,
+    pub restarts: usize,
+}
+
 /// Everything measured on one residual tensor.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TensorRecord {
@@ -63,6 +83,10 @@ pub struct TensorRecord {
     /// Rows clustered (sampled).
     pub kmeans_rows: Option<usize>,
     pub kmeans: Option<Vec<KmeansFigure>>,
+    /// What was sampled to bound the cost on a large matrix; absent when
+    /// every matrix measure was exact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<Sampling>,
     /// Why something was skipped, or what was unusual.
     pub note: Option<String>,
     #[serde(skip)]

@@ -20,7 +20,9 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 use rayon::prelude::*;
 use resid_io::{Checkpoint, IoError, Layout, TensorEntry};
 
-use crate::aggregate::{aggregate, KmeansFigure, Report, TensorRecord, Unmatched};
+use crate::aggregate::{
+    aggregate, KmeansFigure, KmeansSample, Report, Sampling, TensorRecord, Unmatched,
+};
 use crate::entropy;
 use crate::interlayer::{self, Tracker};
 use crate::kmeans;
@@ -30,6 +32,7 @@ use crate::null::{self, hash_str, mix};
 use crate::participation;
 use crate::sparsity::sparsity;
 use crate::subspace::{ProjSide, Subspace};
+use crate::timings;
 use crate::verdict::Margins;
 
 /// Settings of an analysis.
@@ -108,9 +111,8 @@ pub fn working_bytes(shape: &[usize]) -> usize {
     let n: usize = shape.iter().product();
     let mut floats = 2 * n;
     if let Some((rows, cols)) = matrix_view(shape) {
-        let p = rows.min(cols);
-        let m = rows.min(kmeans::MAX_ROWS);
-        floats += p * p + 2 * rows * (cols / 8 + 1) + m * cols;
+        let m = kmeans::rows_for(rows, cols);
+        floats += participation::gram_floats(rows, cols) + 2 * rows * (cols / 8 + 1) + m * cols;
     }
     floats * 4
 }
@@ -238,12 +240,15 @@ fn measure(
     w: &mut Worker,
 ) -> Result<(TensorRecord, Option<Vec<f32>>), AnalysisError> {
     let base = base.zip(job.base);
-    if let Some((bc, be)) = base {
-        bc.read_f32(be, &mut w.b)?;
-        bc.release(be);
-    }
-    trained.read_f32(job.trained, &mut w.a)?;
-    trained.release(job.trained);
+    timings::time(0, || -> Result<(), AnalysisError> {
+        if let Some((bc, be)) = base {
+            bc.read_f32(be, &mut w.b)?;
+            bc.release(be);
+        }
+        trained.read_f32(job.trained, &mut w.a)?;
+        trained.release(job.trained);
+        Ok(())
+    })?;
     let name = &job.trained.name;
     let mut notes: Vec<String> = Vec::new();
     let mut trained_finite = true;
@@ -293,22 +298,28 @@ fn measure(
             x.len() as u64 - nan - inf
         ));
     }
-    let m = Moments::of(x);
+    let (m, entropy_bits, entropy_step_bits, entropy_null_bits) = timings::time(1, || {
+        let m = Moments::of(x);
+        let (mean, std) = (m.mean, m.std());
+        let entropy_bits = if m.n > 0 {
+            entropy::study_entropy(x, m.min, m.max)
+        } else {
+            f64::NAN
+        };
+        let entropy_step_bits = entropy::step_entropy(x, mean, std);
+        let entropy_null_bits = if m.n > 0 {
+            nulls.entropy(m.n)
+        } else {
+            f64::NAN
+        };
+        (m, entropy_bits, entropy_step_bits, entropy_null_bits)
+    });
     let (mean, std) = (m.mean, m.std());
     let tseed = mix(opts.seed, hash_str(name));
-    let entropy_bits = if m.n > 0 {
-        entropy::study_entropy(x, m.min, m.max)
-    } else {
-        f64::NAN
-    };
-    let entropy_step_bits = entropy::step_entropy(x, mean, std);
-    let entropy_null_bits = if m.n > 0 {
-        nulls.entropy(m.n)
-    } else {
-        f64::NAN
-    };
-    let sp = sparsity(x, mean, std, b);
-    let sample = want_sample.then(|| interlayer::take_sample(x, opts.seed));
+    let sp = timings::time(2, || sparsity(x, mean, std, b));
+    let sample = timings::time(8, || {
+        want_sample.then(|| interlayer::take_sample(x, opts.seed))
+    });
     let view = matrix_view(&job.trained.shape);
     let mut rec = TensorRecord {
         name: name.clone(),
@@ -343,6 +354,7 @@ fn measure(
         lowfreq_ratio: None,
         kmeans_rows: None,
         kmeans: None,
+        sampling: None,
         note: None,
         moments: m,
     };
@@ -352,16 +364,29 @@ fn measure(
         } else if std == 0.0 {
             notes.push("residual is constant (unchanged tensor); matrix measures skipped".into());
         } else {
-            let s = participation::spectral(x, rows, cols, m.energy(), tseed);
+            let (s, pr_sample) = timings::time(3, || {
+                participation::spectral_budget(
+                    x,
+                    rows,
+                    cols,
+                    m.energy(),
+                    tseed,
+                    participation::GRAM_BUDGET,
+                )
+            });
             rec.pr = Some(s.pr);
             rec.pr_null = Some(participation::mp_null(rows, cols));
             rec.stable_rank = Some(s.stable_rank);
-            let share = lowfreq::share_of(x, rows, cols, mean);
-            let null_share = nulls.lowfreq(rows, cols);
+            let (share, null_share) = timings::time(4, || {
+                (
+                    lowfreq::share_of(x, rows, cols, mean),
+                    nulls.lowfreq(rows, cols),
+                )
+            });
             rec.lowfreq_share = Some(share);
             rec.lowfreq_null_share = Some(null_share);
             rec.lowfreq_ratio = Some(share / null_share);
-            let idx = kmeans::sample_rows(rows, kmeans::MAX_ROWS, mix(tseed, 17));
+            let idx = kmeans::sample_rows(rows, kmeans::rows_for(rows, cols), mix(tseed, 17));
             let mrows = idx.len();
             let data: &[f32] = if mrows == rows {
                 x
@@ -372,21 +397,37 @@ fn measure(
                 }
                 b
             };
-            let ves = kmeans::variance_explained(data, mrows, cols, &kmeans::KS, mix(tseed, 23));
+            let ves = timings::time(5, || {
+                kmeans::variance_explained(data, mrows, cols, &kmeans::KS, mix(tseed, 23))
+            });
             // Shuffled null: the same entries at permuted positions.
             if mrows == rows {
                 b.clear();
                 b.extend_from_slice(x);
             }
-            kmeans::shuffle(&mut b[..mrows * cols], mix(tseed, 29));
-            let shuf = kmeans::variance_explained(
-                &b[..mrows * cols],
-                mrows,
-                cols,
-                &kmeans::KS,
-                mix(tseed, 31),
-            );
+            let shuf = timings::time(6, || {
+                kmeans::shuffle(&mut b[..mrows * cols], mix(tseed, 29));
+                kmeans::variance_explained(
+                    &b[..mrows * cols],
+                    mrows,
+                    cols,
+                    &kmeans::KS,
+                    mix(tseed, 31),
+                )
+            });
             rec.kmeans_rows = Some(mrows);
+            let restarts = kmeans::restarts_for(mrows, cols);
+            let km_sample = (mrows < rows || restarts < kmeans::RESTARTS).then_some(KmeansSample {
+                rows: mrows,
+                of: rows,
+                restarts,
+            });
+            if pr_sample.is_some() || km_sample.is_some() {
+                rec.sampling = Some(Sampling {
+                    pr: pr_sample,
+                    kmeans: km_sample,
+                });
+            }
             rec.kmeans = Some(
                 kmeans::KS
                     .iter()
@@ -395,7 +436,7 @@ fn measure(
                         k,
                         ve: ves[i],
                         ve_null: if k < mrows {
-                            nulls.kmeans(mrows, cols, i)
+                            timings::time(7, || nulls.kmeans(mrows, cols, i))
                         } else {
                             f64::NAN
                         },
@@ -593,7 +634,7 @@ fn run(
             match r {
                 Ok((rec, sample)) => {
                     if let (Some(s), Some(k), Some(l)) = (sample, &jobs[i].key, jobs[i].layer) {
-                        tracker.add(k, l, s);
+                        timings::time(8, || tracker.add(k, l, s));
                     }
                     done += 1;
                     bytes_done += jobs[i].trained.numel() as u64 * 4;
@@ -617,7 +658,8 @@ fn run(
     if let Some(e) = first_err {
         return Err(e);
     }
-    let mut inter = tracker.finish();
+    let mut inter = timings::time(8, || tracker.finish());
+    timings::report();
     // Report roles as the layout names them.
     for p in inter.pairs.iter_mut().chain(inter.first_last.iter_mut()) {
         if let Some((pat, _)) = p.tensor.split_once('|') {

@@ -3,6 +3,12 @@
 //! one faer matmul per iteration (`|x|^2 - 2 x.c + |c|^2`), assignments and
 //! centroid sums as a second matmul; SSW is the f64 sum of the last
 //! iteration's distances.
+//!
+//! Cost is bounded per matrix: at most [`BUDGET`] floats are clustered (rows
+//! sampled with a seed, at least [`MIN_ROWS`], at most [`MAX_ROWS`]), and
+//! samples over [`FULL_RESTARTS_FLOATS`] get one restart instead of
+//! [`RESTARTS`]. Both depend only on the shape, so the Gaussian and shuffled
+//! nulls are fitted on the same sampled shape with the same restarts.
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
@@ -14,12 +20,35 @@ use crate::moments::ordered_sum;
 
 /// Rows sampled at most.
 pub const MAX_ROWS: usize = 4096;
+/// Rows sampled at least (when the matrix has them), whatever the width.
+pub const MIN_ROWS: usize = 256;
+/// Floats (rows x cols) clustered at most, unless [`MIN_ROWS`] needs more:
+/// 2 MiB of f32, so k-means costs about the same on every large matrix.
+pub const BUDGET: usize = 1 << 19;
+/// Samples up to this many floats keep all [`RESTARTS`]; larger ones get one
+/// (every matrix of the small test models is below it, so they are unchanged).
+pub const FULL_RESTARTS_FLOATS: usize = 1 << 18;
 /// The K values reported.
 pub const KS: [usize; 4] = [2, 4, 8, 16];
 /// Seeded restarts; the lowest SSW wins.
 pub const RESTARTS: usize = 3;
 /// Lloyd iterations at most per restart.
 pub const MAX_ITERS: usize = 25;
+
+/// Rows to cluster for a rows x cols matrix: all if they fit, else as many
+/// as [`BUDGET`] allows, clamped to [`MIN_ROWS`, `MAX_ROWS`].
+pub fn rows_for(rows: usize, cols: usize) -> usize {
+    rows.min((BUDGET / cols.max(1)).clamp(MIN_ROWS, MAX_ROWS))
+}
+
+/// Restarts for clustering m rows of d columns.
+pub fn restarts_for(m: usize, d: usize) -> usize {
+    if m * d <= FULL_RESTARTS_FLOATS {
+        RESTARTS
+    } else {
+        1
+    }
+}
 
 /// Up to `max` distinct row indices out of `rows`, sorted, from `seed`
 /// (all rows when there are no more than `max`).
@@ -72,15 +101,17 @@ pub fn kmeans_ssw(x: &[f32], m: usize, d: usize, k: usize, seed: u64, restarts: 
         .fold(f64::INFINITY, f64::min)
 }
 
-/// VE = 1 - SSW/SST for each K in `ks` (NaN where K >= rows or SST = 0).
+/// VE = 1 - SSW/SST for each K in `ks` (NaN where K >= rows or SST = 0),
+/// with [`restarts_for`] restarts.
 pub fn variance_explained(x: &[f32], m: usize, d: usize, ks: &[usize], seed: u64) -> Vec<f64> {
     let total = sst(x, m, d);
+    let restarts = restarts_for(m, d);
     ks.iter()
         .map(|&k| {
             if k >= m || total <= 0.0 {
                 f64::NAN
             } else {
-                1.0 - kmeans_ssw(x, m, d, k, crate::null::mix(seed, k as u64), RESTARTS) / total
+                1.0 - kmeans_ssw(x, m, d, k, crate::null::mix(seed, k as u64), restarts) / total
             }
         })
         .collect()
@@ -235,6 +266,29 @@ mod tests {
         let g = crate::null::gaussian_vec(m * d, 1.0, 10);
         let vn = variance_explained(&g, m, d, &KS, 1);
         assert!(vn[1] < 0.15, "{vn:?}");
+    }
+
+    #[test]
+    fn budget_bounds_the_rows_and_keeps_small_matrices_whole() {
+        // Small (test-model) shapes: every row, all restarts, as before.
+        for (r, c) in [(16, 48), (256, 64), (600, 32), (512, 128)] {
+            assert_eq!(rows_for(r, c), r);
+            assert_eq!(restarts_for(r, c), RESTARTS);
+        }
+        // Narrow and tall: the old cap of 4096 rows.
+        assert_eq!(rows_for(50_000, 64), MAX_ROWS);
+        assert_eq!(restarts_for(MAX_ROWS, 64), RESTARTS);
+        // Large: within the float budget, one restart.
+        for (r, c) in [(2048, 768), (32_000, 768), (5632, 2048), (32_000, 4096)] {
+            let m = rows_for(r, c);
+            let cap = BUDGET.max(MIN_ROWS * c);
+            assert!(m * c <= cap && m * c > cap / 2, "{r}x{c}: {m}");
+            assert!(m >= MIN_ROWS && m < r, "{r}x{c}: {m}");
+            assert_eq!(restarts_for(m, c), 1);
+        }
+        // Very wide: the floor of MIN_ROWS wins over the budget.
+        assert_eq!(rows_for(11_008, 8192), MIN_ROWS);
+        assert_eq!(rows_for(100, 8192), 100);
     }
 
     #[test]

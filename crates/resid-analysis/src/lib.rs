@@ -15,6 +15,7 @@ pub mod null;
 pub mod participation;
 pub mod sparsity;
 pub mod subspace;
+pub mod timings;
 pub mod verdict;
 
 pub use aggregate::{

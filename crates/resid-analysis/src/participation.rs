@@ -2,12 +2,60 @@
 //! with G the Gram matrix of R's smaller side (one faer matmul, no SVD), and
 //! stable rank `||R||_F^2 / s_max^2` with `s_max^2` the top eigenvalue of G by
 //! power iteration. Null: Marchenko-Pastur, `p / (1 + p/q)`.
+//!
+//! Large matrices (exact Gram over [`GRAM_BUDGET`] multiply-adds) are
+//! sampled: with the q vectors of the long side `v_i` (length p),
+//! `||G||_F^2 = sum_i |v_i|^4 + sum_{i != j} (v_i . v_j)^2`. The diagonal
+//! term is computed exactly over all q vectors (one pass); the off-diagonal
+//! sum is estimated from the Gram of s seeded sampled vectors, scaled by
+//! `q(q-1) / (s(s-1))` (unbiased: a uniform sample without replacement).
+//! `||R||_F^2` is exact, so PR estimates the full matrix's PR and is compared
+//! with the Marchenko-Pastur null of the full shape. `s_max^2` is estimated
+//! as `q/s` times the sample Gram's top eigenvalue (exact for a dominant
+//! direction, biased up for noise-like matrices, so stable rank is then a
+//! lower estimate).
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+/// Multiply-adds allowed for one exact Gram matrix (`p^2 q`); beyond it the
+/// Gram is taken over a sample of `s = sqrt(GRAM_BUDGET / p)` vectors.
+pub const GRAM_BUDGET: usize = 1 << 30;
+
+/// How the PR of a large matrix was sampled (recorded in the JSON).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PrSample {
+    /// The long side sampled: "rows" or "cols".
+    pub side: &'static str,
+    /// Vectors of the long side in the Gram.
+    pub used: usize,
+    /// Vectors of the long side in the matrix.
+    pub of: usize,
+}
+
+/// Vectors of the long side used for a rows x cols matrix under `budget`
+/// multiply-adds (None: the exact Gram fits).
+pub fn sample_size(rows: usize, cols: usize, budget: usize) -> Option<usize> {
+    let (p, q) = (rows.min(cols) as u128, rows.max(cols) as u128);
+    if p * p * q <= budget as u128 {
+        return None;
+    }
+    let s = ((budget as f64 / p as f64).sqrt() as usize).clamp(2, q as usize - 1);
+    Some(s)
+}
+
+/// Floats of working memory for the Gram of a rows x cols matrix.
+pub fn gram_floats(rows: usize, cols: usize) -> usize {
+    let p = rows.min(cols);
+    match sample_size(rows, cols, GRAM_BUDGET) {
+        None => p * p,
+        Some(s) => s * s + s * p + rows.max(cols),
+    }
+}
 
 /// Spectral figures of a matrix.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,6 +110,96 @@ pub fn spectral(x: &[f32], rows: usize, cols: usize, fro2: f64, seed: u64) -> Sp
         stable_rank,
         s_max2,
     }
+}
+
+/// [`spectral`] within `budget` multiply-adds: exact when the Gram fits,
+/// else the sampled estimate described in the module notes, with its record.
+pub fn spectral_budget(
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    fro2: f64,
+    seed: u64,
+    budget: usize,
+) -> (Spectral, Option<PrSample>) {
+    let Some(s) = sample_size(rows, cols, budget) else {
+        return (spectral(x, rows, cols, fro2, seed), None);
+    };
+    let by_rows = rows >= cols;
+    let (p, q) = (rows.min(cols), rows.max(cols));
+    let idx = crate::kmeans::sample_rows(q, s, crate::null::mix(seed, 0x5a));
+    // The sampled vectors as an s x p row-major matrix.
+    let mut y = vec![0.0f32; s * p];
+    y.par_chunks_mut(p).zip(&idx).for_each(|(out, &i)| {
+        if by_rows {
+            out.copy_from_slice(&x[i * cols..(i + 1) * cols]);
+        } else {
+            for (r, o) in out.iter_mut().enumerate() {
+                *o = x[r * cols + i];
+            }
+        }
+    });
+    // Exact diagonal term: sum over all q vectors of |v|^4, in f64, in a
+    // fixed order whatever the thread count.
+    let diag: f64 = if by_rows {
+        crate::moments::ordered_sum(x.par_chunks(cols).map(|r| {
+            let n2: f64 = r.iter().map(|&v| (v as f64) * (v as f64)).sum();
+            n2 * n2
+        }))
+    } else {
+        let parts: Vec<Vec<f64>> = x
+            .par_chunks(64 * cols)
+            .map(|blk| {
+                let mut acc = vec![0.0f64; cols];
+                for r in blk.chunks(cols) {
+                    for (a, &v) in acc.iter_mut().zip(r) {
+                        *a += (v as f64) * (v as f64);
+                    }
+                }
+                acc
+            })
+            .collect();
+        let mut n2 = vec![0.0f64; cols];
+        for part in &parts {
+            n2.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+        }
+        n2.iter().map(|v| v * v).sum()
+    };
+    let ym = MatRef::from_row_major_slice(&y, s, p);
+    let mut g = Mat::<f32>::zeros(s, s);
+    matmul(
+        g.as_mut(),
+        Accum::Replace,
+        ym,
+        ym.transpose(),
+        1.0f32,
+        par(),
+    );
+    let mut off = 0.0f64;
+    for j in 0..s {
+        for (i, &v) in g.col_as_slice(j).iter().enumerate() {
+            if i != j {
+                off += (v as f64) * (v as f64);
+            }
+        }
+    }
+    let (qf, sf) = (q as f64, s as f64);
+    let g2 = diag + off * (qf * (qf - 1.0)) / (sf * (sf - 1.0));
+    let pr = if g2 > 0.0 { fro2 * fro2 / g2 } else { 0.0 };
+    let s_max2 = top_eigenvalue(g.as_ref(), seed) * qf / sf;
+    let stable_rank = if s_max2 > 0.0 { fro2 / s_max2 } else { 0.0 };
+    (
+        Spectral {
+            pr,
+            stable_rank,
+            s_max2,
+        },
+        Some(PrSample {
+            side: if by_rows { "rows" } else { "cols" },
+            used: s,
+            of: q,
+        }),
+    )
 }
 
 /// Largest eigenvalue of a symmetric PSD matrix by power iteration with the
@@ -178,6 +316,92 @@ mod tests {
                 (s.stable_rank / sr - 1.0).abs() < 1e-3,
                 "{rows}x{cols}: {} vs {sr}",
                 s.stable_rank
+            );
+        }
+    }
+
+    /// Transposed copy of a row-major rows x cols matrix.
+    fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows * cols)
+            .map(|k| x[(k % rows) * cols + k / rows])
+            .collect()
+    }
+
+    #[test]
+    fn sampled_pr_of_a_gaussian_matrix_matches_exact_and_marchenko_pastur() {
+        let (rows, cols) = (3000, 200);
+        let x = crate::null::gaussian_vec(rows * cols, 0.5, 21);
+        let f = fro2(&x);
+        let exact = spectral(&x, rows, cols, f, 1);
+        // 200^2 * 3000 = 1.2e8 multiply-adds; a budget of 2^25 samples
+        // sqrt(2^25 / 200) = 409 of the 3000 rows.
+        let budget = 1 << 25;
+        let (est, rec) = spectral_budget(&x, rows, cols, f, 1, budget);
+        let rec = rec.expect("sampled");
+        assert_eq!((rec.side, rec.used, rec.of), ("rows", 409, 3000));
+        assert!(rec.used * rec.used * cols <= budget);
+        assert!(
+            (est.pr / exact.pr - 1.0).abs() < 0.02,
+            "{est:?} vs {exact:?}"
+        );
+        let mp = mp_null(rows, cols);
+        assert!((est.pr / mp - 1.0).abs() < 0.03, "{} vs MP {mp}", est.pr);
+        // The same matrix stored wide: columns sampled, same figures.
+        let xt = transpose(&x, rows, cols);
+        let (wide, rec) = spectral_budget(&xt, cols, rows, f, 1, budget);
+        assert_eq!(rec.expect("sampled").side, "cols");
+        assert!(
+            (wide.pr / exact.pr - 1.0).abs() < 0.02,
+            "{wide:?} vs {exact:?}"
+        );
+        // Within budget: exact, no record.
+        let (same, rec) = spectral_budget(&x, rows, cols, f, 1, 1 << 27);
+        assert!(rec.is_none());
+        assert_eq!(same, exact);
+    }
+
+    #[test]
+    fn sampled_pr_of_a_low_rank_matrix_matches_exact() {
+        // Rank 6 with singular values 6..1, plus noise at 2% of its scale.
+        let (rows, cols, r) = (4000, 128, 6);
+        let u = crate::null::gaussian_vec(rows * r, 1.0, 31);
+        let v = crate::null::gaussian_vec(r * cols, 1.0, 32);
+        let noise = crate::null::gaussian_vec(rows * cols, 0.02, 33);
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|k| {
+                let (i, j) = (k / cols, k % cols);
+                (0..r)
+                    .map(|t| (r - t) as f32 * u[i * r + t] * v[t * cols + j])
+                    .sum::<f32>()
+                    + noise[k]
+            })
+            .collect();
+        let f = fro2(&x);
+        let exact = spectral(&x, rows, cols, f, 1);
+        assert!(exact.pr > 2.0 && exact.pr < 6.0, "{exact:?}");
+        let (est, rec) = spectral_budget(&x, rows, cols, f, 1, 1 << 24);
+        assert_eq!(rec.expect("sampled").used, 362);
+        assert!(
+            (est.pr / exact.pr - 1.0).abs() < 0.05,
+            "{est:?} vs {exact:?}"
+        );
+        assert!(
+            (est.stable_rank / exact.stable_rank - 1.0).abs() < 0.15,
+            "{est:?} vs {exact:?}"
+        );
+    }
+
+    #[test]
+    fn sample_size_follows_the_budget() {
+        assert_eq!(sample_size(768, 768, GRAM_BUDGET), None);
+        assert_eq!(sample_size(2048, 768, GRAM_BUDGET), Some(1182));
+        assert_eq!(sample_size(5632, 2048, GRAM_BUDGET), Some(724));
+        assert_eq!(sample_size(2048, 5632, GRAM_BUDGET), Some(724));
+        for (r, c) in [(32_000, 4096), (11_008, 4096), (2048, 2048), (32_000, 768)] {
+            let s = sample_size(r, c, GRAM_BUDGET).unwrap();
+            assert!(
+                s * s * r.min(c) <= GRAM_BUDGET && s < r.max(c),
+                "{r}x{c}: {s}"
             );
         }
     }

@@ -1,0 +1,90 @@
+//! Size-aware sampling through the whole driver: a matrix over the Gram and
+//! k-means budgets is measured on seeded samples, recorded in the JSON, the
+//! same on one and two threads; a small matrix stays exact with no record.
+
+use std::collections::BTreeMap;
+
+use resid_analysis::null::gaussian_vec;
+use resid_analysis::{analyze, kmeans, participation, Options};
+use resid_io::Checkpoint;
+use serde_json::Value;
+
+// 768^2 * 2048 multiply-adds is over the Gram budget of 2^30.
+const BIG: (usize, usize) = (2048, 768);
+const SMALL: (usize, usize) = (64, 192);
+
+fn report(dir: &std::path::Path, threads: usize) -> Value {
+    let b = Checkpoint::open(&dir.join("base.safetensors")).unwrap();
+    let t = Checkpoint::open(&dir.join("trained.safetensors")).unwrap();
+    let opts = Options {
+        threads,
+        seed: 3,
+        ..Options::default()
+    };
+    serde_json::to_value(analyze(&b, &t, &opts, &|_| {}).unwrap()).unwrap()
+}
+
+fn tensor<'a>(j: &'a Value, name: &str) -> &'a Value {
+    j["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap()
+}
+
+#[test]
+fn big_matrix_is_sampled_and_recorded_small_one_is_exact() {
+    assert!(participation::sample_size(BIG.0, BIG.1, participation::GRAM_BUDGET).is_some());
+    assert!(participation::sample_size(SMALL.0, SMALL.1, participation::GRAM_BUDGET).is_none());
+    let dir = tempfile::tempdir().unwrap();
+    let mut base = Vec::new();
+    let mut trained = Vec::new();
+    for (i, (name, (r, c))) in [("big.weight", BIG), ("small.weight", SMALL)]
+        .into_iter()
+        .enumerate()
+    {
+        let b = gaussian_vec(r * c, 0.05, 10 + i as u64);
+        let d = gaussian_vec(r * c, 0.01, 20 + i as u64);
+        let t: Vec<f32> = b.iter().zip(&d).map(|(x, y)| x + y).collect();
+        base.push((name.to_string(), vec![r, c], b));
+        trained.push((name.to_string(), vec![r, c], t));
+    }
+    let w = |p: &str, t| {
+        resid_io::write::write_f32_checkpoint(&dir.path().join(p), t, &BTreeMap::new()).unwrap()
+    };
+    w("base.safetensors", &base);
+    w("trained.safetensors", &trained);
+    let j = report(dir.path(), 2);
+
+    let big = tensor(&j, "big.weight");
+    let s = &big["sampling"];
+    let used = participation::sample_size(BIG.0, BIG.1, participation::GRAM_BUDGET).unwrap();
+    assert_eq!(s["pr"]["side"], "rows");
+    assert_eq!(s["pr"]["used"], used as u64);
+    assert_eq!(s["pr"]["of"], BIG.0 as u64);
+    assert!(used * used * BIG.1 <= participation::GRAM_BUDGET);
+    let rows = s["kmeans"]["rows"].as_u64().unwrap() as usize;
+    assert_eq!(rows, kmeans::rows_for(BIG.0, BIG.1));
+    assert!(rows * BIG.1 <= kmeans::BUDGET && rows < BIG.0);
+    assert_eq!(s["kmeans"]["of"], BIG.0 as u64);
+    assert_eq!(s["kmeans"]["restarts"], 1);
+    assert_eq!(big["kmeans_rows"], rows as u64);
+    // A Gaussian residual: the sampled PR estimate sits at the full shape's
+    // Marchenko-Pastur value.
+    let (pr, null) = (
+        big["pr"].as_f64().unwrap(),
+        big["pr_null"].as_f64().unwrap(),
+    );
+    assert!((pr / null - 1.0).abs() < 0.03, "{pr} vs {null}");
+
+    let small = tensor(&j, "small.weight");
+    assert!(small.get("sampling").is_none(), "{small}");
+    assert_eq!(small["kmeans_rows"], SMALL.0 as u64);
+
+    // Seeded: the same figures on one thread.
+    let j1 = report(dir.path(), 1);
+    for key in ["pr", "stable_rank", "kmeans", "sampling", "lowfreq_share"] {
+        assert_eq!(tensor(&j1, "big.weight")[key], big[key], "{key}");
+    }
+}
