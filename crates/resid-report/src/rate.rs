@@ -62,14 +62,19 @@ fn num(x: f64, digits: usize) -> String {
 
 /// The document: the curve, then every row.
 pub fn rate_document(inputs: &[String], points: &[RatePoint]) -> Result<Document, ReportError> {
+    let series = rate_series(points);
+    // Headroom above the worst method for the legend (log axis).
+    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let (lo, hi) = ys.fold((f64::INFINITY, 0f64), |(a, b), y| (a.min(y), b.max(y)));
+    let y_range = (lo.is_finite() && hi > 0.0).then(|| (lo / 2.0, hi * 20.0));
     let data = LinesData {
         title: "Residual error vs stored bits: resid and the published delta methods".into(),
         x_label: "bits per parameter (log scale)".into(),
         y_label: "relative residual error ||r_hat - r|| / ||r|| (log scale)".into(),
         log_x: true,
         log_y: true,
-        series: rate_series(points),
-        y_range: None,
+        series,
+        y_range,
         legend: Legend::UpperRight,
     };
     let svg = lines::render(&data, DEFAULT_SIZE)?;
