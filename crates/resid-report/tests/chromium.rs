@@ -1,4 +1,5 @@
-//! Renders a full analysis report of a generated pair in headless Chromium
+//! Renders a full analysis report of a generated pair, and a bench-codec
+//! report, in headless Chromium
 //! and checks that the page loads with no errors and that every figure is
 //! there and draws something.
 //!
@@ -75,19 +76,112 @@ window.addEventListener('load', function () {
 });
 </script>"#;
 
-#[test]
-fn analysis_report_renders_in_headless_chromium() {
+/// Loads `dir/index.html` with the probe in Chromium: no script or console
+/// errors, and every figure of `ids`, in order, drawn at a readable size
+/// with shapes and labels.
+fn check_page(bin: &Path, dir: &Path, ids: &[String]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    let probe = html.replace("</body>", &format!("{PROBE}\n</body>"));
+    let probe_path = tmp.path().join("probe.html");
+    std::fs::write(&probe_path, probe).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let out = chromium(
+        bin,
+        profile.path(),
+        &[
+            "--window-size=1200,3000".into(),
+            "--virtual-time-budget=5000".into(),
+            "--dump-dom".into(),
+            format!("file://{}", probe_path.display()),
+        ],
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chromium failed: {stderr}");
+    let marker = "<pre id=\"resid-probe\">";
+    let start = dom
+        .find(marker)
+        .map(|i| i + marker.len())
+        .unwrap_or_else(|| {
+            panic!(
+                "probe did not run; stderr: {stderr}\nDOM head: {}",
+                &dom[..dom.len().min(500)]
+            )
+        });
+    let end = start + dom[start..].find(" END</pre>").expect("probe end");
+    let probe_out = &dom[start..end];
+    let (figs_part, errs) = probe_out.split_once(" ERRORS ").unwrap();
+    assert!(errs.trim_start().starts_with("0 "), "page errors: {errs}");
+    assert!(!stderr.contains("Uncaught"), "console errors: {stderr}");
+    let seen: Vec<&str> = figs_part
+        .trim_start_matches("FIGS ")
+        .split_whitespace()
+        .collect();
+    assert_eq!(seen.len(), ids.len(), "figures in the DOM: {seen:?}");
+    for (entry, id) in seen.iter().zip(ids) {
+        let f: Vec<&str> = entry.split(':').collect();
+        assert_eq!(f[0], id, "{entry}");
+        assert_eq!(f.len(), 7, "{entry}: no svg");
+        let num = |i: usize| f[i].parse::<i64>().unwrap();
+        assert!(num(1) > 300 && num(2) > 200, "{entry}: drawing too small");
+        assert!(num(3) > 300 && num(4) > 150, "{entry}: shown too small");
+        assert!(num(5) >= 5, "{entry}: too few shapes");
+        assert!(num(6) >= 3, "{entry}: too few labels");
+    }
+}
+
+fn chromium_or_skip() -> Option<PathBuf> {
     let required = std::env::var("RESID_REQUIRE_CHROMIUM").is_ok_and(|v| v == "1");
-    let Some(bin) = find_chromium() else {
+    let bin = find_chromium();
+    if bin.is_none() {
         if required {
             panic!("RESID_REQUIRE_CHROMIUM=1 but no chromium found (apt-get install -y chromium, or set RESID_CHROMIUM)");
         }
-        // Written past the test harness's capture, so the skip is seen.
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
             "SKIPPED: no chromium on PATH (install Debian's `chromium` or set RESID_CHROMIUM); the HTML report was not rendered"
         );
+    }
+    bin
+}
+
+#[test]
+fn bench_codec_report_renders_in_headless_chromium() {
+    use resid_report::rate::{rate_document, RatePoint};
+    let Some(bin) = chromium_or_skip() else {
+        return;
+    };
+    let p = |m: &str, b: f64, e: f64| RatePoint {
+        method: m.into(),
+        setting: format!("{b}"),
+        bits_per_param: b,
+        rel_error: e,
+        weight_cosine: 1.0 - e * e / 2.0,
+        encode_mb_s: 100.0,
+        decode_mb_s: 150.0,
+    };
+    let rows = vec![
+        p("resid lossless", 2.6, 0.0),
+        p("resid lossy", 0.5, 0.03),
+        p("resid lossy", 1.0, 0.012),
+        p("resid lossy", 2.0, 0.003),
+        p("top-k", 0.5, 0.17),
+        p("top-k", 1.0, 0.08),
+        p("BitDelta", 1.0, 0.99),
+    ];
+    let doc = rate_document(&["base: a".into(), "trained: b".into()], &rows).unwrap();
+    let ids: Vec<String> = doc.figures().map(|f| format!("fig-{}", f.id)).collect();
+    assert_eq!(ids, ["fig-rate-distortion"]);
+    let tmp = tempfile::tempdir().unwrap();
+    resid_report::document::write_document(tmp.path(), &doc, Some("[]")).unwrap();
+    check_page(&bin, tmp.path(), &ids);
+}
+
+#[test]
+fn analysis_report_renders_in_headless_chromium() {
+    let Some(bin) = chromium_or_skip() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -123,54 +217,8 @@ fn analysis_report_renders_in_headless_chromium() {
         );
     }
 
-    let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
-    let probe = html.replace("</body>", &format!("{PROBE}\n</body>"));
-    let probe_path = tmp.path().join("probe.html");
-    std::fs::write(&probe_path, probe).unwrap();
+    check_page(&bin, &dir, &ids);
     let profile = tempfile::tempdir().unwrap();
-    let out = chromium(
-        &bin,
-        profile.path(),
-        &[
-            "--window-size=1200,3000".into(),
-            "--virtual-time-budget=5000".into(),
-            "--dump-dom".into(),
-            format!("file://{}", probe_path.display()),
-        ],
-    );
-    let dom = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "chromium failed: {stderr}");
-    let marker = "<pre id=\"resid-probe\">";
-    let start = dom
-        .find(marker)
-        .map(|i| i + marker.len())
-        .unwrap_or_else(|| {
-            panic!(
-                "probe did not run; stderr: {stderr}\nDOM head: {}",
-                &dom[..dom.len().min(500)]
-            )
-        });
-    let end = start + dom[start..].find(" END</pre>").expect("probe end");
-    let probe_out = &dom[start..end];
-    let (figs_part, errs) = probe_out.split_once(" ERRORS ").unwrap();
-    assert!(errs.trim_start().starts_with("0 "), "page errors: {errs}");
-    assert!(!stderr.contains("Uncaught"), "console errors: {stderr}");
-    let seen: Vec<&str> = figs_part
-        .trim_start_matches("FIGS ")
-        .split_whitespace()
-        .collect();
-    assert_eq!(seen.len(), ids.len(), "figures in the DOM: {seen:?}");
-    for (entry, id) in seen.iter().zip(&ids) {
-        let f: Vec<&str> = entry.split(':').collect();
-        assert_eq!(f[0], id, "{entry}");
-        assert_eq!(f.len(), 7, "{entry}: no svg");
-        let num = |i: usize| f[i].parse::<i64>().unwrap();
-        assert!(num(1) > 300 && num(2) > 200, "{entry}: drawing too small");
-        assert!(num(3) > 300 && num(4) > 150, "{entry}: shown too small");
-        assert!(num(5) >= 5, "{entry}: too few shapes");
-        assert!(num(6) >= 3, "{entry}: too few labels");
-    }
 
     // A screenshot of the page itself (no probe) is a non-trivial PNG.
     let png = tmp.path().join("shot.png");
