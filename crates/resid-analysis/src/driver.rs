@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
+use std::sync::{mpsc, Condvar, Mutex};
 
 use rayon::prelude::*;
 use resid_io::{Checkpoint, IoError, Layout, TensorEntry};
@@ -117,11 +117,15 @@ pub fn working_bytes(shape: &[usize]) -> usize {
     floats * 4
 }
 
-type Cell = Arc<OnceLock<f64>>;
-
 /// Null figures, computed once per key and shared by all tensors.
+///
+/// The value is computed with no lock held: a null runs rayon loops, and a
+/// pool thread waiting inside one may pick up another tensor's job that asks
+/// for the same key; blocking it on a lock (or a `OnceLock`) held further up
+/// its own stack would deadlock. Two workers may so compute the same null
+/// at once; it depends only on the key and seed, so either copy is the same.
 struct NullCache<K> {
-    map: Mutex<HashMap<K, Cell>>,
+    map: Mutex<HashMap<K, f64>>,
 }
 
 impl<K: Eq + Hash + Clone> NullCache<K> {
@@ -131,14 +135,16 @@ impl<K: Eq + Hash + Clone> NullCache<K> {
         }
     }
     fn get(&self, k: &K, f: impl FnOnce() -> f64) -> f64 {
-        let cell = self
+        if let Some(&v) = self.map.lock().expect("null cache").get(k) {
+            return v;
+        }
+        let v = f();
+        *self
             .map
             .lock()
             .expect("null cache")
             .entry(k.clone())
-            .or_default()
-            .clone();
-        *cell.get_or_init(f)
+            .or_insert(v)
     }
 }
 

@@ -9,7 +9,7 @@ use resid_analysis::{analyze, kmeans, participation, Options};
 use resid_io::Checkpoint;
 use serde_json::Value;
 
-// 768^2 * 2048 multiply-adds is over the Gram budget of 2^30.
+// 768^2 * 2048 multiply-adds is over the Gram budget of 2^29.
 const BIG: (usize, usize) = (2048, 768);
 const SMALL: (usize, usize) = (64, 192);
 
