@@ -196,25 +196,36 @@ pub fn pack_with_progress(
     let params: u64 = tt.iter().map(|t| t.numel() as u64).sum();
 
     // Non-finite values are refused unless allowed; allowed ones go lossless.
-    let mut nonfinite = vec![false; items.len()];
-    nonfinite.par_iter_mut().enumerate().for_each(|(i, nf)| {
-        let it = &items[i];
+    // Lossy mode must know them before planning, so it scans the whole
+    // model first; lossless mode scans each batch just before coding it,
+    // so the bytes are read from disk once (a 7B pair does not fit the
+    // page cache between two whole passes).
+    let scan = |it: &Item| -> bool {
         let t = &tt[it.ti];
-        *nf = lossless::has_nonfinite(&t.dtype_name, trained.bytes(t))
+        lossless::has_nonfinite(&t.dtype_name, trained.bytes(t))
             || it.bi.is_some_and(|bi| {
                 let b = &base.tensors()[bi];
                 lossless::has_nonfinite(&b.dtype_name, base.bytes(b))
-            });
-        release(base, trained, it);
-    });
-    if let Some(i) = nonfinite.iter().position(|&x| x) {
-        if !opts.allow_nonfinite {
-            let t = &tt[items[i].ti];
-            return Err(CodecError::tensor(
-                trained.file_of(t),
-                &t.name,
-                "holds NaN or Inf values (in trained or base); pass --allow-nonfinite to store them losslessly",
-            ));
+            })
+    };
+    let refuse = |it: &Item| -> CodecError {
+        let t = &tt[it.ti];
+        CodecError::tensor(
+            trained.file_of(t),
+            &t.name,
+            "holds NaN or Inf values (in trained or base); pass --allow-nonfinite to store them losslessly",
+        )
+    };
+    let mut nonfinite = vec![false; items.len()];
+    if lossy_mode {
+        nonfinite.par_iter_mut().enumerate().for_each(|(i, nf)| {
+            *nf = scan(&items[i]);
+            release(base, trained, &items[i]);
+        });
+        if let Some(i) = nonfinite.iter().position(|&x| x) {
+            if !opts.allow_nonfinite {
+                return Err(refuse(&items[i]));
+            }
         }
     }
     let items: Vec<Item> = items
@@ -299,6 +310,12 @@ pub fn pack_with_progress(
         )
     };
     for r in batches(&sizes, opts.batch_bytes) {
+        if !lossy_mode && !opts.allow_nonfinite {
+            // The first bad tensor in file order, whatever the threads.
+            if let Some(i) = r.clone().into_par_iter().find_first(|&i| scan(&items[i])) {
+                return Err(refuse(&items[i]));
+            }
+        }
         let done: Vec<Result<Coded>> = if lossy_mode {
             r.clone().into_par_iter().map(coded).collect()
         } else {
