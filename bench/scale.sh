@@ -67,6 +67,8 @@ EOF
   gb=$(du -cb "$dir"/base/* "$dir"/trained/* | awk 'END{printf "%.2f", $1/1e9}')
   read -r rd rdm <<< "$(measure sh -c "cat '$dir'/base/* '$dir'/trained/* > /dev/null")"
   an=- anm=-
+  # 1-minute load average as analyze starts (the machine may be shared).
+  la=$(cut -d' ' -f1 /proc/loadavg)
   # shellcheck disable=SC2086
   [[ " $SKIP " == *" analyze "* ]] || read -r an anm <<< "$(measure "$RESID" analyze --base "$dir/base" --trained "$dir/trained" --json "$dir/analysis.json" --quiet $EXTRA)"
   # shellcheck disable=SC2086
@@ -85,7 +87,7 @@ EOF
     cmp -s "$f" "$dir/unpacked/$(basename "$f")" || same=no
   done
   rm -rf "$dir/unpacked" "$dir/lossless.resid"
-  ROWS+=("| $shape | $params | $gb | $gen | $rd ($rdm MB) | $an / $anm MB / $(ratio "$an" "$rd")x | $pl / $plm MB / $(ratio "$pl" "$rd")x | $p1 / $p1m MB / $(ratio "$p1" "$rd")x | $un / $unm MB / $(ratio "$un" "$rd")x | $(awk "BEGIN{printf \"%.1f\", $lsz/1e6}") / $(awk "BEGIN{printf \"%.1f\", $b1sz/1e6}") | $same |")
+  ROWS+=("| $shape | $params | $gb | $gen | $rd ($rdm MB) | $an / $anm MB / $(ratio "$an" "$rd")x (load $la) | $pl / $plm MB / $(ratio "$pl" "$rd")x | $p1 / $p1m MB / $(ratio "$p1" "$rd")x | $un / $unm MB / $(ratio "$un" "$rd")x | $(awk "BEGIN{printf \"%.1f\", $lsz/1e6}") / $(awk "BEGIN{printf \"%.1f\", $b1sz/1e6}") | $same |")
   printf '%s\n' "${ROWS[-1]}" >&2
   [ "${KEEP:-0}" = 1 ] || rm -rf "$dir"
 done
