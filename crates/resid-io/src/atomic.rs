@@ -1,6 +1,10 @@
 //! Atomic output: write to a temporary file in the destination's folder,
 //! then rename over the destination. A crash, a full disk or an error leaves
 //! the destination untouched and no half-written file behind.
+//!
+//! A destination that exists and is not a regular file (`/dev/null`, a FIFO,
+//! `/dev/stdout`) is written directly: renaming over it would replace the
+//! device node with a plain file.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -20,6 +24,17 @@ impl AtomicFile {
     /// Starts writing `path`. Fails, naming the path, when its folder does
     /// not exist or is not writable.
     pub fn create(path: &Path) -> Result<Self> {
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| IoError::io(path, e))?;
+            return Ok(AtomicFile {
+                path: path.to_path_buf(),
+                tmp: None,
+                writer: Some(BufWriter::with_capacity(1 << 20, file)),
+            });
+        }
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -79,8 +94,11 @@ impl AtomicFile {
         let file = w
             .into_inner()
             .map_err(|e| IoError::io(&path, e.into_error()))?;
+        // A device or pipe written directly: nothing to sync or rename.
+        let Some(tmp) = self.tmp.take() else {
+            return Ok(());
+        };
         file.sync_all().map_err(|e| IoError::io(&path, e))?;
-        let tmp = self.tmp.take().expect("temp file present until commit");
         tmp.persist(&path)
             .map_err(|e| IoError::io(&path, e.error))?;
         Ok(())
@@ -119,6 +137,15 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         write_atomic(&p, b"whole").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"whole");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_device_is_written_not_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        write_atomic(Path::new("/dev/null"), b"discarded").unwrap();
+        let m = std::fs::metadata("/dev/null").unwrap();
+        assert!(m.file_type().is_char_device(), "/dev/null replaced");
     }
 
     #[test]
