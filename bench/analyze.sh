@@ -7,8 +7,10 @@
 # needs: bench/setup-python.sh run once; writes pairs under bench/out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p resid-cli --no-default-features
-RESID=target/release/resid
+if [ -z "${RESID:-}" ]; then   # RESID=PATH: use a binary already built
+  cargo build --release --quiet -p resid-cli --no-default-features
+  RESID=${CARGO_TARGET_DIR:-target}/release/resid
+fi
 PY=bench/.venv/bin/python
 SHAPES=("${@:-llama-25m llama-250m}")
 [ $# -eq 0 ] && SHAPES=(llama-25m llama-250m)
