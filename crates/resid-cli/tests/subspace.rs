@@ -189,10 +189,19 @@ fn subspace_mode_removes_the_embedding_subspace() {
     assert!((g - 1.0).abs() < 1e-6, "{g}");
     assert!((ratio("model.layers.0.input_layernorm.weight") - 1.0).abs() < 1e-6);
 
-    // The report folder is written and the scratch checkpoint removed.
+    // The report folder is written, with the figures drawn from the
+    // projected tensors, and nothing else beside them.
     assert!(rep.join("index.html").exists());
     assert!(rep.join("report.json").exists());
-    assert!(!rep.join(".subspace-part.safetensors").exists());
+    let html = std::fs::read_to_string(rep.join("index.html")).unwrap();
+    assert!(html.matches("<svg").count() >= 5, "figures missing");
+    for e in std::fs::read_dir(&rep).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            n == "index.html" || n == "report.md" || n == "report.json" || n.starts_with("fig-"),
+            "stray file {n}"
+        );
+    }
 }
 
 #[test]

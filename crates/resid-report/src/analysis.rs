@@ -81,6 +81,49 @@ pub fn collect_figure_data(
     report: &Report,
     opts: &FigureOptions,
 ) -> Result<FigureData, ReportError> {
+    let mut bb = Vec::new();
+    collect_figure_data_from(report, opts, |r, out| {
+        let (Some(be), Some(te)) = (base.get(&r.name), trained.get(&r.name)) else {
+            return Ok(false);
+        };
+        base.read_f32(be, &mut bb)?;
+        trained.read_f32(te, out)?;
+        for (t, b) in out.iter_mut().zip(&bb) {
+            *t -= *b;
+        }
+        Ok(true)
+    })
+}
+
+/// The figures of a subspace-mode report (`resid analyze --subspace-of`):
+/// each tensor of `trained` with span(U) projected out, as the analysis
+/// measured it.
+pub fn collect_subspace_figure_data(
+    trained: &Checkpoint,
+    subspace: &resid_analysis::Subspace,
+    report: &Report,
+    opts: &FigureOptions,
+) -> Result<FigureData, ReportError> {
+    collect_figure_data_from(report, opts, |r, out| {
+        let Some(te) = trained.get(&r.name) else {
+            return Ok(false);
+        };
+        trained.read_f32(te, out)?;
+        // As the driver: a tensor holding NaN/Inf is measured unprojected.
+        if out.iter().all(|v| v.is_finite()) {
+            subspace.project(out, &te.shape);
+        }
+        Ok(true)
+    })
+}
+
+/// The figure pass over any residual source: `residual` fills the
+/// residual of a report tensor and returns false to skip it.
+pub fn collect_figure_data_from(
+    report: &Report,
+    opts: &FigureOptions,
+    mut residual: impl FnMut(&TensorRecord, &mut Vec<f32>) -> Result<bool, ReportError>,
+) -> Result<FigureData, ReportError> {
     let mut hists: BTreeMap<String, StreamingHistogram> = BTreeMap::new();
     let (m, s) = pooled_mean_std(report.tensors.iter());
     hists.insert("all".into(), StreamingHistogram::new(m, s));
@@ -103,15 +146,10 @@ pub fn collect_figure_data(
         })
         .map(|r| r.name.clone());
     let mut out = FigureData::default();
-    let (mut bb, mut tb) = (Vec::new(), Vec::new());
+    let mut tb = Vec::new();
     for r in &report.tensors {
-        let (Some(be), Some(te)) = (base.get(&r.name), trained.get(&r.name)) else {
+        if !residual(r, &mut tb)? {
             continue;
-        };
-        base.read_f32(be, &mut bb)?;
-        trained.read_f32(te, &mut tb)?;
-        for (t, b) in tb.iter_mut().zip(&bb) {
-            *t -= *b;
         }
         let resid = &tb[..];
         hists.get_mut("all").expect("all").add(resid);

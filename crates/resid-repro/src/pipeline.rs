@@ -329,11 +329,42 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
                 .map_err(|e| ReproError::at(&step, e))?;
             let rep = resid::analysis::analyze_subspace(&trained, &sub, &o, &|_| {})
                 .map_err(|e| ReproError::at(&step, e))?;
-            resid::report::analysis::write_analysis_report(&out.join(&step), &rep, None)
+            let figs = resid::report::analysis::collect_subspace_figure_data(
+                &trained,
+                &sub,
+                &rep,
+                &resid::report::analysis::FigureOptions {
+                    seed: opts.seed,
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| ReproError::at(&step, e))?;
+            resid::report::analysis::write_analysis_report(&out.join(&step), &rep, Some(&figs))
                 .map_err(|e| ReproError::at(&step, e))?;
             serde_json::to_value(&rep).map_err(|e| ReproError::at(&step, e))
         })?;
         analysis.insert("csb-subspace".to_string(), v);
+    }
+
+    // Start and trained losses on the scored slice, once per run: the codec
+    // rows and the needle test both divide by them.
+    let mut ends: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for r in &runs {
+        let step = format!("ends-{}", r.name);
+        let (v, _) = cached(out, &step, || {
+            let score = |dir: &Path| {
+                eval(
+                    &cfg,
+                    &load(dir, &cfg, &step)?,
+                    &heldout_tokens,
+                    bytes_per_token,
+                    opts.eval_tokens,
+                    &step,
+                )
+            };
+            Ok((score(&r.dir.join("step-0"))?, score(&r.dir)?))
+        })?;
+        ends.insert(r.name.clone(), v);
     }
 
     // Residual files: lossless and at each rate; base + file scored.
@@ -354,22 +385,7 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
             let start = open(r.dir.join("step-0").join("model.safetensors"))?;
             let trained = open(r.dir.join("model.safetensors"))?;
             // Scored on the same held-out slice as every variant.
-            let l0 = eval(
-                &cfg,
-                &load(&r.dir.join("step-0"), &cfg, &step)?,
-                &heldout_tokens,
-                bytes_per_token,
-                opts.eval_tokens,
-                &step,
-            )?;
-            let l1 = eval(
-                &cfg,
-                &load(&r.dir, &cfg, &step)?,
-                &heldout_tokens,
-                bytes_per_token,
-                opts.eval_tokens,
-                &step,
-            )?;
+            let (l0, l1) = ends[&r.name];
             let mut modes = vec![(String::from("lossless"), Mode::Lossless, None)];
             for &b in &opts.rates {
                 modes.push((format!("{b} bits/param"), Mode::BitsPerParam(b), Some(b)));
@@ -438,7 +454,7 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
                     &step,
                 )
             };
-            let (l0, l1) = (eval(&start)?, eval(&trained)?);
+            let (l0, l1) = ends[&r.name];
             let mut rows = Vec::new();
             for &p in &opts.needle_fracs {
                 let (top, _) = needle::top_fraction(&start, &trained, p);

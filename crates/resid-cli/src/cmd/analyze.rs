@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use resid::analysis::{analyze, analyze_subspace, Margins, Options, ProjSide, Subspace};
+use resid::analysis::{analyze, analyze_subspace, Margins, Options, Subspace};
 use resid::io::atomic::AtomicFile;
 use resid::io::{Checkpoint, Layout};
 
@@ -52,11 +52,8 @@ pub struct Args {
     pub layout: Option<PathBuf>,
     /// Fail on the first tensor holding NaN/Inf. By default such tensors are
     /// measured over their finite entries, counted per tensor and warned about.
-    #[arg(long, conflicts_with = "allow_nonfinite")]
+    #[arg(long)]
     pub deny_nonfinite: bool,
-    /// Accepted for symmetry with `pack`: carrying on past NaN/Inf is the default.
-    #[arg(long, hide = true)]
-    pub allow_nonfinite: bool,
     /// Sparse: pooled kurtosis must exceed this.
     #[arg(long, default_value_t = Margins::default().sparse_kurtosis)]
     pub sparse_kurtosis: f64,
@@ -166,21 +163,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (Some(b), _) => {
                 resid::report::analysis::collect_figure_data(b, &trained, &report, &fig_opts)
             }
-            (None, Some(s)) => {
-                // The figures read "base" and "trained": give them a base
-                // holding the projected-out part, so trained - base is the
-                // analysed remainder. Written one tensor at a time, then removed.
-                let tmp = dir.join(".subspace-part.safetensors");
-                write_subspace_part(&tmp, &trained, s)
-                    .with_context(|| format!("writing {}", tmp.display()))?;
-                let part = Checkpoint::open(&tmp)?;
-                let figs = resid::report::analysis::collect_figure_data(
-                    &part, &trained, &report, &fig_opts,
-                );
-                drop(part);
-                let _ = std::fs::remove_file(&tmp);
-                figs
-            }
+            (None, Some(s)) => resid::report::analysis::collect_subspace_figure_data(
+                &trained, s, &report, &fig_opts,
+            ),
             (None, None) => unreachable!("clap requires --base or --subspace-of"),
         }
         .with_context(|| format!("report figures for {}", dir.display()))?;
@@ -199,46 +184,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("wrote {}", args.json.as_ref().expect("json path").display());
         }
     }
-    Ok(())
-}
-
-/// Writes, for every float tensor of `trained`, the part the subspace
-/// projection removes (`W - P(W)`, zero where nothing is projected) as f32.
-fn write_subspace_part(
-    path: &std::path::Path,
-    trained: &Checkpoint,
-    s: &Subspace,
-) -> anyhow::Result<()> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).with_context(|| format!("{}", d.display()))?;
-    }
-    let floats: Vec<_> = trained
-        .tensors()
-        .iter()
-        .filter(|t| t.dtype.is_some())
-        .collect();
-    let specs = floats
-        .iter()
-        .map(|t| resid::io::write::TensorSpec {
-            name: t.name.clone(),
-            dtype_name: "F32".into(),
-            shape: t.shape.clone(),
-        })
-        .collect();
-    let mut w = resid::io::write::SafetensorsWriter::create(path, specs, &Default::default())?;
-    let (mut x, mut y) = (Vec::new(), Vec::new());
-    for t in floats {
-        trained.read_f32(t, &mut x)?;
-        y.clear();
-        y.extend_from_slice(&x);
-        if s.project(&mut y, &t.shape) == ProjSide::None || y.iter().any(|v| !v.is_finite()) {
-            x.iter_mut().for_each(|v| *v = 0.0);
-        } else {
-            x.iter_mut().zip(&y).for_each(|(a, b)| *a -= *b);
-        }
-        let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-        w.write_tensor(&t.name, &bytes)?;
-    }
-    w.finish()?;
     Ok(())
 }
