@@ -17,7 +17,6 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 
-use rayon::prelude::*;
 use resid_io::{Checkpoint, IoError, Layout, TensorEntry};
 
 use crate::aggregate::{
@@ -30,7 +29,8 @@ use crate::lowfreq;
 use crate::moments::{count_nonfinite, Moments};
 use crate::null::{self, hash_str, mix};
 use crate::participation;
-use crate::sparsity::sparsity;
+use crate::residual;
+use crate::scan::Scan;
 use crate::subspace::{ProjSide, Subspace};
 use crate::timings;
 use crate::verdict::Margins;
@@ -246,83 +246,85 @@ fn measure(
     w: &mut Worker,
 ) -> Result<(TensorRecord, Option<Vec<f32>>), AnalysisError> {
     let base = base.zip(job.base);
-    timings::time(0, || -> Result<(), AnalysisError> {
+    let formed = timings::time(0, || -> Result<Moments, AnalysisError> {
+        let m = residual::form(base, (trained, job.trained), &mut w.a)?;
         if let Some((bc, be)) = base {
-            bc.read_f32(be, &mut w.b)?;
             bc.release(be);
         }
-        trained.read_f32(job.trained, &mut w.a)?;
         trained.release(job.trained);
-        Ok(())
+        Ok(m)
     })?;
     let name = &job.trained.name;
     let mut notes: Vec<String> = Vec::new();
     let mut trained_finite = true;
-    let inputs =
-        base.map(|(bc, be)| (bc, be, &w.b))
-            .into_iter()
-            .chain([(trained, job.trained, &w.a)]);
-    for (ck, e, buf) in inputs {
-        let (nan, inf) = count_nonfinite(buf);
-        if std::ptr::eq(e, job.trained) {
-            trained_finite = nan + inf == 0;
-        }
-        if nan + inf > 0 {
-            if !opts.allow_nonfinite {
-                return Err(AnalysisError::NonFinite {
-                    path: ck.file_of(e).display().to_string(),
-                    tensor: name.clone(),
-                    nan,
-                    inf,
-                });
+    if formed.n < w.a.len() as u64 {
+        // Rare: R holds NaN/Inf. Decode each side again to say which input
+        // holds them (or that finite inputs overflowed in the subtraction).
+        let inputs = base.into_iter().chain([(trained, job.trained)]);
+        for (ck, e) in inputs {
+            ck.read_f32(e, &mut w.b)?;
+            ck.release(e);
+            let (nan, inf) = count_nonfinite(&w.b);
+            if std::ptr::eq(e, job.trained) {
+                trained_finite = nan + inf == 0;
             }
-            notes.push(format!(
-                "{} has {nan} NaN and {inf} Inf",
-                ck.file_of(e).display()
-            ));
+            if nan + inf > 0 {
+                if !opts.allow_nonfinite {
+                    return Err(AnalysisError::NonFinite {
+                        path: ck.file_of(e).display().to_string(),
+                        tensor: name.clone(),
+                        nan,
+                        inf,
+                    });
+                }
+                notes.push(format!(
+                    "{} has {nan} NaN and {inf} Inf",
+                    ck.file_of(e).display()
+                ));
+            }
         }
     }
-    let (a, b) = (&mut w.a, &mut w.b);
-    if base.is_some() {
-        a.par_chunks_mut(1 << 16)
-            .zip(b.par_chunks(1 << 16))
-            .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, y)| *x -= *y));
-    }
+    let a = &mut w.a;
+    let b = &mut w.b;
+    let mut projected = false;
     if let Some(s) = subspace.filter(|_| job.side != ProjSide::None) {
         if trained_finite {
             s.project(a, &job.trained.shape);
+            projected = true;
         } else {
             // A NaN would spread along every row or column it touches.
             notes.push("not projected: the tensor holds NaN/Inf".into());
         }
     }
     let x: &[f32] = a;
-    let (nan, inf) = count_nonfinite(x);
+    let (nan, inf) = if formed.n == x.len() as u64 && !projected {
+        (0, 0)
+    } else {
+        count_nonfinite(x)
+    };
     if nan + inf > 0 {
         notes.push(format!(
             "residual has {nan} NaN and {inf} Inf entries; measured over the {} finite ones, matrix measures skipped",
             x.len() as u64 - nan - inf
         ));
     }
-    let (m, entropy_bits, entropy_step_bits, entropy_null_bits) = timings::time(1, || {
-        let m = Moments::of(x);
-        let (mean, std) = (m.mean, m.std());
-        let entropy_bits = if m.n > 0 {
-            entropy::study_entropy(x, m.min, m.max)
-        } else {
-            f64::NAN
-        };
-        let entropy_step_bits = entropy::step_entropy(x, mean, std);
-        let entropy_null_bits = if m.n > 0 {
-            nulls.entropy(m.n)
-        } else {
-            f64::NAN
-        };
-        (m, entropy_bits, entropy_step_bits, entropy_null_bits)
-    });
+    let m = if projected { Moments::of(x) } else { formed };
     let (mean, std) = (m.mean, m.std());
+    let (entropy_bits, entropy_step_bits, sp) = timings::time(1, || {
+        let scan = Scan::of(x, &m);
+        let study = if m.n > 0 {
+            scan.study_entropy()
+        } else {
+            f64::NAN
+        };
+        (study, scan.step_entropy(std), scan.sparsity(x, b))
+    });
+    let entropy_null_bits = if m.n > 0 {
+        timings::time(2, || nulls.entropy(m.n))
+    } else {
+        f64::NAN
+    };
     let tseed = mix(opts.seed, hash_str(name));
-    let sp = timings::time(2, || sparsity(x, mean, std, b));
     let sample = timings::time(8, || {
         want_sample.then(|| interlayer::take_sample(x, opts.seed))
     });
@@ -585,81 +587,98 @@ fn run(
     let mut records = Vec::with_capacity(jobs.len());
     let mut tracker = tracker;
     let mut first_err: Option<AnalysisError> = None;
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(jobs.len()) {
-            let tx = tx.clone();
-            let (jobs, state, cv, abort, pool, nulls, wants) =
-                (&jobs, &state, &cv, &abort, &pool, &nulls, &wants);
-            s.spawn(move || {
-                let mut w = Worker {
-                    a: Vec::new(),
-                    b: Vec::new(),
-                };
-                loop {
-                    let i = {
-                        let mut st = state.lock().expect("state");
-                        loop {
-                            if abort.load(Ordering::Relaxed) || st.0 >= jobs.len() {
-                                return;
-                            }
-                            let c = jobs[st.0].cost;
-                            if st.1 == 0 || st.1 + c <= budget {
-                                st.1 += c;
-                                st.0 += 1;
-                                break st.0 - 1;
-                            }
-                            st = cv.wait(st).expect("state");
-                        }
+    let ahead: Vec<resid_io::Ahead> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(pos, j)| {
+            let b = base
+                .zip(j.base)
+                .map(|(ck, tensor)| resid_io::Ahead { pos, ck, tensor });
+            b.into_iter().chain([resid_io::Ahead {
+                pos,
+                ck: trained,
+                tensor: j.trained,
+            }])
+        })
+        .collect();
+    resid_io::with_readahead(&ahead, resid_io::readahead::DEFAULT_AHEAD, |ra| {
+        std::thread::scope(|s| {
+            for _ in 0..threads.min(jobs.len()) {
+                let tx = tx.clone();
+                let (jobs, state, cv, abort, pool, nulls, wants) =
+                    (&jobs, &state, &cv, &abort, &pool, &nulls, &wants);
+                s.spawn(move || {
+                    let mut w = Worker {
+                        a: Vec::new(),
+                        b: Vec::new(),
                     };
-                    let r = pool.install(|| {
-                        measure(
-                            &jobs[i], base, trained, subspace, opts, nulls, wants[i], &mut w,
-                        )
-                    });
-                    if jobs[i].trained.numel() > (1 << 20) {
-                        w = Worker {
-                            a: Vec::new(),
-                            b: Vec::new(),
+                    loop {
+                        let i = {
+                            let mut st = state.lock().expect("state");
+                            loop {
+                                if abort.load(Ordering::Relaxed) || st.0 >= jobs.len() {
+                                    return;
+                                }
+                                let c = jobs[st.0].cost;
+                                if st.1 == 0 || st.1 + c <= budget {
+                                    st.1 += c;
+                                    st.0 += 1;
+                                    ra.reached(st.0 - 1);
+                                    break st.0 - 1;
+                                }
+                                st = cv.wait(st).expect("state");
+                            }
                         };
+                        let r = pool.install(|| {
+                            measure(
+                                &jobs[i], base, trained, subspace, opts, nulls, wants[i], &mut w,
+                            )
+                        });
+                        if jobs[i].trained.numel() > (1 << 20) {
+                            w = Worker {
+                                a: Vec::new(),
+                                b: Vec::new(),
+                            };
+                        }
+                        state.lock().expect("state").1 -= jobs[i].cost;
+                        cv.notify_all();
+                        if r.is_err() {
+                            abort.store(true, Ordering::Relaxed);
+                        }
+                        if tx.send((i, r)).is_err() {
+                            return;
+                        }
                     }
-                    state.lock().expect("state").1 -= jobs[i].cost;
-                    cv.notify_all();
-                    if r.is_err() {
+                });
+            }
+            drop(tx);
+            let mut done = 0;
+            let mut bytes_done = 0u64;
+            for (i, r) in rx {
+                match r {
+                    Ok((rec, sample)) => {
+                        if let (Some(s), Some(k), Some(l)) = (sample, &jobs[i].key, jobs[i].layer) {
+                            timings::time(8, || tracker.add(k, l, s));
+                        }
+                        done += 1;
+                        bytes_done += jobs[i].trained.numel() as u64 * 4;
+                        progress(&Progress {
+                            done,
+                            total: jobs.len(),
+                            name: &rec.name,
+                            bytes_done,
+                            bytes_total,
+                        });
+                        records.push(rec);
+                    }
+                    Err(e) => {
                         abort.store(true, Ordering::Relaxed);
+                        cv.notify_all();
+                        first_err.get_or_insert(e);
                     }
-                    if tx.send((i, r)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let mut done = 0;
-        let mut bytes_done = 0u64;
-        for (i, r) in rx {
-            match r {
-                Ok((rec, sample)) => {
-                    if let (Some(s), Some(k), Some(l)) = (sample, &jobs[i].key, jobs[i].layer) {
-                        timings::time(8, || tracker.add(k, l, s));
-                    }
-                    done += 1;
-                    bytes_done += jobs[i].trained.numel() as u64 * 4;
-                    progress(&Progress {
-                        done,
-                        total: jobs.len(),
-                        name: &rec.name,
-                        bytes_done,
-                        bytes_total,
-                    });
-                    records.push(rec);
-                }
-                Err(e) => {
-                    abort.store(true, Ordering::Relaxed);
-                    cv.notify_all();
-                    first_err.get_or_insert(e);
                 }
             }
-        }
+        });
     });
     if let Some(e) = first_err {
         return Err(e);

@@ -13,6 +13,8 @@ pub mod lowfreq;
 pub mod moments;
 pub mod null;
 pub mod participation;
+pub mod residual;
+pub mod scan;
 pub mod sparsity;
 pub mod subspace;
 pub mod timings;

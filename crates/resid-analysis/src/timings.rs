@@ -8,9 +8,9 @@ use std::time::Instant;
 
 /// The phases timed, in the order printed.
 pub const PHASES: [&str; 9] = [
-    "read+convert",
-    "moments+entropy",
-    "sparsity",
+    "read, R and moments",
+    "entropy+sparsity scan",
+    "entropy gaussian null",
     "gram/pr",
     "lowfreq",
     "kmeans residual",

@@ -191,6 +191,19 @@ impl Checkpoint {
         }
     }
 
+    /// Asks the kernel to start reading `len` bytes of a tensor from `offset`
+    /// into the page cache (`MADV_WILLNEED`; returns before the read ends).
+    pub fn will_need(&self, t: &TensorEntry, offset: usize, len: usize) {
+        #[cfg(unix)]
+        if let Some(m) = &self.shards[t.shard].map {
+            let start = t.start + offset;
+            let len = len.min(t.end.saturating_sub(start));
+            if len > 0 {
+                let _ = m.advise_range(memmap2::Advice::WillNeed, start, len);
+            }
+        }
+    }
+
     /// Hints the kernel that a tensor will be read once, front to back.
     pub fn advise_sequential(&self) {
         #[cfg(unix)]

@@ -48,38 +48,35 @@ impl Dtype {
         let n = bytes.len() / self.size();
         out.clear();
         out.resize(n, 0.0);
+        self.decode_into(&bytes[..n * self.size()], out);
+    }
+
+    /// Decodes `out.len()` elements from the front of `bytes` into `out`
+    /// (no allocation when `bytes` is aligned for the dtype), so callers can
+    /// convert a tensor chunk by chunk while each chunk is in cache.
+    pub fn decode_into(self, bytes: &[u8], out: &mut [f32]) {
+        let n = out.len();
+        let bytes = &bytes[..n * self.size()];
         match self {
             Dtype::F32 => {
-                bytemuck::cast_slice_mut::<f32, u8>(out).copy_from_slice(&bytes[..n * 4]);
+                bytemuck::cast_slice_mut::<f32, u8>(out).copy_from_slice(bytes);
             }
-            Dtype::F16 => {
-                let src: Vec<half::f16>;
-                let s: &[half::f16] = match bytemuck::try_cast_slice(bytes) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        src = bytes
-                            .chunks_exact(2)
-                            .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
-                            .collect();
-                        &src
+            Dtype::F16 => match bytemuck::try_cast_slice::<u8, half::f16>(bytes) {
+                Ok(s) => half::slice::HalfFloatSliceExt::convert_to_f32_slice(s, out),
+                Err(_) => {
+                    for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                        *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
                     }
-                };
-                half::slice::HalfFloatSliceExt::convert_to_f32_slice(s, out);
-            }
-            Dtype::BF16 => {
-                let src: Vec<half::bf16>;
-                let s: &[half::bf16] = match bytemuck::try_cast_slice(bytes) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        src = bytes
-                            .chunks_exact(2)
-                            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]))
-                            .collect();
-                        &src
+                }
+            },
+            Dtype::BF16 => match bytemuck::try_cast_slice::<u8, half::bf16>(bytes) {
+                Ok(s) => half::slice::HalfFloatSliceExt::convert_to_f32_slice(s, out),
+                Err(_) => {
+                    for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                        *o = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
                     }
-                };
-                half::slice::HalfFloatSliceExt::convert_to_f32_slice(s, out);
-            }
+                }
+            },
             Dtype::F64 => {
                 for (o, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
                     *o = f64::from_le_bytes(c.try_into().unwrap()) as f32;
@@ -135,6 +132,12 @@ mod tests {
             let mut back = Vec::new();
             d.to_f32(&b, &mut back);
             assert_eq!(back, v, "{d}");
+            // Chunked decoding from an unaligned slice gives the same values.
+            let mut shifted = vec![0u8];
+            shifted.extend_from_slice(&b);
+            let mut part = vec![0.0f32; 3];
+            d.decode_into(&shifted[1 + d.size()..], &mut part);
+            assert_eq!(part, v[1..4], "{d} unaligned");
         }
     }
 }

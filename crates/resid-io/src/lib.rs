@@ -10,6 +10,7 @@ pub mod error;
 pub mod header;
 pub mod layout;
 pub mod pairing;
+pub mod readahead;
 pub mod synth;
 pub mod write;
 
@@ -18,3 +19,4 @@ pub use dtype::Dtype;
 pub use error::{IoError, Result};
 pub use layout::{Component, Layout, TensorMeta};
 pub use pairing::{pair, Pairing};
+pub use readahead::{with_readahead, Ahead, ReadAhead};

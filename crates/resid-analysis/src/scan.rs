@@ -1,0 +1,132 @@
+//! The one pass over R that follows its moments: both entropy histograms,
+//! the count beyond 3 std and the |r| buckets sparsity reads, gathered
+//! together so a large tensor is walked once here instead of four times.
+
+use rayon::prelude::*;
+
+use crate::entropy::{self, STUDY_BINS};
+use crate::moments::Moments;
+use crate::sparsity::{self, Magnitudes, Sparsity};
+
+/// What the pass gathers.
+pub struct Scan {
+    study: Vec<u64>,
+    step: Vec<u64>,
+    above: u64,
+    mags: Magnitudes,
+}
+
+/// A histogram's range as the per-element loop uses it.
+#[derive(Clone, Copy)]
+struct Bins {
+    lo: f64,
+    scale: f64,
+    last: f64,
+}
+
+impl Bins {
+    fn new(lo: f64, hi: f64, bins: usize) -> Bins {
+        let w = hi - lo;
+        Bins {
+            lo,
+            scale: if w > 0.0 { bins as f64 / w } else { 0.0 },
+            last: bins as f64 - 1.0,
+        }
+    }
+
+    /// The same binning as [`entropy::add_chunk`].
+    #[inline]
+    fn bin(self, v: f64) -> usize {
+        ((v - self.lo) * self.scale).clamp(0.0, self.last) as usize
+    }
+}
+
+impl Scan {
+    /// Scans the finite entries of `x`, whose moments are `m`.
+    pub fn of(x: &[f32], m: &Moments) -> Scan {
+        let (mean, std) = (m.mean, m.std());
+        let study = Bins::new(m.min, m.max, STUDY_BINS);
+        let (slo, shi, sbins) = entropy::step_bins(mean, std);
+        let step = Bins::new(slo, shi, sbins);
+        let thr = 3.0 * std;
+        // A few contiguous parts, one |r| table each (a table is ~1 MB).
+        let parts = (x.len() / (1 << 18)).clamp(1, 2 * rayon::current_num_threads());
+        let len = x.len().div_ceil(parts).max(1);
+        x.par_chunks(len)
+            .map(|part| {
+                let mut s = Scan {
+                    study: vec![0; STUDY_BINS],
+                    step: vec![0; sbins],
+                    above: 0,
+                    mags: Magnitudes::new(),
+                };
+                for &v in part {
+                    if !v.is_finite() {
+                        continue;
+                    }
+                    let d = v as f64;
+                    s.study[study.bin(d)] += 1;
+                    s.step[step.bin(d)] += 1;
+                    s.above += ((d - mean).abs() > thr) as u64;
+                    s.mags.add(v.abs());
+                }
+                s
+            })
+            .reduce_with(|mut a, b| {
+                a.study.iter_mut().zip(&b.study).for_each(|(x, y)| *x += y);
+                a.step.iter_mut().zip(&b.step).for_each(|(x, y)| *x += y);
+                a.above += b.above;
+                a.mags.merge(&b.mags);
+                a
+            })
+            .unwrap_or_else(|| Scan {
+                study: vec![0; STUDY_BINS],
+                step: vec![0; sbins],
+                above: 0,
+                mags: Magnitudes::new(),
+            })
+    }
+
+    /// Study-compatible entropy (100 bins over [min, max]), bits.
+    pub fn study_entropy(&self) -> f64 {
+        entropy::entropy_bits(&self.study)
+    }
+
+    /// Scale-free entropy (bins of std/16), bits; 0 when std is 0.
+    pub fn step_entropy(&self, std: f64) -> f64 {
+        if std == 0.0 {
+            0.0
+        } else {
+            entropy::entropy_bits(&self.step)
+        }
+    }
+
+    /// Sparsity figures (reads `x` again only for the top-k buckets).
+    pub fn sparsity(&self, x: &[f32], scratch: &mut Vec<f32>) -> Sparsity {
+        sparsity::from_magnitudes(x, &self.mags, self.above, scratch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agrees_with_the_separate_measures() {
+        let mut x = crate::null::gaussian_vec(700_001, 0.5, 4);
+        x[10] = f32::NAN;
+        x[11] = 40.0;
+        let m = Moments::of(&x);
+        let s = Scan::of(&x, &m);
+        assert_eq!(s.study_entropy(), entropy::study_entropy(&x, m.min, m.max));
+        assert_eq!(
+            s.step_entropy(m.std()),
+            entropy::step_entropy(&x, m.mean, m.std())
+        );
+        let mut scratch = Vec::new();
+        assert_eq!(
+            s.sparsity(&x, &mut scratch),
+            sparsity::sparsity(&x, m.mean, m.std(), &mut scratch)
+        );
+    }
+}
