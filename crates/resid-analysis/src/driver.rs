@@ -634,7 +634,10 @@ fn run(
                                 &jobs[i], base, trained, subspace, opts, nulls, wants[i], &mut w,
                             )
                         });
-                        if jobs[i].trained.numel() > (1 << 20) {
+                        // Buffers are reused (fresh pages cost a zeroing
+                        // fault each), except after a tensor large enough
+                        // that holding its buffer would crowd the budget.
+                        if w.a.capacity() > (1 << 26) || w.b.capacity() > (1 << 26) {
                             w = Worker {
                                 a: Vec::new(),
                                 b: Vec::new(),

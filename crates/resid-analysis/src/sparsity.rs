@@ -65,12 +65,20 @@ fn unit(key: usize) -> f64 {
     2f64.powi(e.max(1) - 150)
 }
 
+/// One bucket's count and exact mantissa sums, kept together so an entry
+/// touches one cache line.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
+struct Bucket {
+    count: u64,
+    msum: u64,
+    msq: u128,
+}
+
 /// Counts and exact mantissa sums of |r| by bucket.
 #[derive(Clone)]
 pub struct Magnitudes {
-    count: Vec<u64>,
-    msum: Vec<u64>,
-    msq: Vec<u128>,
+    b: Vec<Bucket>,
 }
 
 impl Default for Magnitudes {
@@ -82,48 +90,66 @@ impl Default for Magnitudes {
 impl Magnitudes {
     pub fn new() -> Magnitudes {
         Magnitudes {
-            count: vec![0; BUCKETS],
-            msum: vec![0; BUCKETS],
-            msq: vec![0; BUCKETS],
+            b: vec![Bucket::default(); BUCKETS],
         }
     }
 
-    /// Adds a finite value.
+    /// Adds a finite, non-negative value.
     #[inline]
     pub fn add(&mut self, v: f32) {
-        let k = key(v);
         let m = mantissa(v);
-        self.count[k] += 1;
-        self.msum[k] += m;
-        self.msq[k] += (m * m) as u128;
+        let b = &mut self.b[key(v)];
+        b.count += 1;
+        b.msum += m;
+        b.msq += (m * m) as u128;
+    }
+
+    /// Adds `n` zeros (they land in bucket 0 with nothing to sum).
+    pub fn add_zeros(&mut self, n: u64) {
+        self.b[0].count += n;
     }
 
     /// Adds another histogram (exact, so the order of merges does not matter).
     pub fn merge(&mut self, o: &Magnitudes) {
-        for k in 0..BUCKETS {
-            self.count[k] += o.count[k];
-            self.msum[k] += o.msum[k];
-            self.msq[k] += o.msq[k];
+        for (a, b) in self.b.iter_mut().zip(&o.b) {
+            a.count += b.count;
+            a.msum += b.msum;
+            a.msq += b.msq;
         }
     }
 
+    fn count(&self, k: usize) -> u64 {
+        self.b[k].count
+    }
+
+    fn total(&self) -> u64 {
+        self.b.iter().map(|b| b.count).sum()
+    }
+
     fn sum(&self, k: usize) -> f64 {
-        self.msum[k] as f64 * unit(k)
+        self.b[k].msum as f64 * unit(k)
     }
 
     fn sumsq(&self, k: usize) -> f64 {
         let u = unit(k);
-        self.msq[k] as f64 * u * u
+        self.b[k].msq as f64 * u * u
+    }
+
+    /// Whether every value in bucket k is the same (exact, from integers).
+    fn equal(&self, k: usize) -> bool {
+        let b = &self.b[k];
+        b.count as u128 * b.msq == (b.msum as u128).pow(2)
     }
 
     /// Standard deviation of the values in bucket k, from exact integers.
     fn sd(&self, k: usize) -> f64 {
-        let n = self.count[k] as u128;
+        let b = &self.b[k];
+        let n = b.count as u128;
         if n < 2 {
             return 0.0;
         }
-        let s = self.msum[k] as u128;
-        let var_n2 = (n * self.msq[k]).saturating_sub(s * s);
+        let s = b.msum as u128;
+        let var_n2 = (n * b.msq).saturating_sub(s * s);
         (var_n2 as f64).sqrt() / n as f64 * unit(k)
     }
 }
@@ -149,14 +175,14 @@ pub fn from_magnitudes(
     above: u64,
     scratch: &mut Vec<f32>,
 ) -> Sparsity {
-    let n: u64 = mags.count.iter().sum();
+    let n: u64 = mags.total();
     if n == 0 {
         return Sparsity::default();
     }
     let nf = n as f64;
     let (mut l1, mut l2sq) = (0.0f64, 0.0f64);
     for k in 0..BUCKETS {
-        if mags.count[k] > 0 {
+        if mags.count(k) > 0 {
             l1 += mags.sum(k);
             l2sq += mags.sumsq(k);
         }
@@ -174,7 +200,7 @@ pub fn from_magnitudes(
         let mut before = 0.0f64;
         let mut rank_sum = 0.0f64;
         for k in 0..BUCKETS {
-            let c = mags.count[k];
+            let c = mags.count(k);
             if c == 0 {
                 continue;
             }
@@ -198,37 +224,67 @@ pub fn from_magnitudes(
 
 /// Exact `sum r^2` of the largest `ceil(n share)` |r| for each share: whole
 /// buckets above the k-th largest, plus the top of the bucket holding it.
+/// A bucket of equal values (zeros, say) is counted, not gathered; the
+/// others are gathered from `x` in one pass for all shares.
 fn top_energies(x: &[f32], mags: &Magnitudes, shares: &[f64], scratch: &mut Vec<f32>) -> Vec<f64> {
-    let n: u64 = mags.count.iter().sum();
-    shares
+    let n: u64 = mags.total();
+    // (energy of whole buckets above, boundary bucket, values needed from it)
+    let cuts: Vec<(f64, usize, usize)> = shares
         .iter()
         .map(|&share| {
             let k = ((n as f64 * share).ceil() as u64).clamp(1, n);
             let mut above = 0u64;
             let mut e = 0.0f64;
             for b in (0..BUCKETS).rev() {
-                let c = mags.count[b];
+                let c = mags.count(b);
                 if above + c < k {
                     above += c;
                     e += mags.sumsq(b);
-                    continue;
+                } else if c > 0 {
+                    return (e, b, (k - above) as usize);
                 }
-                // The k-th largest is in bucket b: take its top (k - above).
-                let need = (k - above) as usize;
-                if need as u64 == c {
-                    return e + mags.sumsq(b);
-                }
-                scratch.clear();
-                scratch.extend(
-                    x.iter()
-                        .filter(|v| v.is_finite() && key(v.abs()) == b)
-                        .map(|v| v.abs()),
-                );
-                scratch.select_nth_unstable_by(need - 1, |a, b| b.total_cmp(a));
-                let part: f64 = scratch[..need].iter().map(|&v| (v as f64).powi(2)).sum();
-                return e + part;
             }
-            e
+            (e, 0, 0)
+        })
+        .collect();
+    let mut gather: Vec<usize> = cuts
+        .iter()
+        .filter(|&&(_, b, need)| need > 0 && need < mags.count(b) as usize && !mags.equal(b))
+        .map(|c| c.1)
+        .collect();
+    gather.sort_unstable();
+    gather.dedup();
+    let mut found: Vec<(usize, Vec<f32>)> = Vec::new();
+    if !gather.is_empty() {
+        scratch.clear();
+        let (g0, g1) = (gather[0], gather[gather.len() - 1]);
+        scratch.extend(x.iter().map(|v| v.abs()).filter(|v| {
+            let k = key(*v);
+            (k == g0 || k == g1) && v.is_finite()
+        }));
+        for &b in &gather {
+            let mut vals: Vec<f32> = scratch.iter().copied().filter(|&v| key(v) == b).collect();
+            vals.sort_unstable_by(|p, q| q.total_cmp(p));
+            found.push((b, vals));
+        }
+    }
+    cuts.iter()
+        .map(|&(e, b, need)| {
+            let c = mags.count(b) as usize;
+            if need == 0 {
+                e
+            } else if need == c {
+                e + mags.sumsq(b)
+            } else if mags.equal(b) {
+                let v = mags.sum(b) / c as f64;
+                e + need as f64 * v * v
+            } else {
+                let vals = &found.iter().find(|f| f.0 == b).expect("gathered").1;
+                e + vals[..need]
+                    .iter()
+                    .map(|&v| (v as f64).powi(2))
+                    .sum::<f64>()
+            }
         })
         .collect()
 }
