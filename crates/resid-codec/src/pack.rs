@@ -132,6 +132,19 @@ fn release(base: &Checkpoint, trained: &Checkpoint, it: &Item) {
     }
 }
 
+/// Asks the kernel to start reading these items' bytes on both sides
+/// (`MADV_WILLNEED`); called on its own thread, as it can block on the disk.
+fn read_ahead(base: &Checkpoint, trained: &Checkpoint, items: &[Item]) {
+    for it in items {
+        let t = &trained.tensors()[it.ti];
+        trained.will_need(t, 0, t.nbytes());
+        if let Some(bi) = it.bi {
+            let b = &base.tensors()[bi];
+            base.will_need(b, 0, b.nbytes());
+        }
+    }
+}
+
 fn tensor_seed(seed: u64, name: &str) -> u64 {
     seed ^ xxh3(name.as_bytes())
 }
@@ -309,19 +322,29 @@ pub fn pack_with_progress(
             opts,
         )
     };
-    for r in batches(&sizes, opts.batch_bytes) {
-        if !lossy_mode && !opts.allow_nonfinite {
-            // The first bad tensor in file order, whatever the threads.
-            if let Some(i) = r.clone().into_par_iter().find_first(|&i| scan(&items[i])) {
-                return Err(refuse(&items[i]));
+    let all = batches(&sizes, opts.batch_bytes);
+    for (k, r) in all.iter().cloned().enumerate() {
+        // The next batch is read from disk while this one is coded.
+        let next = all.get(k + 1).map_or(&[][..], |n| &items[n.clone()]);
+        let (bad, done) = std::thread::scope(|s| {
+            s.spawn(|| read_ahead(base, trained, next));
+            if !lossy_mode && !opts.allow_nonfinite {
+                // The first bad tensor in file order, whatever the threads.
+                if let Some(i) = r.clone().into_par_iter().find_first(|&i| scan(&items[i])) {
+                    return (Some(i), Vec::new());
+                }
             }
+            let done: Vec<Result<Coded>> = if lossy_mode {
+                r.clone().into_par_iter().map(coded).collect()
+            } else {
+                // Parallel over chunks of all tensors of the batch.
+                lossless_batch(base, trained, &items[r.clone()], opts.chunk)
+            };
+            (None, done)
+        });
+        if let Some(i) = bad {
+            return Err(refuse(&items[i]));
         }
-        let done: Vec<Result<Coded>> = if lossy_mode {
-            r.clone().into_par_iter().map(coded).collect()
-        } else {
-            // Parallel over chunks of all tensors of the batch.
-            lossless_batch(base, trained, &items[r.clone()], opts.chunk)
-        };
         for (i, c) in r.clone().zip(done) {
             let c = c?;
             let it = &items[i];
@@ -940,20 +963,50 @@ pub fn unpack_with_progress(
             .iter()
             .map(|t| (t.numel() * element_size(&t.dtype).unwrap()) as usize)
             .collect();
-        let mut total = 0u64;
-        for r in batches(&sizes, batch_bytes) {
-            let outs: Vec<Result<Vec<u8>>> = decode_batch(&rf, base, r.clone());
-            for (ti, o) in r.zip(outs) {
-                let bytes = o?;
-                let t = &h.tensors[ti];
-                writers[t.shard as usize].write_tensor(&t.name, &bytes)?;
-                if let Some(b) = base.get(&t.name) {
-                    base.release(b);
+        // Decoding batch k+1 (and reading its base from disk) overlaps
+        // writing batch k on a writer thread; at most one decoded batch
+        // waits between them.
+        let all = batches(&sizes, batch_bytes);
+        let (total, writers) = std::thread::scope(|s| -> Result<(u64, Vec<SafetensorsWriter>)> {
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<(std::ops::Range<usize>, Vec<Result<Vec<u8>>>)>(1);
+            let writer = s.spawn(move || -> Result<(u64, Vec<SafetensorsWriter>)> {
+                let mut writers = writers;
+                let mut total = 0u64;
+                for (r, outs) in rx {
+                    for (ti, o) in r.zip(outs) {
+                        let bytes = o?;
+                        let t = &h.tensors[ti];
+                        writers[t.shard as usize].write_tensor(&t.name, &bytes)?;
+                        if let Some(b) = base.get(&t.name) {
+                            base.release(b);
+                        }
+                        total += bytes.len() as u64;
+                        progress(bytes.len() as u64);
+                    }
                 }
-                total += bytes.len() as u64;
-                progress(bytes.len() as u64);
+                Ok((total, writers))
+            });
+            for (k, r) in all.iter().enumerate() {
+                let outs = std::thread::scope(|s2| {
+                    if let Some(n) = all.get(k + 1) {
+                        s2.spawn(|| {
+                            for t in &h.tensors[n.clone()] {
+                                if let Some(b) = base.get(&t.name) {
+                                    base.will_need(b, 0, b.nbytes());
+                                }
+                            }
+                        });
+                    }
+                    decode_batch(&rf, base, r.clone())
+                });
+                if tx.send((r.clone(), outs)).is_err() {
+                    break; // the writer stopped on an error; join reports it
+                }
             }
-        }
+            drop(tx);
+            writer.join().expect("writer thread")
+        })?;
         for w in writers {
             w.finish()?;
         }

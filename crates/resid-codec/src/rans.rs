@@ -159,21 +159,36 @@ pub fn encode_block(symbols: &[u8], out: &mut Vec<u8>) -> f64 {
         }
     }
     let mut words: Vec<u16> = Vec::with_capacity(symbols.len() / 4 + 16);
-    let mut st = [L; 4];
-    for i in (0..symbols.len()).rev() {
-        let s = symbols[i] as usize;
-        let j = i & 3;
-        let mut x = st[j];
-        let f = freq[s];
-        let x_max = (f as u64) << 17; // ((L >> PROB_BITS) << 16) * f
-        if x as u64 >= x_max {
-            words.push(x as u16);
-            x >>= 16;
-        }
-        let q = ((x as u128 * rcp[s] as u128) >> 48) as u32;
-        x = (q << PROB_BITS) + (x - q * f) + start[s];
-        st[j] = x;
+    // Symbol i goes to state i mod 4, coded from the last symbol back. One
+    // table entry per symbol keeps a step to one cache line.
+    let mut tab = [(0u32, 0u32, 0u64); 256];
+    for s in 0..256 {
+        tab[s] = (freq[s], start[s], rcp[s]);
     }
+    let step = |x: &mut u32, s: u8, words: &mut Vec<u16>| {
+        let (f, c, r) = tab[s as usize];
+        let x_max = (f as u64) << 17; // ((L >> PROB_BITS) << 16) * f
+        if *x as u64 >= x_max {
+            words.push(*x as u16);
+            *x >>= 16;
+        }
+        let q = ((*x as u128 * r as u128) >> 48) as u32;
+        *x = (q << PROB_BITS) + (*x - q * f) + c;
+    };
+    let mut st = [L; 4];
+    let whole = symbols.len() & !3;
+    for i in (whole..symbols.len()).rev() {
+        step(&mut st[i & 3], symbols[i], &mut words);
+    }
+    // Groups of four with the states in registers: four independent chains.
+    let [mut x0, mut x1, mut x2, mut x3] = st;
+    for g in symbols[..whole].rchunks_exact(4) {
+        step(&mut x3, g[3], &mut words);
+        step(&mut x2, g[2], &mut words);
+        step(&mut x1, g[1], &mut words);
+        step(&mut x0, g[0], &mut words);
+    }
+    let st = [x0, x1, x2, x3];
     for j in (0..4).rev() {
         words.push(st[j] as u16);
         words.push((st[j] >> 16) as u16);

@@ -193,13 +193,20 @@ impl Checkpoint {
 
     /// Asks the kernel to start reading `len` bytes of a tensor from `offset`
     /// into the page cache (`MADV_WILLNEED`; returns before the read ends).
+    /// Linux reads at most `read_ahead_kb` (often 128 KiB-8 MiB) per call,
+    /// so the range is advised in 2 MiB pieces: one call for a whole tensor
+    /// would load only its first few MiB.
     pub fn will_need(&self, t: &TensorEntry, offset: usize, len: usize) {
+        const PIECE: usize = 2 << 20;
         #[cfg(unix)]
         if let Some(m) = &self.shards[t.shard].map {
             let start = t.start + offset;
-            let len = len.min(t.end.saturating_sub(start));
-            if len > 0 {
-                let _ = m.advise_range(memmap2::Advice::WillNeed, start, len);
+            let end = start + len.min(t.end.saturating_sub(start));
+            let mut at = start;
+            while at < end {
+                let n = PIECE.min(end - at);
+                let _ = m.advise_range(memmap2::Advice::WillNeed, at, n);
+                at += n;
             }
         }
     }
