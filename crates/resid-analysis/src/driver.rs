@@ -1,7 +1,8 @@
 //! The streaming driver: pairs tensors by name, then a few workers each hold
-//! one tensor pair (two reused f32 buffers; R = trained - base is formed in
-//! place, and the base buffer is reused as scratch), measure it and send a
-//! record back. Workers start a tensor only while the estimated working
+//! one tensor (a reused f32 buffer for R = trained - base, formed chunk by
+//! chunk straight from both memory maps with its moments, and a scratch
+//! buffer), measure it and send a record back, while a read-ahead thread
+//! has the kernel load the next tensors into the page cache. Workers start a tensor only while the estimated working
 //! memory of the tensors in flight stays within a budget (by default the
 //! largest single tensor's need, at least 64 MiB), so peak memory follows
 //! the largest tensor pair, not the model. Inner loops use the same rayon
