@@ -331,7 +331,7 @@ pub fn pack_with_progress(
             if !lossy_mode && !opts.allow_nonfinite {
                 // The first bad tensor in file order, whatever the threads.
                 if let Some(i) = r.clone().into_par_iter().find_first(|&i| scan(&items[i])) {
-                    return (Some(i), Vec::new());
+                    return (Some(i), (Vec::new(), Vec::new()));
                 }
             }
             let done: Vec<Result<Coded>> = if lossy_mode {
@@ -340,21 +340,39 @@ pub fn pack_with_progress(
                 // Parallel over chunks of all tensors of the batch.
                 lossless_batch(base, trained, &items[r.clone()], opts.chunk)
             };
-            (None, done)
+            // Fingerprints of both sides, tensors in parallel (lossless
+            // mode: every tensor is stored bit-exact and carries one).
+            let hashes: Vec<(Option<String>, Option<String>)> = if lossy_mode {
+                Vec::new()
+            } else {
+                r.clone()
+                    .into_par_iter()
+                    .map(|i| {
+                        let it = &items[i];
+                        let b = it.bi.map(|bi| hex(xxh3(base.bytes(&base.tensors()[bi]))));
+                        (b, Some(hex(xxh3(trained.bytes(&tt[it.ti])))))
+                    })
+                    .collect()
+            };
+            (None, (done, hashes))
         });
+        let (done, hashes) = done;
         if let Some(i) = bad {
             return Err(refuse(&items[i]));
         }
-        for (i, c) in r.clone().zip(done) {
+        for (j, (i, c)) in r.clone().zip(done).enumerate() {
             let c = c?;
             let it = &items[i];
             let t = &tt[it.ti];
+            let (base_hash, trained_hash) = hashes.get(j).cloned().unwrap_or((None, None));
             let basefp = it.bi.map(|bi| {
                 let b = &base.tensors()[bi];
                 BaseFingerprint {
                     dtype: b.dtype_name.clone(),
                     shape: shape_u64(&b.shape),
-                    xxh3: hex(xxh3(base.bytes(b))),
+                    xxh3: base_hash
+                        .clone()
+                        .unwrap_or_else(|| hex(xxh3(base.bytes(b)))),
                 }
             });
             let mut put = |bl: &[CodedBlock]| -> Result<Vec<Block>> {
@@ -425,7 +443,8 @@ pub fn pack_with_progress(
                 shape: shape_u64(&t.shape),
                 shard: t.shard as u64,
                 base: basefp,
-                trained_xxh3: lossless_tensor.then(|| hex(xxh3(trained.bytes(t)))),
+                trained_xxh3: lossless_tensor
+                    .then(|| trained_hash.unwrap_or_else(|| hex(xxh3(trained.bytes(t))))),
                 encoding,
             });
             release(base, trained, it);
@@ -571,15 +590,8 @@ fn lossless_batch(
     chunk: usize,
 ) -> Vec<Result<Coded>> {
     let tt = trained.tensors();
-    let same: Vec<bool> = items
-        .par_iter()
-        .map(|it| same_as_base(base, trained, it).is_some())
-        .collect();
     let mut jobs: Vec<(usize, usize)> = Vec::new();
     for (k, it) in items.iter().enumerate() {
-        if same[k] {
-            continue;
-        }
         let t = &tt[it.ti];
         for c in 0..t.numel().div_ceil(chunk) {
             jobs.push((k, c));
@@ -600,26 +612,32 @@ fn lossless_batch(
             )
         })
         .collect();
-    let mut out: Vec<Result<Coded>> = items
+    let mut out: Vec<Coded> = items
         .iter()
-        .enumerate()
-        .map(|(k, it)| {
-            Ok(if same[k] {
-                Coded::Same
-            } else {
-                Coded::Planes {
-                    xor: xor_base(base, trained, it).is_some(),
-                    blocks: Vec::new(),
-                }
-            })
+        .map(|it| Coded::Planes {
+            xor: xor_base(base, trained, it).is_some(),
+            blocks: Vec::new(),
         })
         .collect();
     for ((k, _), blocks) in jobs.into_iter().zip(coded) {
-        if let Ok(Coded::Planes { blocks: b, .. }) = &mut out[k] {
+        if let Coded::Planes { blocks: b, .. } = &mut out[k] {
             b.extend(blocks);
         }
     }
-    out
+    // A tensor whose XOR with its same-dtype base is zero in every plane
+    // equals its base: stored as "same". Read off the coded blocks rather
+    // than by comparing the bytes first, which cost a pass over both sides.
+    for c in out.iter_mut() {
+        if let Coded::Planes { xor: true, blocks } = c {
+            if blocks
+                .iter()
+                .all(|b| b.bytes == [crate::rans::KIND_CONST, 0])
+            {
+                *c = Coded::Same;
+            }
+        }
+    }
+    out.into_iter().map(Ok).collect()
 }
 
 fn code_item(
