@@ -333,7 +333,7 @@ pub fn spectral_budget(
         0.0
     };
     let (_, top) = top_eigen(g.as_ref(), seed, WARM_ITERS);
-    let mut v: Vec<f32> = if s <= p {
+    let v: Vec<f32> = if s <= p {
         // top is in sample space: map it to the p-space, Y^T u.
         let mut w = vec![0.0f32; p];
         for (r, &u) in y.chunks(p).zip(&top) {

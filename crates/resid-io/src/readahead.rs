@@ -136,20 +136,20 @@ mod tests {
         Checkpoint::open(&p).unwrap()
     }
 
+    /// Every tensor, its position its index.
+    fn in_order(ck: &Checkpoint) -> Vec<Ahead<'_>> {
+        ck.tensors()
+            .iter()
+            .enumerate()
+            .map(|(pos, tensor)| Ahead { pos, ck, tensor })
+            .collect()
+    }
+
     #[test]
     fn never_runs_more_than_the_window_ahead() {
         let dir = tempfile::tempdir().unwrap();
         let ck = checkpoint(dir.path(), 12);
-        let items: Vec<Ahead> = ck
-            .tensors()
-            .iter()
-            .enumerate()
-            .map(|(pos, tensor)| Ahead {
-                pos,
-                ck: &ck,
-                tensor,
-            })
-            .collect();
+        let items = in_order(&ck);
         let ra = ReadAhead::new();
         let advised = Mutex::new(Vec::new());
         std::thread::scope(|s| {
@@ -179,16 +179,7 @@ mod tests {
     fn stop_ends_a_waiting_thread() {
         let dir = tempfile::tempdir().unwrap();
         let ck = checkpoint(dir.path(), 6);
-        let items: Vec<Ahead> = ck
-            .tensors()
-            .iter()
-            .enumerate()
-            .map(|(pos, tensor)| Ahead {
-                pos,
-                ck: &ck,
-                tensor,
-            })
-            .collect();
+        let items = in_order(&ck);
         // The window holds one tensor and the consumer never moves: without
         // the stop, the scope would never end.
         let r = with_readahead(&items, 4096, |_| 7);
