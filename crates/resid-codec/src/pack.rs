@@ -982,13 +982,12 @@ pub fn unpack_with_progress(
             .map(|t| (t.numel() * element_size(&t.dtype).unwrap()) as usize)
             .collect();
         // Decoding batch k+1 (and reading its base from disk) overlaps
-        // writing batch k on a writer thread. The channel is a rendezvous:
-        // a decoded batch is handed over only when the writer is free, so
-        // at most two decoded batches exist at once.
+        // writing batch k on a writer thread; at most one decoded batch
+        // waits between them.
         let all = batches(&sizes, batch_bytes);
         let (total, writers) = std::thread::scope(|s| -> Result<(u64, Vec<SafetensorsWriter>)> {
             let (tx, rx) =
-                std::sync::mpsc::sync_channel::<(std::ops::Range<usize>, Vec<Result<Vec<u8>>>)>(0);
+                std::sync::mpsc::sync_channel::<(std::ops::Range<usize>, Vec<Result<Vec<u8>>>)>(1);
             let writer = s.spawn(move || -> Result<(u64, Vec<SafetensorsWriter>)> {
                 let mut writers = writers;
                 let mut total = 0u64;
