@@ -4,10 +4,12 @@
 //! JSON file.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use half::{bf16, f16};
 use serde_json::Value;
+
+mod common;
+use common::{run, s};
 
 const LAYERS: usize = 4;
 
@@ -133,19 +135,8 @@ fn write_model(path: &Path, vals: &[Vec<f32>], dt: Dt) {
     write_raw(path, &t);
 }
 
-fn resid(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_resid"))
-        .args(args)
-        .output()
-        .expect("run resid")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn analyze_json(base: &Path, trained: &Path, json: &Path) -> Value {
-    let out = resid(&[
+    let out = run(&[
         "analyze",
         "--base",
         s(base),
@@ -377,7 +368,7 @@ fn sharded_equals_single_and_json_to_stdout() {
     )
     .unwrap();
     let one = analyze_json(&bp, &single, &jp1);
-    let out = resid(&[
+    let out = run(&[
         "analyze",
         "--base",
         s(&bp),
@@ -472,7 +463,7 @@ fn expect_error_with(base: &Path, trained: &Path, file: &Path, problem: &str, ex
         s(&jp),
     ];
     args.extend_from_slice(extra);
-    let out = resid(&args);
+    let out = run(&args);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "expected failure for {problem}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -620,7 +611,7 @@ fn bad_inputs_fail_cleanly() {
     // ...and by default measured over the finite entries, reported per
     // tensor in the JSON and warned about on stderr.
     let jp = dir.path().join("nan.json");
-    let out = resid(&[
+    let out = run(&[
         "analyze",
         "--base",
         s(&bp),
@@ -652,7 +643,7 @@ fn bad_inputs_fail_cleanly() {
     assert!(clean["pr"].is_f64());
 
     // A JSON path in a missing folder fails before any work.
-    let out = resid(&[
+    let out = run(&[
         "analyze",
         "--base",
         s(&bp),
@@ -671,7 +662,7 @@ fn report_folder_holds_html_markdown_figures_and_the_json() {
     let (bp, tp, _) = good_pair(dir.path());
     let rd = dir.path().join("nested").join("report");
     let jp = dir.path().join("r.json");
-    let out = resid(&[
+    let out = run(&[
         "analyze",
         "--base",
         s(&bp),

@@ -3,27 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use resid::io::write::{SafetensorsWriter, TensorSpec};
 use resid::io::{Checkpoint, Dtype};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_resid"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("runs")
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
+mod common;
+use common::{ok, run, s};
 
 fn refused(o: &Output, needles: &[&str]) -> String {
     assert!(
@@ -132,10 +118,6 @@ fn same_tensors(a: &Path, b: &Path) {
         assert_eq!(a.bytes(x), b.bytes(y), "tensor {}", x.name);
     }
     assert_eq!(a.metadata(0), b.metadata(0));
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

@@ -4,28 +4,11 @@
 //! `--bits-per-param`; this adds the other modes, unpack and analyze.)
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_resid"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{ok, run, s};
 
 fn st(path: &Path, tensors: &[(String, Vec<u64>, Vec<f32>)]) {
     let mut h = String::from("{");

@@ -3,10 +3,11 @@
 //! directions, with matrices built inside and outside that subspace.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
+
+mod common;
+use common::{run, s};
 
 const V: usize = 80;
 const D: usize = 16;
@@ -112,17 +113,6 @@ fn model(rng: &mut Rng) -> Tensors {
     ]
 }
 
-fn resid(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_resid"))
-        .args(args)
-        .output()
-        .expect("run resid")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 #[test]
 fn subspace_mode_removes_the_embedding_subspace() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,7 +121,7 @@ fn subspace_mode_removes_the_embedding_subspace() {
     resid::io::write::write_f32_checkpoint(&ck, &tensors, &BTreeMap::new()).unwrap();
     let out = dir.path().join("out.json");
     let rep = dir.path().join("report");
-    let o = resid(&[
+    let o = run(&[
         "analyze",
         "--trained",
         s(&ck),
@@ -214,7 +204,7 @@ fn subspace_mode_errors_name_the_file() {
     let bare = dir.path().join("bare.safetensors");
     resid::io::write::write_f32_checkpoint(&bare, &tensors[1..], &BTreeMap::new()).unwrap();
     let out = dir.path().join("out.json");
-    let o = resid(&[
+    let o = run(&[
         "analyze",
         "--trained",
         s(&ck),
@@ -231,7 +221,7 @@ fn subspace_mode_errors_name_the_file() {
     );
     assert!(!out.exists());
     // k above d.
-    let o = resid(&[
+    let o = run(&[
         "analyze",
         "--trained",
         s(&ck),
@@ -247,13 +237,13 @@ fn subspace_mode_errors_name_the_file() {
     assert!(err.contains(s(&ck)) && err.contains("exceeds"), "{err}");
     assert!(!out.exists());
     // Neither --base nor --subspace-of.
-    let o = resid(&["analyze", "--trained", s(&ck)]);
+    let o = run(&["analyze", "--trained", s(&ck)]);
     assert!(!o.status.success());
     // --k belongs to --subspace-of; --base and --subspace-of exclude each other.
-    let o = resid(&["analyze", "--trained", s(&ck), "--base", s(&ck), "--k", "3"]);
+    let o = run(&["analyze", "--trained", s(&ck), "--base", s(&ck), "--k", "3"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--subspace-of"));
-    let o = resid(&[
+    let o = run(&[
         "analyze",
         "--trained",
         s(&ck),
