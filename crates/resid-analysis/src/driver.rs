@@ -114,6 +114,9 @@ pub fn working_bytes(shape: &[usize]) -> usize {
     if let Some((rows, cols)) = matrix_view(shape) {
         let m = kmeans::rows_for(rows, cols);
         floats += participation::gram_floats(rows, cols) + 2 * rows * (cols / 8 + 1) + m * cols;
+        if lowfreq::columns_first(rows, cols) {
+            floats += 2 * cols * (rows / 8 + 1); // its y is cols x (rows/8 + 1)
+        }
     }
     floats * 4
 }
@@ -388,7 +391,7 @@ fn measure(
             rec.stable_rank = Some(s.stable_rank);
             let (share, null_share) = timings::time(4, || {
                 (
-                    lowfreq::share_of(x, rows, cols, mean),
+                    lowfreq::share_of(x, rows, cols, mean, b),
                     nulls.lowfreq(rows, cols),
                 )
             });
