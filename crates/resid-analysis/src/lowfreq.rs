@@ -118,7 +118,7 @@ fn largest_prime_factor(mut n: usize) -> usize {
     let mut f = 2;
     let mut largest = 1;
     while f * f <= n {
-        while n % f == 0 {
+        while n.is_multiple_of(f) {
             largest = f;
             n /= f;
         }
