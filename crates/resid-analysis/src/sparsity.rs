@@ -154,19 +154,6 @@ impl Magnitudes {
     }
 }
 
-/// Sparsity of the finite values of `x`, given their mean and std. `scratch`
-/// is overwritten (it gathers one bucket for the top-k energies).
-pub fn sparsity(x: &[f32], mean: f64, std: f64, scratch: &mut Vec<f32>) -> Sparsity {
-    let thr = 3.0 * std;
-    let mut mags = Magnitudes::new();
-    let mut above = 0u64;
-    for &v in x.iter().filter(|v| v.is_finite()) {
-        mags.add(v.abs());
-        above += ((v as f64 - mean).abs() > thr) as u64;
-    }
-    from_magnitudes(x, &mags, above, scratch)
-}
-
 /// Sparsity from a pass's [`Magnitudes`] of the finite |x| and its count of
 /// entries beyond 3 std; `x` is read again only for the top-k buckets.
 pub fn from_magnitudes(
@@ -294,9 +281,9 @@ mod tests {
     use super::*;
     use crate::moments::Moments;
 
+    /// Through the analysis pass that gathers the buckets.
     fn sp(x: &[f32]) -> Sparsity {
-        let m = Moments::of(x);
-        sparsity(x, m.mean, m.std(), &mut Vec::new())
+        crate::scan::Scan::of(x, &Moments::of(x)).sparsity(x, &mut Vec::new())
     }
 
     /// The definitions computed the obvious way, over sorted |x| (f64).

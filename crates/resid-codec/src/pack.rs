@@ -132,19 +132,6 @@ fn release(base: &Checkpoint, trained: &Checkpoint, it: &Item) {
     }
 }
 
-/// Asks the kernel to start reading these items' bytes on both sides
-/// (`MADV_WILLNEED`); called on its own thread, as it can block on the disk.
-fn read_ahead(base: &Checkpoint, trained: &Checkpoint, items: &[Item]) {
-    for it in items {
-        let t = &trained.tensors()[it.ti];
-        trained.will_need(t, 0, t.nbytes());
-        if let Some(bi) = it.bi {
-            let b = &base.tensors()[bi];
-            base.will_need(b, 0, b.nbytes());
-        }
-    }
-}
-
 fn tensor_seed(seed: u64, name: &str) -> u64 {
     seed ^ xxh3(name.as_bytes())
 }
@@ -323,15 +310,33 @@ pub fn pack_with_progress(
         )
     };
     let all = batches(&sizes, opts.batch_bytes);
-    for (k, r) in all.iter().cloned().enumerate() {
-        // The next batch is read from disk while this one is coded.
-        let next = all.get(k + 1).map_or(&[][..], |n| &items[n.clone()]);
-        let (bad, done) = std::thread::scope(|s| {
-            s.spawn(|| read_ahead(base, trained, next));
+    // The read-ahead thread loads the next batch (both sides) from disk
+    // while this one is coded.
+    let ahead: Vec<resid_io::Ahead> = all
+        .iter()
+        .enumerate()
+        .flat_map(|(pos, r)| {
+            items[r.clone()].iter().flat_map(move |it| {
+                let b = it.bi.map(|bi| resid_io::Ahead {
+                    pos,
+                    ck: base,
+                    tensor: &base.tensors()[bi],
+                });
+                b.into_iter().chain([resid_io::Ahead {
+                    pos,
+                    ck: trained,
+                    tensor: &tt[it.ti],
+                }])
+            })
+        })
+        .collect();
+    resid_io::with_readahead(&ahead, 4 * opts.batch_bytes, |ra| -> Result<()> {
+        for (k, r) in all.iter().cloned().enumerate() {
+            ra.reached(k);
             if !lossy_mode && !opts.allow_nonfinite {
                 // The first bad tensor in file order, whatever the threads.
                 if let Some(i) = r.clone().into_par_iter().find_first(|&i| scan(&items[i])) {
-                    return (Some(i), (Vec::new(), Vec::new()));
+                    return Err(refuse(&items[i]));
                 }
             }
             let done: Vec<Result<Coded>> = if lossy_mode {
@@ -340,8 +345,8 @@ pub fn pack_with_progress(
                 // Parallel over chunks of all tensors of the batch.
                 lossless_batch(base, trained, &items[r.clone()], opts.chunk)
             };
-            // Fingerprints of both sides, tensors in parallel (lossless
-            // mode: every tensor is stored bit-exact and carries one).
+            // Fingerprints of both sides, tensors in parallel (lossless mode:
+            // every tensor is stored bit-exact and carries one).
             let hashes: Vec<(Option<String>, Option<String>)> = if lossy_mode {
                 Vec::new()
             } else {
@@ -354,103 +359,99 @@ pub fn pack_with_progress(
                     })
                     .collect()
             };
-            (None, (done, hashes))
-        });
-        let (done, hashes) = done;
-        if let Some(i) = bad {
-            return Err(refuse(&items[i]));
-        }
-        for (j, (i, c)) in r.clone().zip(done).enumerate() {
-            let c = c?;
-            let it = &items[i];
-            let t = &tt[it.ti];
-            let (base_hash, trained_hash) = hashes.get(j).cloned().unwrap_or((None, None));
-            let basefp = it.bi.map(|bi| {
-                let b = &base.tensors()[bi];
-                BaseFingerprint {
-                    dtype: b.dtype_name.clone(),
-                    shape: shape_u64(&b.shape),
-                    xxh3: base_hash
-                        .clone()
-                        .unwrap_or_else(|| hex(xxh3(base.bytes(b)))),
+            for (j, (i, c)) in r.clone().zip(done).enumerate() {
+                let c = c?;
+                let it = &items[i];
+                let t = &tt[it.ti];
+                let (base_hash, trained_hash) = hashes.get(j).cloned().unwrap_or((None, None));
+                let basefp = it.bi.map(|bi| {
+                    let b = &base.tensors()[bi];
+                    BaseFingerprint {
+                        dtype: b.dtype_name.clone(),
+                        shape: shape_u64(&b.shape),
+                        xxh3: base_hash
+                            .clone()
+                            .unwrap_or_else(|| hex(xxh3(base.bytes(b)))),
+                    }
+                });
+                let mut put = |bl: &[CodedBlock]| -> Result<Vec<Block>> {
+                    bl.iter()
+                        .map(|b| w.write_block(&b.bytes, b.n, b.bits))
+                        .collect()
+                };
+                let mut bits = 0.0;
+                let mut bytes = 0u64;
+                for b in c.all_blocks() {
+                    bits += b.bits;
+                    bytes += b.bytes.len() as u64;
                 }
-            });
-            let mut put = |bl: &[CodedBlock]| -> Result<Vec<Block>> {
-                bl.iter()
-                    .map(|b| w.write_block(&b.bytes, b.n, b.bits))
-                    .collect()
-            };
-            let mut bits = 0.0;
-            let mut bytes = 0u64;
-            for b in c.all_blocks() {
-                bits += b.bits;
-                bytes += b.bytes.len() as u64;
-            }
-            let encoding = match c {
-                Coded::Same => Encoding::Same,
-                Coded::Planes { xor, blocks } => Encoding::Planes {
-                    xor,
-                    blocks: put(&blocks)?,
-                },
-                Coded::Lossy(lc, e, ws) => {
-                    err_sumsq += e;
-                    w_sumsq += ws;
-                    kept_total += lc.kept;
-                    let (rows, cols) = matrix_dims(&t.shape);
-                    Encoding::Lossy {
-                        rows: rows as u64,
-                        cols: cols as u64,
-                        rank: lc.rank as u64,
-                        factor_step: lc.factor_step,
-                        step: step.expect("lossy has a step"),
-                        recon: lc.recon.clone(),
-                        factors: put(&lc.factors)?,
-                        remainder: put(&lc.remainder)?,
-                        escapes: match &lc.escapes {
-                            Some(b) => Some(w.write_block(&b.bytes, b.n, b.bits)?),
-                            None => None,
-                        },
+                let encoding = match c {
+                    Coded::Same => Encoding::Same,
+                    Coded::Planes { xor, blocks } => Encoding::Planes {
+                        xor,
+                        blocks: put(&blocks)?,
+                    },
+                    Coded::Lossy(lc, e, ws) => {
+                        err_sumsq += e;
+                        w_sumsq += ws;
+                        kept_total += lc.kept;
+                        let (rows, cols) = matrix_dims(&t.shape);
+                        Encoding::Lossy {
+                            rows: rows as u64,
+                            cols: cols as u64,
+                            rank: lc.rank as u64,
+                            factor_step: lc.factor_step,
+                            step: step.expect("lossy has a step"),
+                            recon: lc.recon.clone(),
+                            factors: put(&lc.factors)?,
+                            remainder: put(&lc.remainder)?,
+                            escapes: match &lc.escapes {
+                                Some(b) => Some(w.write_block(&b.bytes, b.n, b.bits)?),
+                                None => None,
+                            },
+                        }
+                    }
+                };
+                if !matches!(encoding, Encoding::Lossy { .. }) {
+                    if let Some(d) = Dtype::parse(&t.dtype_name) {
+                        if lossy_mode {
+                            let mut v = Vec::new();
+                            d.to_f32(trained.bytes(t), &mut v);
+                            w_sumsq += v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+                        }
                     }
                 }
-            };
-            if !matches!(encoding, Encoding::Lossy { .. }) {
-                if let Some(d) = Dtype::parse(&t.dtype_name) {
-                    if lossy_mode {
-                        let mut v = Vec::new();
-                        d.to_f32(trained.bytes(t), &mut v);
-                        w_sumsq += v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
-                    }
-                }
+                entropy_bits_total += bits;
+                let lossless_tensor = !matches!(encoding, Encoding::Lossy { .. });
+                reports.push(TensorReport {
+                    name: t.name.clone(),
+                    dtype: t.dtype_name.clone(),
+                    shape: shape_u64(&t.shape),
+                    encoding: encoding.label(),
+                    coded_bytes: bytes,
+                    entropy_bytes: bits / 8.0,
+                    bits_per_param: if t.numel() > 0 {
+                        bytes as f64 * 8.0 / t.numel() as f64
+                    } else {
+                        0.0
+                    },
+                });
+                headers.push(TensorHeader {
+                    name: t.name.clone(),
+                    dtype: t.dtype_name.clone(),
+                    shape: shape_u64(&t.shape),
+                    shard: t.shard as u64,
+                    base: basefp,
+                    trained_xxh3: lossless_tensor
+                        .then(|| trained_hash.unwrap_or_else(|| hex(xxh3(trained.bytes(t))))),
+                    encoding,
+                });
+                release(base, trained, it);
+                progress(t.nbytes() as u64);
             }
-            entropy_bits_total += bits;
-            let lossless_tensor = !matches!(encoding, Encoding::Lossy { .. });
-            reports.push(TensorReport {
-                name: t.name.clone(),
-                dtype: t.dtype_name.clone(),
-                shape: shape_u64(&t.shape),
-                encoding: encoding.label(),
-                coded_bytes: bytes,
-                entropy_bytes: bits / 8.0,
-                bits_per_param: if t.numel() > 0 {
-                    bytes as f64 * 8.0 / t.numel() as f64
-                } else {
-                    0.0
-                },
-            });
-            headers.push(TensorHeader {
-                name: t.name.clone(),
-                dtype: t.dtype_name.clone(),
-                shape: shape_u64(&t.shape),
-                shard: t.shard as u64,
-                base: basefp,
-                trained_xxh3: lossless_tensor
-                    .then(|| trained_hash.unwrap_or_else(|| hex(xxh3(trained.bytes(t))))),
-                encoding,
-            });
-            release(base, trained, it);
-            progress(t.nbytes() as u64);
         }
-    }
+        Ok(())
+    })?;
     let coded_bytes = w.position() - PREAMBLE;
     let residual_rel_error = if resid_sumsq > 0.0 {
         (err_sumsq / resid_sumsq).sqrt()
@@ -1005,23 +1006,29 @@ pub fn unpack_with_progress(
                 }
                 Ok((total, writers))
             });
-            for (k, r) in all.iter().enumerate() {
-                let outs = std::thread::scope(|s2| {
-                    if let Some(n) = all.get(k + 1) {
-                        s2.spawn(|| {
-                            for t in &h.tensors[n.clone()] {
-                                if let Some(b) = base.get(&t.name) {
-                                    base.will_need(b, 0, b.nbytes());
-                                }
-                            }
-                        });
+            // The read-ahead thread loads the next batch's base tensors.
+            let ahead: Vec<resid_io::Ahead> = all
+                .iter()
+                .enumerate()
+                .flat_map(|(pos, r)| {
+                    h.tensors[r.clone()].iter().filter_map(move |t| {
+                        base.get(&t.name).map(|tensor| resid_io::Ahead {
+                            pos,
+                            ck: base,
+                            tensor,
+                        })
+                    })
+                })
+                .collect();
+            resid_io::with_readahead(&ahead, 2 * batch_bytes, |ra| {
+                for (k, r) in all.iter().enumerate() {
+                    ra.reached(k);
+                    let outs = decode_batch(&rf, base, r.clone());
+                    if tx.send((r.clone(), outs)).is_err() {
+                        break; // the writer stopped on an error; join reports it
                     }
-                    decode_batch(&rf, base, r.clone())
-                });
-                if tx.send((r.clone(), outs)).is_err() {
-                    break; // the writer stopped on an error; join reports it
                 }
-            }
+            });
             drop(tx);
             writer.join().expect("writer thread")
         })?;

@@ -296,15 +296,9 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
                 &start,
                 &trained,
                 &rep,
-                &resid::report::analysis::FigureOptions {
-                    seed: opts.seed,
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| ReproError::at(&step, e))?;
-            resid::report::analysis::write_analysis_report(&out.join(&step), &rep, Some(&figs))
-                .map_err(|e| ReproError::at(&step, e))?;
-            serde_json::to_value(&rep).map_err(|e| ReproError::at(&step, e))
+                &figure_options(opts),
+            );
+            analysis_report(out, &step, &rep, figs)
         })?;
         analysis.insert(r.name.clone(), v);
     }
@@ -333,15 +327,9 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
                 &trained,
                 &sub,
                 &rep,
-                &resid::report::analysis::FigureOptions {
-                    seed: opts.seed,
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| ReproError::at(&step, e))?;
-            resid::report::analysis::write_analysis_report(&out.join(&step), &rep, Some(&figs))
-                .map_err(|e| ReproError::at(&step, e))?;
-            serde_json::to_value(&rep).map_err(|e| ReproError::at(&step, e))
+                &figure_options(opts),
+            );
+            analysis_report(out, &step, &rep, figs)
         })?;
         analysis.insert("csb-subspace".to_string(), v);
     }
@@ -501,6 +489,31 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
 }
 
 /// The tokenizer for the preset, trained once and kept in `out/tokenizer.json`.
+/// Figure options of the analysis reports the reproduction writes.
+fn figure_options(opts: &ReproOptions) -> resid::report::analysis::FigureOptions {
+    resid::report::analysis::FigureOptions {
+        seed: opts.seed,
+        ..Default::default()
+    }
+}
+
+/// Writes one residual's analysis report into `out/step` and returns the
+/// report as JSON for the reproduction's own.
+fn analysis_report(
+    out: &Path,
+    step: &str,
+    rep: &resid::analysis::Report,
+    figs: std::result::Result<
+        resid::report::analysis::FigureData,
+        resid::report::document::ReportError,
+    >,
+) -> Result<serde_json::Value> {
+    let figs = figs.map_err(|e| ReproError::at(step, e))?;
+    resid::report::analysis::write_analysis_report(&out.join(step), rep, Some(&figs))
+        .map_err(|e| ReproError::at(step, e))?;
+    serde_json::to_value(rep).map_err(|e| ReproError::at(step, e))
+}
+
 fn tokenizer(out: &Path, cfg: &GptConfig, train_text: &[u8]) -> Result<Tokenizer> {
     let path = out.join("tokenizer.json");
     if path.exists() {
