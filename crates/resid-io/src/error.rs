@@ -51,3 +51,52 @@ impl IoError {
         }
     }
 }
+
+/// What kind of failure an error is. The CLI's exit code and the Python
+/// package's exception class follow from it, so every library error type
+/// implements [`Classify`] instead of the CLI guessing from message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The request itself is invalid (conflicting or out-of-range settings).
+    Usage,
+    /// An input is not what it claims to be: malformed checkpoint, NaN where
+    /// refused, shapes that do not pair.
+    BadInput,
+    /// A residual file is damaged, or was made against another base.
+    Mismatch,
+    /// The operating system failed a read or a write (missing file, full disk).
+    Io,
+}
+
+impl ErrorClass {
+    /// Process exit code (documented in README.md): 2 usage, 3 bad input,
+    /// 4 wrong base or damaged file, 5 I/O. 1 stays for anything unclassified.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorClass::Usage => 2,
+            ErrorClass::BadInput => 3,
+            ErrorClass::Mismatch => 4,
+            ErrorClass::Io => 5,
+        }
+    }
+}
+
+/// An error that knows its [`ErrorClass`].
+pub trait Classify {
+    fn class(&self) -> ErrorClass;
+}
+
+impl Classify for IoError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            IoError::Io { .. } => ErrorClass::Io,
+            IoError::BadHeader { .. }
+            | IoError::BadTensor { .. }
+            | IoError::UnsupportedDtype { .. }
+            | IoError::NoCheckpoint { .. }
+            | IoError::BadIndex { .. }
+            | IoError::ShapeMismatch { .. }
+            | IoError::BadLayout { .. } => ErrorClass::BadInput,
+        }
+    }
+}

@@ -16,7 +16,7 @@ pub mod write;
 
 pub use checkpoint::{Checkpoint, TensorEntry};
 pub use dtype::Dtype;
-pub use error::{IoError, Result};
+pub use error::{Classify, ErrorClass, IoError, Result};
 pub use layout::{Component, Layout, TensorMeta};
 pub use pairing::{pair, Pairing};
 pub use readahead::{with_readahead, Ahead, ReadAhead};
