@@ -86,7 +86,12 @@ fn main() {
         let pos: Vec<u8> = (0..8i64).flat_map(|i| i.to_le_bytes()).collect();
         let pos_t: Vec<u8> = (0..8i64).flat_map(|i| (i + 1).to_le_bytes()).collect();
         let mut base: Vec<T> = vec![
-            ("w".into(), d.name().into(), vec![rows, cols], floats(d, &wb)),
+            (
+                "w".into(),
+                d.name().into(),
+                vec![rows, cols],
+                floats(d, &wb),
+            ),
             ("bias".into(), d.name().into(), vec![cols], floats(d, &bb)),
             ("same".into(), d.name().into(), vec![16], floats(d, &same)),
             ("tiny".into(), d.name().into(), vec![64], floats(d, &tb)),
@@ -94,7 +99,12 @@ fn main() {
             ("empty".into(), d.name().into(), vec![0, 4], vec![]),
         ];
         let mut trained: Vec<T> = vec![
-            ("w".into(), d.name().into(), vec![rows, cols], floats(d, &wt)),
+            (
+                "w".into(),
+                d.name().into(),
+                vec![rows, cols],
+                floats(d, &wt),
+            ),
             ("bias".into(), d.name().into(), vec![cols], floats(d, &bt)),
             ("same".into(), d.name().into(), vec![16], floats(d, &same)),
             ("tiny".into(), d.name().into(), vec![64], floats(d, &tt)),

@@ -62,8 +62,15 @@ fn errors_are_refused(version: &str) {
             .unwrap_or_else(|| panic!("{} was accepted", file.display()))
             .to_string();
         let want = e["error"].as_str().unwrap();
-        assert!(err.contains(want), "{}: '{err}' lacks '{want}'", file.display());
-        assert!(err.contains(file.to_str().unwrap()), "{err} does not name the file");
+        assert!(
+            err.contains(want),
+            "{}: '{err}' lacks '{want}'",
+            file.display()
+        );
+        assert!(
+            err.contains(file.to_str().unwrap()),
+            "{err} does not name the file"
+        );
         assert!(!out.exists());
     }
 }
