@@ -111,10 +111,15 @@ pub fn frequencies(present: &[bool; 256], q: &[u8; 256]) -> [u32; 256] {
     let mut w = [0u64; 256];
     for s in 0..256 {
         if present[s] {
-            w[s] = ((q[s] as f64 / 16.0).exp2() * 256.0).round() as u64;
+            w[s] = weight(q[s]);
         }
     }
     normalize(&w)
+}
+
+/// FORMAT.md 4.3: `W[q] = round(2^(q/16) * 256)`, the table written out there.
+pub fn weight(q: u8) -> u64 {
+    ((q as f64 / 16.0).exp2() * 256.0).round() as u64
 }
 
 /// Codes `symbols` as one block appended to `out`; returns the Shannon
@@ -272,6 +277,50 @@ mod tests {
         let mut b = Vec::new();
         let h = encode_block(&sym, &mut b) / 8.0;
         assert!((b.len() as f64) < h * 1.03 + 64.0, "{} vs {h}", b.len());
+    }
+
+    /// The weight table and both worked examples of FORMAT.md 4.3.
+    #[test]
+    fn frequency_table_matches_format_md() {
+        let spec = include_str!("../../../FORMAT.md");
+        let table = spec
+            .split("```weights\n")
+            .nth(1)
+            .and_then(|t| t.split("```").next())
+            .expect("FORMAT.md has the weight table");
+        let w: Vec<u64> = table
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert_eq!(w, (0..=255u8).map(weight).collect::<Vec<_>>());
+        let mut present = [false; 256];
+        let mut q = [0u8; 256];
+        for (s, qs) in [(0, 232), (1, 203), (2, 175), (3, 159), (255, 134)] {
+            present[s] = true;
+            q[s] = qs;
+        }
+        let f = frequencies(&present, &q);
+        assert_eq!(
+            [f[0], f[1], f[2], f[3], f[255]],
+            [22980, 6542, 1945, 972, 329]
+        );
+        // The writer's side of the example: these counts give those q.
+        let mut sym = vec![0u8; 700];
+        for (s, n) in [(1u8, 200), (2, 60), (3, 30), (255, 10)] {
+            sym.extend(std::iter::repeat_n(s, n));
+        }
+        let mut b = Vec::new();
+        encode_block(&sym, &mut b);
+        assert_eq!(&b[33..38], &[232, 203, 175, 159, 134]);
+        let mut present = [false; 256];
+        let mut q = [0u8; 256];
+        for s in 0..10 {
+            present[s] = true;
+        }
+        present[200] = true;
+        q[200] = 255;
+        let f = frequencies(&present, &q);
+        assert_eq!((f[0], f[9], f[200]), (1, 1, 32758));
     }
 
     #[test]
