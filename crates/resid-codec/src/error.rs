@@ -112,6 +112,20 @@ pub enum CodecError {
     /// The rebuilt tensor fails the trained checksum.
     #[error("{path}: tensor '{tensor}': rebuilt bytes fail the trained checksum (file altered, or another base)")]
     TrainedChecksum { path: PathBuf, tensor: String },
+    /// Verification: the original checkpoint lacks a tensor the file rebuilds.
+    #[error("{path}: tensor '{tensor}': the checkpoint {against} has no such tensor")]
+    AgainstLacksTensor {
+        path: PathBuf,
+        tensor: String,
+        against: PathBuf,
+    },
+    /// Verification: a bit-exact tensor differs from the original checkpoint's.
+    #[error("{path}: tensor '{tensor}': rebuilt bytes differ from those in {against}")]
+    AgainstDiffers {
+        path: PathBuf,
+        tensor: String,
+        against: PathBuf,
+    },
     /// A tensor holds NaN or Inf (in the trained or the base checkpoint) and
     /// non-finite values were not allowed.
     #[error("{path}: tensor '{tensor}': holds NaN or Inf values (in trained or base), refused unless non-finite values are allowed (they are then stored losslessly)")]
@@ -274,7 +288,9 @@ impl Classify for CodecError {
             | BaseLacksTensor { .. }
             | BaseTensorDiffers { .. }
             | BaseFingerprint { .. }
-            | TrainedChecksum { .. } => ErrorClass::Mismatch,
+            | TrainedChecksum { .. }
+            | AgainstLacksTensor { .. }
+            | AgainstDiffers { .. } => ErrorClass::Mismatch,
         }
     }
 }

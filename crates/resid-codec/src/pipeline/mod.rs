@@ -7,9 +7,11 @@
 
 mod pack;
 mod unpack;
+mod verify;
 
 pub use pack::{pack, pack_with_progress, PackReport, TensorReport};
 pub use unpack::{unpack, unpack_with_progress, UnpackReport};
+pub use verify::{verify, AgainstReport, VerifyReport};
 
 use resid_io::Checkpoint;
 
