@@ -28,9 +28,12 @@ pub const HEADER_FIXED_BYTES: f64 = 400.0;
 /// Estimated header bytes of a losslessly coded tensor's entry, beyond its
 /// name and block records.
 pub const LOSSLESS_ENTRY_BYTES: f64 = 80.0;
-/// Estimated header bytes of a lossy tensor's entry (reconstruction levels,
-/// steps, fingerprint), beyond its name and blocks.
-pub const LOSSY_ENTRY_BYTES: f64 = 200.0;
+/// Estimated header bytes of a lossy tensor's entry (steps, fingerprint),
+/// beyond its name, blocks and reconstruction levels.
+pub const LOSSY_ENTRY_BYTES: f64 = 60.0;
+/// Estimated header bytes of a lossy tensor's reconstruction levels, stored
+/// only when it keeps remainder entries.
+pub const RECON_BYTES: f64 = 130.0;
 /// Estimated header bytes of one block record.
 pub const BLOCK_ENTRY_BYTES: f64 = 20.0;
 /// Bytes of a block's frequency table per distinct symbol (estimate).
@@ -277,7 +280,8 @@ fn model(p: &Problem, step: f64, fixed: Option<&[usize]>) -> (Estimate, Vec<usiz
             } else {
                 0.0
             };
-        e.bits += b + blocks * BLOCK_ENTRY_BYTES * 8.0;
+        let recon = if kp > 0.0 { RECON_BYTES } else { 0.0 };
+        e.bits += b + (blocks * BLOCK_ENTRY_BYTES + recon) * 8.0;
         e.dist += d;
         e.kept += kp;
     }

@@ -210,7 +210,13 @@ fn plan_lossy(
                     );
                     release(base, trained, &items[i]);
                     let nb = lc.factors.len() + lc.remainder.len() + lc.escapes.iter().count();
-                    let bytes = lc.coded_bytes() as f64 + rate::BLOCK_ENTRY_BYTES * nb as f64;
+                    let recon = if lc.remainder.is_empty() {
+                        0.0
+                    } else {
+                        rate::RECON_BYTES
+                    };
+                    let bytes =
+                        lc.coded_bytes() as f64 + rate::BLOCK_ENTRY_BYTES * nb as f64 + recon;
                     (bytes * 8.0, lc.dist, lc.kept as f64)
                 })
                 .collect();
