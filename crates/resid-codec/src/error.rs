@@ -112,14 +112,12 @@ pub enum CodecError {
         base: PathBuf,
     },
     /// The base's tensor has another dtype or shape than the one recorded.
-    #[error("{path}: tensor '{tensor}': base tensor is {got_dtype} {got_shape:?} but the residual was made against {want_dtype} {want_shape:?} (another base)")]
+    #[error("{path}: tensor '{tensor}': base tensor is {got} but the residual was made against {want} (another base)")]
     BaseTensorDiffers {
         path: PathBuf,
         tensor: String,
-        got_dtype: String,
-        got_shape: Vec<u64>,
-        want_dtype: String,
-        want_shape: Vec<u64>,
+        got: Box<TensorLayout>,
+        want: Box<TensorLayout>,
     },
     /// The base's tensor bytes differ from the recorded fingerprint.
     #[error("{path}: tensor '{tensor}': fingerprint mismatch: the base tensor in {base_file} differs from the one this residual was made against (another base?)")]
@@ -152,6 +150,19 @@ pub enum CodecError {
     /// A pack setting is out of range.
     #[error("{0}")]
     Settings(SettingsProblem),
+}
+
+/// A tensor's dtype and shape, as errors show them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorLayout {
+    pub dtype: String,
+    pub shape: Vec<u64>,
+}
+
+impl std::fmt::Display for TensorLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}", self.dtype, self.shape)
+    }
 }
 
 /// Whole-file header rules (FORMAT.md 2, 2.1, 2.2).
