@@ -31,9 +31,9 @@ fn listing(p: &Path) -> Vec<String> {
 fn try_unpack(root: &Path, base: &Checkpoint, file: &[u8]) -> bool {
     let input = root.join("input.resid");
     std::fs::write(&input, file).unwrap();
-    let before = listing(root);
     let bx = root.join("box");
     std::fs::create_dir_all(&bx).unwrap();
+    let before = listing(root);
     let out = bx.join("out");
     let ok = unpack(base, &input, &out).is_ok();
     let _ = resid_codec::inspect(&input);
