@@ -21,8 +21,26 @@ pub enum CodecError {
         tensor: String,
         what: String,
     },
+    /// A tensor holds NaN or Inf and storing them was not allowed.
+    #[error("{path}: tensor '{tensor}': holds NaN or Inf values (in trained or base); pass --allow-nonfinite to store them losslessly")]
+    NonFinite { path: PathBuf, tensor: String },
     #[error("{0}")]
     Usage(String),
+}
+
+/// Damage and another base are told apart only in the message today: both
+/// are a residual file that does not rebuild against the given base.
+impl resid_io::Classify for CodecError {
+    fn class(&self) -> resid_io::ErrorClass {
+        use resid_io::ErrorClass;
+        match self {
+            CodecError::Io(e) => e.class(),
+            CodecError::Os { .. } => ErrorClass::Io,
+            CodecError::File { .. } | CodecError::Tensor { .. } => ErrorClass::Mismatch,
+            CodecError::NonFinite { .. } => ErrorClass::BadInput,
+            CodecError::Usage(_) => ErrorClass::Usage,
+        }
+    }
 }
 
 impl CodecError {

@@ -210,11 +210,10 @@ pub fn pack_with_progress(
     };
     let refuse = |it: &Item| -> CodecError {
         let t = &tt[it.ti];
-        CodecError::tensor(
-            trained.file_of(t),
-            &t.name,
-            "holds NaN or Inf values (in trained or base); pass --allow-nonfinite to store them losslessly",
-        )
+        CodecError::NonFinite {
+            path: trained.file_of(t).to_path_buf(),
+            tensor: t.name.clone(),
+        }
     };
     let mut nonfinite = vec![false; items.len()];
     if lossy_mode {

@@ -39,7 +39,7 @@ pub struct Args {
     pub json: Option<PathBuf>,
     /// Also write a report folder: index.html (self-contained, figures
     /// inline), report.md with its SVG figures, and report.json.
-    #[arg(long, value_name = "DIR")]
+    #[arg(short = 'o', long = "out", visible_aliases = ["output", "report"], value_name = "DIR")]
     pub report: Option<PathBuf>,
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long)]
@@ -74,13 +74,15 @@ pub struct Args {
     #[arg(long, value_parser = super::pack::parse_bytes)]
     pub max_memory: Option<usize>,
     /// No progress bar.
-    #[arg(long, short)]
+    #[arg(short, long)]
     pub quiet: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.k.is_some() && args.subspace_of.is_none() {
-        anyhow::bail!("--k sets the directions of --subspace-of; it means nothing with --base");
+        crate::exit::usage_bail!(
+            "--k sets the directions of --subspace-of; it means nothing with --base"
+        );
     }
     let layout = match &args.layout {
         Some(p) => Layout::from_file(p)?,

@@ -29,13 +29,13 @@ pub struct Args {
     pub json: Option<PathBuf>,
     /// Also write a report folder: index.html (self-contained), report.md
     /// with the rate-distortion figure, and report.json (the rows).
-    #[arg(long, value_name = "DIR")]
+    #[arg(short = 'o', long = "out", visible_aliases = ["output", "report"], value_name = "DIR")]
     pub report: Option<PathBuf>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
     /// No progress spinner.
-    #[arg(long, short)]
+    #[arg(short, long)]
     pub quiet: bool,
 }
 

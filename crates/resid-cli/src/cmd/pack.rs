@@ -19,7 +19,12 @@ pub struct Args {
     #[arg(long)]
     pub trained: PathBuf,
     /// Output residual file.
-    #[arg(short, long)]
+    #[arg(
+        short = 'o',
+        long = "out",
+        visible_alias = "output",
+        value_name = "PATH"
+    )]
     pub output: PathBuf,
     /// Bit-exact rebuild.
     #[arg(long)]
@@ -50,7 +55,7 @@ pub struct Args {
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// No progress bar.
-    #[arg(long, short)]
+    #[arg(short, long)]
     pub quiet: bool,
 }
 
@@ -69,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else if let Some(x) = args.max_error {
         Mode::MaxError(x)
     } else {
-        anyhow::bail!("give one of --lossless, --bits-per-param, --keep, --max-error")
+        crate::exit::usage_bail!("give one of --lossless, --bits-per-param, --keep, --max-error")
     };
     let base = Checkpoint::open(&args.base)?;
     let trained = Checkpoint::open(&args.trained)?;
