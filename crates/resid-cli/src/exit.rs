@@ -53,6 +53,7 @@ fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
     try_types!(
         CliError,
         resid::io::IoError,
+        resid::io::hub::HubError,
         resid::codec::error::CodecError,
         resid::analysis::AnalysisError,
         resid::report::document::ReportError,

@@ -7,6 +7,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod cmd;
 mod exit;
+mod input;
 mod output;
 mod progress;
 
@@ -16,7 +17,9 @@ Every command:
   -o, --out PATH   where a command writes (--output is the same flag)
   -q, --quiet      no progress bars or notes on stderr (results and errors still print)
   --json PATH      figures as JSON, written atomically; '-' puts only JSON on stdout
-A checkpoint argument is a .safetensors file or a model folder.
+A checkpoint argument is a .safetensors file, a model folder, or a repo id
+org/name[@revision] found offline in the Hugging Face cache (HF_HUB_CACHE,
+else HF_HOME/hub, else ~/.cache/huggingface/hub); a path that exists wins.
 
 Exit status:
   0  success

@@ -9,12 +9,14 @@ use std::path::PathBuf;
 use anyhow::Context;
 use resid::analysis::{analyze, analyze_subspace, Margins, Options, Subspace};
 use resid::io::atomic::AtomicFile;
-use resid::io::{Checkpoint, Layout};
+use resid::io::Layout;
 
 /// Arguments of `resid analyze`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Base checkpoint: a .safetensors file, or a folder with model.safetensors or model.safetensors.index.json.
+    /// Base checkpoint: a .safetensors file, a folder with model.safetensors
+    /// or model.safetensors.index.json, or a repo id org/name[@revision]
+    /// found in the local Hugging Face cache (a path that exists wins).
     #[arg(
         long,
         required_unless_present = "subspace_of",
@@ -88,11 +90,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => Layout::from_file(p)?,
         None => Layout::builtin(),
     };
-    let base = args.base.as_deref().map(Checkpoint::open).transpose()?;
-    let trained = Checkpoint::open(&args.trained)?;
+    let base = args
+        .base
+        .as_deref()
+        .map(|b| crate::input::open(b, args.quiet))
+        .transpose()?;
+    let trained = crate::input::open(&args.trained, args.quiet)?;
     let subspace = match &args.subspace_of {
         Some(p) => {
-            let ck = Checkpoint::open(p)?;
+            let ck = crate::input::open(p, args.quiet)?;
             Some(Subspace::from_checkpoint(
                 &ck,
                 &layout,

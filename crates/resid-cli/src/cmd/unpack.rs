@@ -4,12 +4,12 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use resid::io::Checkpoint;
 
 /// Arguments of `resid unpack`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Base checkpoint the residual was made against.
+    /// Base checkpoint the residual was made against: a file, a folder, or
+    /// a repo id org/name[@revision] in the local Hugging Face cache.
     #[arg(long)]
     pub base: PathBuf,
     /// Residual file.
@@ -43,7 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .num_threads(n.max(1))
             .build_global();
     }
-    let base = Checkpoint::open(&args.base)?;
+    let base = crate::input::open(&args.base, args.quiet)?;
     base.advise_sequential();
     let pb = crate::progress::bytes_bar(0, "unpack", args.quiet);
     let t0 = std::time::Instant::now();

@@ -16,6 +16,25 @@ pub fn run(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().expect("runs resid")
 }
 
+/// Runs the binary in `dir` with the Hugging Face cache variables cleared,
+/// then `env` set.
+pub fn run_env(dir: &Path, env: &[(&str, &Path)], args: &[&str]) -> Output {
+    let mut c = Command::new(bin());
+    c.current_dir(dir).args(args);
+    for k in [
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "HF_HOME",
+        "XDG_CACHE_HOME",
+    ] {
+        c.env_remove(k);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("runs resid")
+}
+
 /// A path as an argument.
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
