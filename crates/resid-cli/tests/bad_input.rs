@@ -353,7 +353,13 @@ fn any_flipped_bit_in_a_residual_file_is_refused() {
             let mut bad = good.clone();
             bad[p] ^= 1 << (k % 8);
             std::fs::write(&g, &bad).unwrap();
-            let e = refused(&unpack(&b, &g, &out), exit::MISMATCH, &g, "");
+            // A flip in the magic makes it no residual file (bad input).
+            let code = if p < 8 {
+                exit::BAD_INPUT
+            } else {
+                exit::MISMATCH
+            };
+            let e = refused(&unpack(&b, &g, &out), code, &g, "");
             let region = if p < 16 {
                 "preamble"
             } else if p < hoff {
@@ -394,13 +400,15 @@ fn truncated_residual_files_are_refused_by_inspect_and_unpack() {
     let out = d.path().join("out.safetensors");
     for len in [0, 1, 8, 16, 40, 47, 48, n / 2, n - 33, n - 32, n - 1] {
         std::fs::write(&g, &good[..len]).unwrap();
-        let problem = if len < 8 {
-            "not a residual file"
+        // Without its 8-byte magic it is not a residual file (bad input);
+        // with it, a damaged one.
+        let (problem, code) = if len < 8 {
+            ("not a residual file", exit::BAD_INPUT)
         } else {
-            "truncated"
+            ("truncated", exit::MISMATCH)
         };
-        refused(&run(&["inspect", s(&g)]), exit::MISMATCH, &g, problem);
-        refused(&unpack(&b, &g, &out), exit::MISMATCH, &g, problem);
+        refused(&run(&["inspect", s(&g)]), code, &g, problem);
+        refused(&unpack(&b, &g, &out), code, &g, problem);
         assert!(!out.exists());
     }
     // Extra bytes after the footer: not a whole file either.
@@ -528,7 +536,14 @@ fn an_interrupted_pack_leaves_no_file_taken_for_whole() {
                 if o.status.success() {
                     assert_eq!(std::fs::read(&p).unwrap(), reference, "{name}");
                 } else {
-                    let e = refused(&o, exit::MISMATCH, &p, "");
+                    let no_magic = std::fs::read(&p).unwrap().len() < 8
+                        || !reference.starts_with(&std::fs::read(&p).unwrap()[..8]);
+                    let code = if no_magic {
+                        exit::BAD_INPUT
+                    } else {
+                        exit::MISMATCH
+                    };
+                    let e = refused(&o, code, &p, "");
                     assert!(
                         e.contains("truncated") || e.contains("not a residual file"),
                         "{e}"
@@ -555,7 +570,7 @@ fn with_header(file: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8
     out.extend_from_slice(&text);
     out.extend_from_slice(&(hoff as u64).to_le_bytes());
     out.extend_from_slice(&(text.len() as u64).to_le_bytes());
-    out.extend_from_slice(&resid::codec::format::xxh3(&text).to_le_bytes());
+    out.extend_from_slice(&resid::codec::container::xxh3(&text).to_le_bytes());
     out.extend_from_slice(b"RESIDEND");
     out
 }

@@ -266,7 +266,8 @@ fn each_error_class_has_its_exit_code() {
     let g = d.path().join("flip.resid");
     std::fs::write(&g, &flipped).unwrap();
     fails_with(&unpack(&b, &g, "-o", &r, &["-q"]), exit::MISMATCH);
-    fails_with(&run(&["inspect", s(&b)]), exit::MISMATCH);
+    // 3, not 4: a checkpoint given where a residual file belongs.
+    fails_with(&run(&["inspect", s(&b)]), exit::BAD_INPUT);
     assert!(!r.exists(), "no output after a refusal");
 
     // 5: a missing file, and an output folder that does not exist.
