@@ -20,5 +20,5 @@ pub use checkpoint::{Checkpoint, TensorEntry};
 pub use dtype::Dtype;
 pub use error::{Classify, ErrorClass, IoError, Result};
 pub use layout::{Component, Layout, TensorMeta};
-pub use pairing::{pair, Pairing};
+pub use pairing::{pair, pair_all, Mismatched, Pairing, Resized};
 pub use readahead::{with_readahead, Ahead, ReadAhead};
