@@ -631,3 +631,104 @@ fn a_lossy_tensor_without_its_base_is_refused_before_allocating() {
     std::fs::write(&g, with_header(&good, |_| {})).unwrap();
     ok(&run(&["inspect", s(&g)]));
 }
+
+/// A lying index: its name, weight map, exit status and message.
+type Case = (
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    i32,
+    &'static str,
+);
+
+/// A sharded folder: `a` in shard 1, `b` in shard 2, and an index whose
+/// weight map is `map` (tensor -> shard file name).
+fn sharded(dir: &Path, map: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let one = dir.join("model-00001-of-00002.safetensors");
+    let two = dir.join("model-00002-of-00002.safetensors");
+    std::fs::write(&one, st(&[("a", "F32", vec![4, 4], f32s(&vals(16, 1)))])).unwrap();
+    std::fs::write(&two, st(&[("b", "F32", vec![4, 4], f32s(&vals(16, 2)))])).unwrap();
+    let m: serde_json::Map<String, serde_json::Value> = map
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    let index = serde_json::json!({"metadata": {}, "weight_map": m});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+}
+
+#[test]
+fn sharded_folders_whose_index_lies_are_refused_naming_the_file() {
+    const ONE: &str = "model-00001-of-00002.safetensors";
+    const TWO: &str = "model-00002-of-00002.safetensors";
+    let d = tempfile::tempdir().unwrap();
+    let good = d.path().join("good");
+    sharded(&good, &[("a", ONE), ("b", TWO)]);
+    let out = d.path().join("x.resid");
+    ok(&pack(&good, &good, &out, &["--lossless"]));
+    std::fs::remove_file(&out).unwrap();
+    let index = |dir: &Path| dir.join("model.safetensors.index.json");
+    // (case, weight map, exit status, what the message says)
+    let cases: [Case; 5] = [
+        (
+            "outside",
+            vec![("a", "../x.safetensors"), ("b", TWO)],
+            exit::BAD_INPUT,
+            "not a plain file name",
+        ),
+        (
+            "missing",
+            vec![("a", ONE), ("b", "model-00003-of-00002.safetensors")],
+            exit::IO,
+            "",
+        ),
+        (
+            "moved",
+            vec![("a", TWO), ("b", ONE)],
+            exit::BAD_INPUT,
+            "is mapped to",
+        ),
+        (
+            "absent",
+            vec![("a", ONE), ("b", TWO), ("c", TWO)],
+            exit::BAD_INPUT,
+            "does not hold it",
+        ),
+        (
+            "unlisted",
+            vec![("a", ONE), ("x", TWO)],
+            exit::BAD_INPUT,
+            "missing from the weight map",
+        ),
+    ];
+    for (name, map, code, problem) in cases {
+        let dir = d.path().join(name);
+        sharded(&dir, &map);
+        let named = if name == "missing" {
+            dir.join("model-00003-of-00002.safetensors")
+        } else {
+            index(&dir)
+        };
+        let e = refused(
+            &pack(&dir, &good, &out, &["--lossless"]),
+            code,
+            &named,
+            problem,
+        );
+        assert!(!out.exists(), "{name}: {e}");
+    }
+    // model.safetensors that is a symlink loop: named, not "no checkpoint".
+    #[cfg(unix)]
+    {
+        let dir = d.path().join("loop");
+        std::fs::create_dir_all(&dir).unwrap();
+        let m = dir.join("model.safetensors");
+        std::os::unix::fs::symlink(dir.join("other"), &m).unwrap();
+        std::os::unix::fs::symlink(&m, dir.join("other")).unwrap();
+        refused(
+            &pack(&dir, &good, &out, &["--lossless"]),
+            exit::IO,
+            &m,
+            "symbolic links",
+        );
+    }
+}
