@@ -108,6 +108,24 @@ def gap_before_header(body, h):
     return body + b"\xAA" * 13, json.dumps(h).encode()
 
 
+def nan_from_valid_file(body, h):
+    """A file every FORMAT.md rule accepts whose rebuild computes inf - inf
+    (SPEC-GAPS B3): `bias` gets rank 1 with factor_step 1e38, so f32(A*B)
+    overflows to inf and r = +inf, and a remainder level -1 whose recon[0] =
+    1e300 rounds to f32 -inf; r + v is then a NaN whose sign IEEE leaves open."""
+    t = tensor(h, "bias")
+    enc = t["encoding"]
+    blocks = []
+    for n, sym in ((1, 2), (36, 2), (36, 1)):  # A: q=1; B: q=1; remainder: q=-1
+        raw = bytes([0, sym])
+        blocks.append({"offset": len(body), "len": 2, "xxh3": "%016x" % xxhash.xxh3_64_intdigest(raw),
+                       "n": n, "bits": 0.0})
+        body += raw
+    enc.update(rank=1, factor_step=1e38, factors=blocks[:2], remainder=blocks[2:])
+    enc["recon"][0] = 1e300
+    return body, json.dumps(h).encode()
+
+
 def set_(path_fn):
     return m_json(path_fn)
 
@@ -176,6 +194,8 @@ ACCEPTS = [
     (LOSSLESS, "base-f32.safetensors", m_raw(gap_before_header), "1: bytes no block covers are ignored"),
     (LOSSY, "base-f32.safetensors", set_(lambda h: tensor(h, "w").pop("trained_xxh3")),
      "2: a null field may be left out"),
+    (LOSSY, "base-f32.safetensors", m_raw(nan_from_valid_file),
+     "3.3/3.5: factors that overflow f32 (the rebuild holds NaN; SPEC-GAPS B3)"),
 ]
 
 
@@ -214,6 +234,10 @@ def main(folder):
             fails += 1
             continue
         print("ok    accepted: FORMAT.md %s" % what)
+        if "NaN" in what:
+            raw = next(r for (n, _, _, _, r) in tensors if n == "bias")
+            print("      bias[0] rebuilt as f32 bits %s on this machine (%s)"
+                  % (raw[:4][::-1].hex(), os.uname().machine))
         if "metadata" in what and doc["trained"]["shards"][0]["metadata"] != {"format": "pt"}:
             print("FAIL  the metadata kept is %r" % doc["trained"]["shards"][0]["metadata"])
             fails += 1
