@@ -302,10 +302,8 @@ fn nonfinite_values_pack_only_with_allow_nonfinite_and_stay_bit_exact() {
 
 /// The blocks of a residual file, from its header: (offset, len).
 fn blocks(file: &[u8]) -> Vec<(usize, usize)> {
-    let f = &file[file.len() - 32..];
-    let hoff = u64::from_le_bytes(f[0..8].try_into().unwrap()) as usize;
-    let hlen = u64::from_le_bytes(f[8..16].try_into().unwrap()) as usize;
-    let h: serde_json::Value = serde_json::from_slice(&file[hoff..hoff + hlen]).unwrap();
+    let json = resid::codec::container::header_json(file).unwrap();
+    let h: serde_json::Value = serde_json::from_slice(&json).unwrap();
     let mut out = Vec::new();
     fn walk(v: &serde_json::Value, out: &mut Vec<(usize, usize)>) {
         match v {
@@ -559,20 +557,10 @@ fn an_interrupted_pack_leaves_no_file_taken_for_whole() {
 /// Rewrites a residual file's header through `edit`, with a correct header
 /// checksum and footer, so that only the header's own checks can refuse it.
 fn with_header(file: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
-    let n = file.len();
-    let f = &file[n - 32..];
-    let hoff = u64::from_le_bytes(f[0..8].try_into().unwrap()) as usize;
-    let hlen = u64::from_le_bytes(f[8..16].try_into().unwrap()) as usize;
-    let mut h: serde_json::Value = serde_json::from_slice(&file[hoff..hoff + hlen]).unwrap();
+    let json = resid::codec::container::header_json(file).unwrap();
+    let mut h: serde_json::Value = serde_json::from_slice(&json).unwrap();
     edit(&mut h);
-    let text = serde_json::to_vec(&h).unwrap();
-    let mut out = file[..hoff].to_vec();
-    out.extend_from_slice(&text);
-    out.extend_from_slice(&(hoff as u64).to_le_bytes());
-    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
-    out.extend_from_slice(&resid::codec::container::xxh3(&text).to_le_bytes());
-    out.extend_from_slice(b"RESIDEND");
-    out
+    resid::codec::container::replace_header(file, &serde_json::to_vec(&h).unwrap())
 }
 
 /// A crafted lossy tensor without a base and with no blocks at all once made
