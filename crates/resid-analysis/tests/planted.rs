@@ -80,7 +80,7 @@ fn sparse_residual_is_sparse_only() {
         }
         x
     });
-    let all = &r.components["all"];
+    let all = &r.components.all;
     assert!(all.kurtosis_pooled > 20.0, "{}", all.kurtosis_pooled);
     assert_eq!(verdict(&r), [true, false, false, false], "{:#?}", r.verdict);
 }
@@ -164,5 +164,5 @@ fn records_match_direct_computation_and_threads_do_not_matter() {
     assert_eq!(r.layers.len(), LAYERS);
     let share: f64 = r.layers.iter().map(|l| l.norm_share).sum();
     assert!((share - 1.0).abs() < 1e-9);
-    assert!(r.components.contains_key("attention") && r.components.contains_key("mlp"));
+    assert!(r.components.attention.is_some() && r.components.mlp.is_some());
 }
