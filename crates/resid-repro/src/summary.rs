@@ -140,7 +140,7 @@ fn residual(r: &ReproReport) -> Section {
     let mut header = vec!["measure".to_string(), "study".to_string()];
     header.extend(names.iter().map(|n| label(n)));
     type Measure = fn(&Report) -> Option<f64>;
-    let rows_spec: [(&str, String, Measure); 10] = [
+    let rows_spec: [(&str, String, Measure); 14] = [
         (
             "kurtosis, all (pooled)",
             format!("{:.2}", study::KURTOSIS_ALL),
@@ -175,9 +175,14 @@ fn residual(r: &ReproReport) -> Section {
             a.components.mlp.as_ref().and_then(|c| c.pr_mean)
         }),
         (
-            "mean adjacent-layer r",
+            "mean adjacent-layer r (every role, pooled)",
             format!("{:.3}", study::ADJ_R),
-            |a| a.interlayer.mean_adjacent_r,
+            |a| a.study.mean_adjacent_r_pooled,
+        ),
+        (
+            "same, weight matrices only (the verdict's)",
+            String::new(),
+            |a| a.interlayer.matrices.mean_adjacent_r,
         ),
         (
             "low-frequency power vs null",
@@ -185,9 +190,24 @@ fn residual(r: &ReproReport) -> Section {
             |a| a.verdict.smooth.measure,
         ),
         (
-            "k-means excess VE (max over K)",
+            "k-means excess VE over shuffled rows (max over K)",
             format!("<= {:.4}", study::KMEANS_VE_MAX),
-            |a| a.verdict.clustered.measure,
+            |a| a.study.kmeans_excess_ve_shuffled,
+        ),
+        (
+            "PR / Marchenko-Pastur PR (matrices, energy-weighted)",
+            String::new(),
+            |a| a.verdict.low_rank.measure,
+        ),
+        (
+            "energy in the top 10% of rows",
+            String::new(),
+            |a| a.verdict.row_sparse.measure,
+        ),
+        (
+            "energy along -W_start",
+            String::new(),
+            |a| a.verdict.decay_like.measure,
         ),
     ];
     let rows = rows_spec
@@ -205,11 +225,15 @@ fn residual(r: &ReproReport) -> Section {
     let mut vheader = vec!["hypothesis".to_string(), "study".to_string()];
     vheader.extend(names.iter().map(|n| label(n)));
     type Verdict = fn(&Report) -> &Hypothesis;
-    let verdicts: [(&str, &str, Verdict); 4] = [
+    let verdicts: [(&str, &str, Verdict); 8] = [
         ("sparse", "yes", |a| &a.verdict.sparse),
         ("smooth", "no", |a| &a.verdict.smooth),
         ("coordinated", "no", |a| &a.verdict.coordinated),
         ("clustered", "no", |a| &a.verdict.clustered),
+        ("low-rank", "not tested", |a| &a.verdict.low_rank),
+        ("row-sparse", "not tested", |a| &a.verdict.row_sparse),
+        ("column-sparse", "not tested", |a| &a.verdict.column_sparse),
+        ("decay-like", "not tested", |a| &a.verdict.decay_like),
     ];
     let vrows = verdicts
         .iter()
