@@ -199,16 +199,12 @@ fn residual(r: &ReproReport) -> Section {
             String::new(),
             |a| a.verdict.low_rank.measure,
         ),
-        (
-            "energy in the top 10% of rows",
-            String::new(),
-            |a| a.verdict.row_sparse.measure,
-        ),
-        (
-            "energy along -W_start",
-            String::new(),
-            |a| a.verdict.decay_like.measure,
-        ),
+        ("energy in the top 10% of rows", String::new(), |a| {
+            a.verdict.row_sparse.measure
+        }),
+        ("energy along -W_start", String::new(), |a| {
+            a.verdict.decay_like.measure
+        }),
     ];
     let rows = rows_spec
         .iter()
