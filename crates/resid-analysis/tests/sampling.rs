@@ -91,3 +91,36 @@ fn big_matrix_is_sampled_and_recorded_small_one_is_exact() {
         assert_eq!(tensor(&j1, "big.weight")[key], big[key], "{key}");
     }
 }
+
+/// A 30522 x 384 (BERT-embedding-sized) matrix is within the default Gram
+/// budget, so its PR is exact: here every row has one non-zero entry, in
+/// column `i % 384`, so the columns are orthogonal, the Gram is diagonal
+/// with `G_jj = sum of v_i^2 over i = j (mod 384)`, and
+/// `PR = (sum G_jj)^2 / sum G_jj^2` in closed form. Length-squared row
+/// sampling would only estimate it.
+#[test]
+fn embedding_sized_matrix_has_exact_pr() {
+    let (rows, cols) = (30_522, 384);
+    assert!(participation::sample_size(rows, cols, participation::GRAM_BUDGET).is_none());
+    let v = gaussian_vec(rows, 1.0, 77);
+    let mut x = vec![0.0f32; rows * cols];
+    let mut g = vec![0.0f64; cols];
+    for i in 0..rows {
+        // Uneven column weights: scale by the column index.
+        let val = v[i] * (1.0 + (i % cols) as f32 / 64.0);
+        x[i * cols + i % cols] = val;
+        g[i % cols] += (val as f64).powi(2);
+    }
+    let fro2: f64 = g.iter().sum();
+    let want = fro2 * fro2 / g.iter().map(|a| a * a).sum::<f64>();
+    let (s, rec) =
+        participation::spectral_budget(&x, rows, cols, fro2, 1, participation::GRAM_BUDGET);
+    assert!(rec.is_none());
+    assert!((s.pr / want - 1.0).abs() < 1e-5, "{} vs {want}", s.pr);
+    // Energy rank from the exact spectrum: the columns' energies themselves.
+    let mut e = g.clone();
+    assert_eq!(
+        s.energy_rank_90,
+        resid_analysis::lines::lines_holding(&mut e, 0.9)
+    );
+}
