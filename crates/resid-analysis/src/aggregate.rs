@@ -8,25 +8,45 @@
 use std::collections::BTreeMap;
 
 use resid_io::Component;
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::interlayer::Interlayer;
 use crate::moments::Moments;
-use crate::verdict::{judge, Evidence, Margins, Verdict};
+use crate::verdict::{judge, Evidence, Margins, Tally, Verdict, Weighted};
 
 /// k-means variance explained at one K, with the null's.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct KmeansFigure {
     pub k: usize,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub ve: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub ve_null: f64,
-    /// VE of the same rows with their entries shuffled (the verdict's null).
+    /// VE of the same rows with their entries shuffled (keeps the values'
+    /// tails, destroys low rank).
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub ve_shuffled: f64,
+    /// VE of Gaussian rows with the rows' own covariance (keeps the
+    /// spectrum, has no types).
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
+    pub ve_same_cov: f64,
+}
+
+impl KmeansFigure {
+    /// The clustering null: the larger of the shuffled and same-covariance VE.
+    pub fn ve_null_max(&self) -> f64 {
+        self.ve_shuffled.max(self.ve_same_cov)
+    }
 }
 
 /// The sampling behind a tensor's matrix measures (see `participation` and
 /// `kmeans` for the estimators); each part is absent when exact.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Sampling {
     /// PR and stable rank from the Gram of a sample of the long side.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -37,7 +57,7 @@ pub struct Sampling {
 }
 
 /// k-means on `rows` of `of` rows (seeded sample), best of `restarts`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct KmeansSample {
     pub rows: usize,
     pub of: usize,
@@ -45,10 +65,11 @@ pub struct KmeansSample {
 }
 
 /// Everything measured on one residual tensor.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TensorRecord {
     pub name: String,
     pub layer: Option<usize>,
+    #[schemars(schema_with = "crate::json::component_schema")]
     pub component: Component,
     pub role: String,
     pub shape: Vec<usize>,
@@ -57,26 +78,67 @@ pub struct TensorRecord {
     pub finite: u64,
     pub nan: u64,
     pub inf: u64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub mean: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub std: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub min: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub max: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub kurtosis: f64,
     /// Sum of r^2.
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub energy: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub entropy_bits: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub entropy_null_bits: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub entropy_step_bits: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub share_above_3std: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub top1pct_energy: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub top10pct_energy: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub hoyer: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub gini: f64,
     /// 2-D view (rows, cols) used for the matrix measures; None for 1-D.
     pub matrix: Option<(usize, usize)>,
     pub pr: Option<f64>,
     pub pr_null: Option<f64>,
     pub stable_rank: Option<f64>,
+    /// Stable rank of an i.i.d. matrix of the shape.
+    pub stable_rank_null: Option<f64>,
+    /// Fewest singular directions holding 90% / 99% of the energy, and the
+    /// Marchenko-Pastur expectation of the same.
+    pub energy_rank_90: Option<usize>,
+    pub energy_rank_99: Option<usize>,
+    pub energy_rank_90_null: Option<f64>,
+    pub energy_rank_99_null: Option<f64>,
+    /// Energy shares of the top rows / columns, against the Gaussian null.
+    pub row_shares: Option<crate::lines::LineShares>,
+    pub col_shares: Option<crate::lines::LineShares>,
+    /// R against W_base (absent without a base).
+    pub decay: Option<crate::lines::Decay>,
     pub lowfreq_share: Option<f64>,
     pub lowfreq_null_share: Option<f64>,
     pub lowfreq_ratio: Option<f64>,
@@ -89,44 +151,69 @@ pub struct TensorRecord {
     pub sampling: Option<Sampling>,
     /// Why something was skipped, or what was unusual.
     pub note: Option<String>,
-    #[serde(skip)]
+    /// Central moments of the finite entries, so groups can be pooled
+    /// exactly by whoever reads the record.
     pub moments: Moments,
 }
 
 /// One component (or "all").
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ComponentSummary {
     pub tensors: usize,
     pub numel: u64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub kurtosis_pooled: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub kurtosis_mean: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub entropy_bits: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub entropy_null_bits: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub entropy_step_bits: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub share_above_3std: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub top1pct_energy: f64,
     pub pr_mean: Option<f64>,
     pub pr_null_mean: Option<f64>,
     pub lowfreq_ratio: Option<f64>,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub energy_share: f64,
 }
 
 /// One layer.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LayerSummary {
     pub layer: usize,
     pub tensors: usize,
     pub numel: u64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub entropy_bits: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub entropy_null_bits: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub kurtosis_pooled: f64,
     pub pr_mean: Option<f64>,
     /// Share of the model's sum r^2 in this layer.
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub norm_share: f64,
 }
 
 /// Names present on one side only.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Unmatched {
     pub only_base: Vec<String>,
     pub only_trained: Vec<String>,
@@ -134,17 +221,90 @@ pub struct Unmatched {
     pub skipped: Vec<String>,
 }
 
+/// Figures as the study computed them, kept for its tables.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StudyFigures {
+    /// Mean adjacent-layer r over every role, matrices and 1-D parameters
+    /// alike (confounded by norms and biases; the verdict reads the matrices).
+    pub mean_adjacent_r_pooled: Option<f64>,
+    /// k-means VE excess over the entry-shuffled null alone, at its best K
+    /// (low rank alone raises it; the verdict also beats a same-covariance null).
+    pub kmeans_best_k_shuffled: Option<usize>,
+    pub kmeans_excess_ve_shuffled: Option<f64>,
+}
+
+/// The per-component summaries: every tensor ("all") and each component
+/// that has tensors (written in this order, as a JSON object keyed by name).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Components {
+    pub all: ComponentSummary,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<ComponentSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<ComponentSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlp: Option<ComponentSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm: Option<ComponentSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other: Option<ComponentSummary>,
+}
+
+impl Components {
+    /// The summary of one component (None: no tensor of it).
+    pub fn get(&self, c: Component) -> Option<&ComponentSummary> {
+        self.slot(c).as_ref()
+    }
+
+    fn slot(&self, c: Component) -> &Option<ComponentSummary> {
+        match c {
+            Component::Attention => &self.attention,
+            Component::Mlp => &self.mlp,
+            Component::Embedding => &self.embedding,
+            Component::Norm => &self.norm,
+            Component::Other => &self.other,
+        }
+    }
+
+    fn set(&mut self, c: Component, v: ComponentSummary) {
+        let slot = match c {
+            Component::Attention => &mut self.attention,
+            Component::Mlp => &mut self.mlp,
+            Component::Embedding => &mut self.embedding,
+            Component::Norm => &mut self.norm,
+            Component::Other => &mut self.other,
+        };
+        *slot = Some(v);
+    }
+
+    /// ("all", summary), then each present component by name, in JSON order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &ComponentSummary)> {
+        let mut by: Vec<(&'static str, &ComponentSummary)> = Component::ALL
+            .iter()
+            .filter_map(|&c| self.get(c).map(|s| (c.name(), s)))
+            .collect();
+        by.sort_by_key(|(n, _)| *n);
+        std::iter::once(("all", &self.all)).chain(by)
+    }
+}
+
 /// The whole analysis.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Report {
+    /// Version of this record's layout ([`crate::json::SCHEMA_VERSION`]);
+    /// the JSON Schema is docs/report.schema.json.
+    pub schema_version: u32,
     pub base: String,
     pub trained: String,
     pub seed: u64,
     pub tensors: Vec<TensorRecord>,
-    pub components: BTreeMap<String, ComponentSummary>,
+    pub components: Components,
     pub layers: Vec<LayerSummary>,
     pub interlayer: Interlayer,
     pub verdict: Verdict,
+    /// The study's own figures, measured as the study measured them (the
+    /// verdict uses the fixed measures instead).
+    pub study: StudyFigures,
     pub margins: Margins,
     pub unmatched: Unmatched,
     /// Set in subspace mode (`--subspace-of`): the projection that was applied.
@@ -235,11 +395,11 @@ pub fn aggregate(
         (a.layer.is_none(), a.layer, &a.name).cmp(&(b.layer.is_none(), b.layer, &b.name))
     });
     let total_energy: f64 = tensors.iter().map(|r| r.energy).sum();
-    let mut components = BTreeMap::new();
+    let mut components = Components::default();
     for c in Component::ALL {
         let rs: Vec<&TensorRecord> = tensors.iter().filter(|r| r.component == c).collect();
         if !rs.is_empty() {
-            components.insert(c.name().to_string(), summarize(&rs, total_energy));
+            components.set(c, summarize(&rs, total_energy));
         }
     }
     let all: Vec<&TensorRecord> = tensors.iter().collect();
@@ -271,33 +431,45 @@ pub fn aggregate(
         })
         .collect();
     // Clustering evidence: per K, mean VE and null VE over clustered tensors.
-    let mut best_k: Option<(usize, f64, f64)> = None;
-    for (i, &k) in crate::kmeans::KS.iter().enumerate() {
-        let figs: Vec<KmeansFigure> = tensors
-            .iter()
-            .filter_map(|r| r.kmeans.as_ref().and_then(|v| v.get(i).copied()))
-            .filter(|f| f.ve.is_finite() && f.ve_shuffled.is_finite())
-            .collect();
-        if figs.is_empty() {
-            continue;
-        }
-        let ve = figs.iter().map(|f| f.ve).sum::<f64>() / figs.len() as f64;
-        let vn = figs.iter().map(|f| f.ve_shuffled).sum::<f64>() / figs.len() as f64;
-        if best_k.is_none_or(|(_, a, b)| ve - vn > a - b) {
-            best_k = Some((k, ve, vn));
-        }
-    }
+    let best_k = best_k_of(&tensors, KmeansFigure::ve_null_max);
+    let study_k = best_k_of(&tensors, |f| f.ve_shuffled);
     let evidence = Evidence {
         kurtosis_pooled: Some(all_summary.kurtosis_pooled).filter(|k| k.is_finite()),
         top1pct_energy: Some(all_summary.top1pct_energy).filter(|k| k.is_finite()),
         lowfreq_ratio: all_summary.lowfreq_ratio,
-        mean_adjacent_r: interlayer.mean_adjacent_r,
-        null_band: interlayer.null_band,
+        mean_adjacent_r: interlayer.matrices.mean_adjacent_r,
+        null_band: interlayer.matrices.null_band,
         best_k,
+        low_rank: weighted(
+            &tensors,
+            |r| Some((r.pr? / r.pr_null?, 1.0)),
+            |x| x < margins.low_rank_pr_ratio,
+        ),
+        row_sparse: weighted(
+            &tensors,
+            |r| r.row_shares.map(|s| (s.top10pct, s.top10pct_null)),
+            |x| x > margins.line_sparse_top10,
+        ),
+        column_sparse: weighted(
+            &tensors,
+            |r| r.col_shares.map(|s| (s.top10pct, s.top10pct_null)),
+            |x| x > margins.line_sparse_top10,
+        ),
+        decay: weighted(
+            &tensors,
+            |r| r.decay.map(|d| (d.share, 1.0 / r.finite.max(1) as f64)),
+            |x| x > margins.decay_share,
+        ),
     };
-    components.insert("all".to_string(), all_summary);
+    let study = StudyFigures {
+        mean_adjacent_r_pooled: interlayer.mean_adjacent_r,
+        kmeans_best_k_shuffled: study_k.map(|b| b.0),
+        kmeans_excess_ve_shuffled: study_k.map(|b| b.1 - b.2),
+    };
+    components.all = all_summary;
     let verdict = judge(&evidence, &margins);
     Report {
+        schema_version: crate::json::SCHEMA_VERSION,
         base,
         trained,
         seed,
@@ -306,15 +478,88 @@ pub fn aggregate(
         layers,
         interlayer,
         verdict,
+        study,
         margins,
         unmatched,
         subspace: None,
     }
 }
 
+/// (K, mean VE, mean null VE) at the K whose mean excess over `null` is
+/// largest, over the tensors clustered at that K.
+fn best_k_of(
+    tensors: &[TensorRecord],
+    null: impl Fn(&KmeansFigure) -> f64,
+) -> Option<(usize, f64, f64)> {
+    let mut best: Option<(usize, f64, f64)> = None;
+    for (i, &k) in crate::kmeans::KS.iter().enumerate() {
+        let figs: Vec<(f64, f64)> = tensors
+            .iter()
+            .filter_map(|r| r.kmeans.as_ref().and_then(|v| v.get(i)))
+            .map(|f| (f.ve, null(f)))
+            .filter(|(a, b)| a.is_finite() && b.is_finite())
+            .collect();
+        if figs.is_empty() {
+            continue;
+        }
+        let ve = figs.iter().map(|f| f.0).sum::<f64>() / figs.len() as f64;
+        let vn = figs.iter().map(|f| f.1).sum::<f64>() / figs.len() as f64;
+        if best.is_none_or(|(_, a, b)| ve - vn > a - b) {
+            best = Some((k, ve, vn));
+        }
+    }
+    best
+}
+
+/// Energy-weighted mean of a per-tensor (measure, null) over the tensors
+/// that have it, with the tally of tensors whose measure passes `rule`.
+fn weighted(
+    tensors: &[TensorRecord],
+    of: impl Fn(&TensorRecord) -> Option<(f64, f64)>,
+    rule: impl Fn(f64) -> bool,
+) -> Weighted {
+    let (mut sm, mut sn, mut w, mut wp) = (0.0, 0.0, 0.0, 0.0);
+    let (mut passing, mut n) = (0, 0);
+    for r in tensors {
+        let Some((m, nl)) = of(r).filter(|(m, nl)| m.is_finite() && nl.is_finite()) else {
+            continue;
+        };
+        let e = r.energy;
+        if !(e.is_finite() && e > 0.0) {
+            continue;
+        }
+        n += 1;
+        sm += m * e;
+        sn += nl * e;
+        w += e;
+        if rule(m) {
+            passing += 1;
+            wp += e;
+        }
+    }
+    if n == 0 {
+        return Weighted::default();
+    }
+    Weighted {
+        measure: Some(sm / w),
+        null: Some(sn / w),
+        tally: Some(Tally {
+            passing,
+            of: n,
+            energy_share: wp / w,
+        }),
+    }
+}
+
 impl Report {
-    /// The report as pretty JSON.
+    /// The report as pretty JSON (NaN, a measure not taken, as null).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("report serializes")
+    }
+
+    /// Reads a report written by [`Report::to_json`], refusing one of
+    /// another schema version.
+    pub fn from_json(text: &str) -> Result<Report, crate::json::ReportJsonError> {
+        crate::json::from_str(text)
     }
 }

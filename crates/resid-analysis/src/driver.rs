@@ -18,6 +18,7 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 
+use rayon::prelude::*;
 use resid_io::{Checkpoint, IoError, Layout, TensorEntry};
 
 use crate::aggregate::{
@@ -26,6 +27,7 @@ use crate::aggregate::{
 use crate::entropy;
 use crate::interlayer::{self, Tracker};
 use crate::kmeans;
+use crate::lines;
 use crate::lowfreq;
 use crate::moments::{count_nonfinite, Moments};
 use crate::null::{self, hash_str, mix};
@@ -50,6 +52,9 @@ pub struct Options {
     pub allow_nonfinite: bool,
     /// Working-memory budget in bytes for tensors in flight (None: automatic).
     pub memory_budget: Option<usize>,
+    /// Multiply-adds allowed for one exact Gram matrix before PR is sampled
+    /// ([`participation::GRAM_BUDGET`]; at most that, as memory is planned for it).
+    pub gram_budget: usize,
 }
 
 impl Default for Options {
@@ -61,6 +66,7 @@ impl Default for Options {
             margins: Margins::default(),
             allow_nonfinite: false,
             memory_budget: None,
+            gram_budget: participation::GRAM_BUDGET,
         }
     }
 }
@@ -168,6 +174,7 @@ impl<K: Eq + Hash + Clone> NullCache<K> {
 
 struct Nulls {
     entropy: NullCache<u64>,
+    energy_rank: NullCache<(usize, usize, usize)>,
     lowfreq: NullCache<(usize, usize)>,
     kmeans: NullCache<(usize, usize, usize)>,
     seed: u64,
@@ -210,6 +217,13 @@ impl Nulls {
                 },
             );
             entropy::entropy_bits(&h)
+        })
+    }
+
+    /// Marchenko-Pastur energy rank at 90% (`which` 0) or 99% (1).
+    fn energy_rank(&self, rows: usize, cols: usize, which: usize) -> f64 {
+        self.energy_rank.get(&(rows, cols, which), || {
+            participation::mp_energy_rank(rows, cols, [0.9, 0.99][which])
         })
     }
 
@@ -265,7 +279,7 @@ fn measure(
 ) -> Result<(TensorRecord, Option<Vec<f32>>), AnalysisError> {
     let base = base.zip(job.base);
     let formed = timings::time(0, || -> Result<Moments, AnalysisError> {
-        let m = residual::form(base, (trained, job.trained), &mut w.a)?;
+        let m = residual::form(base, (trained, job.trained), &mut w.a, &mut w.b)?;
         if let Some((bc, be)) = base {
             bc.release(be);
         }
@@ -273,6 +287,18 @@ fn measure(
         Ok(m)
     })?;
     let name = &job.trained.name;
+    let view = matrix_view(&job.trained.shape);
+    let tseed = mix(opts.seed, hash_str(name));
+    // R against the base, while the decoded base is at hand (w.b is
+    // scratch from here on).
+    let decay = (!w.b.is_empty()).then(|| {
+        let cols = view.map_or(w.a.len().max(1), |v| v.1);
+        lines::decay(
+            &lines::row_products(&w.a, &w.b, cols),
+            view.map(|v| v.1),
+            mix(tseed, 41),
+        )
+    });
     let mut notes: Vec<String> = Vec::new();
     let mut trained_finite = true;
     if formed.n < w.a.len() as u64 {
@@ -342,11 +368,9 @@ fn measure(
     } else {
         f64::NAN
     };
-    let tseed = mix(opts.seed, hash_str(name));
     let sample = timings::time(8, || {
         want_sample.then(|| interlayer::take_sample(x, opts.seed))
     });
-    let view = matrix_view(&job.trained.shape);
     let mut rec = TensorRecord {
         name: name.clone(),
         layer: job.layer,
@@ -375,6 +399,14 @@ fn measure(
         pr: None,
         pr_null: None,
         stable_rank: None,
+        stable_rank_null: None,
+        energy_rank_90: None,
+        energy_rank_99: None,
+        energy_rank_90_null: None,
+        energy_rank_99_null: None,
+        row_shares: None,
+        col_shares: None,
+        decay: decay.filter(|_| !projected),
         lowfreq_share: None,
         lowfreq_null_share: None,
         lowfreq_ratio: None,
@@ -397,12 +429,27 @@ fn measure(
                     cols,
                     m.energy(),
                     tseed,
-                    participation::GRAM_BUDGET,
+                    opts.gram_budget.min(participation::GRAM_BUDGET),
                 )
             });
             rec.pr = Some(s.pr);
             rec.pr_null = Some(participation::mp_null(rows, cols));
             rec.stable_rank = Some(s.stable_rank);
+            rec.stable_rank_null = Some(participation::stable_rank_null(rows, cols));
+            rec.energy_rank_90 = Some(s.energy_rank_90);
+            rec.energy_rank_99 = Some(s.energy_rank_99);
+            rec.energy_rank_90_null = Some(nulls.energy_rank(rows, cols, 0));
+            rec.energy_rank_99_null = Some(nulls.energy_rank(rows, cols, 1));
+            let row_e: Vec<f64> = x
+                .par_chunks(cols)
+                .map(|r| r.iter().map(|&v| (v as f64) * (v as f64)).sum())
+                .collect();
+            rec.row_shares = Some(lines::shares(row_e, cols, mix(tseed, 43)));
+            rec.col_shares = Some(lines::shares(
+                lines::col_energies(x, cols),
+                rows,
+                mix(tseed, 47),
+            ));
             let (share, null_share) = timings::time(4, || {
                 (
                     lowfreq::share_of(x, rows, cols, mean, b),
@@ -425,6 +472,11 @@ fn measure(
             };
             let ves = timings::time(5, || {
                 kmeans::variance_explained(data, mrows, cols, &kmeans::KS, mix(tseed, 23))
+            });
+            // Same-covariance Gaussian null: the rows' spectrum, no types.
+            let same_cov = timings::time(6, || {
+                let g = kmeans::same_covariance_gaussian(data, mrows, cols, mix(tseed, 37));
+                kmeans::variance_explained(&g, mrows, cols, &kmeans::KS, mix(tseed, 39))
             });
             // Shuffled null: the same entries at permuted positions.
             if mrows == rows {
@@ -467,6 +519,7 @@ fn measure(
                             f64::NAN
                         },
                         ve_shuffled: shuf[i],
+                        ve_same_cov: same_cov[i],
                     })
                     .collect(),
             );
@@ -566,9 +619,10 @@ fn run(
         });
     }
     let tracker = Tracker::new(jobs.iter().filter_map(|j| {
-        j.key
-            .clone()
-            .map(|k| (k, j.role.clone(), j.layer.expect("keyed")))
+        j.key.clone().map(|k| {
+            let kind = interlayer::ParamKind::of(&j.trained.shape);
+            (k, j.role.clone(), kind, j.layer.expect("keyed"))
+        })
     }));
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -583,6 +637,7 @@ fn run(
     let budget = opts.memory_budget.unwrap_or(max_cost.max(64 << 20));
     let nulls = Nulls {
         entropy: NullCache::new(),
+        energy_rank: NullCache::new(),
         lowfreq: NullCache::new(),
         kmeans: NullCache::new(),
         seed: opts.seed,
@@ -712,6 +767,7 @@ fn run(
             p.tensor = pat.to_string();
         }
     }
+    inter.summarize();
     let base_name = match (base, subspace) {
         (Some(b), _) => b.path().display().to_string(),
         (None, Some(s)) => format!(

@@ -6,12 +6,20 @@
 //! sample is dropped as soon as both neighbours have used it (first and last
 //! layers are kept for the first-last r). Tensors up to `MAX_SAMPLE` entries
 //! are used whole, so r is exact for them. Null band: +-2/sqrt(n) with n the
-//! entries compared.
+//! entries compared (docs/MEASURES.md, "Coordination").
+//!
+//! Weight matrices and 1-D parameters (norm weights, biases) are reported
+//! apart: a 384-entry norm's r has a null band of +-0.10 beside a matrix's
+//! +-0.005, and norms move together in every layer (a shared shift), so a
+//! mean over all roles says more about the norms than about the matrices.
+//! The verdict reads the matrices; the pooled mean is kept as the study's
+//! figure.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Entries kept per tensor for r (1 MiB of f32).
@@ -66,32 +74,148 @@ pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
     sab / (saa * sbb).sqrt()
 }
 
+/// Whether a parameter is a weight matrix or a 1-D vector (norm weight, bias).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamKind {
+    Matrix,
+    Vector,
+}
+
+impl ParamKind {
+    /// Matrix when the shape has a 2-D view (see [`crate::driver::matrix_view`]).
+    pub fn of(shape: &[usize]) -> ParamKind {
+        if crate::driver::matrix_view(shape).is_some() {
+            ParamKind::Matrix
+        } else {
+            ParamKind::Vector
+        }
+    }
+}
+
 /// One correlation between two layers of one tensor pattern.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LayerPair {
     pub role: String,
+    pub kind: ParamKind,
     /// Name pattern with the layer index as `*`.
     pub tensor: String,
     pub a: usize,
     pub b: usize,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub r: f64,
     /// Entries compared.
     pub n: usize,
 }
 
+impl LayerPair {
+    /// This pair's own null band, 2/sqrt(n).
+    pub fn band(&self) -> f64 {
+        2.0 / (self.n.max(1) as f64).sqrt()
+    }
+}
+
+/// Coordination of one kind of parameter (matrices or vectors).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct KindCoordination {
+    /// Adjacent-layer pairs of this kind.
+    pub pairs: usize,
+    pub mean_adjacent_r: Option<f64>,
+    /// Null band of that mean (as [`band_of_mean`]).
+    pub null_band: Option<f64>,
+    /// Pairs whose |r| exceeds their own band 2/sqrt(n) (about 5% under the null).
+    pub pairs_beyond_band: usize,
+}
+
+/// Coordination of one tensor pattern (a role at one shape) across layers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RoleCoordination {
+    pub role: String,
+    /// Name pattern with the layer index as `*`.
+    pub tensor: String,
+    pub kind: ParamKind,
+    /// Entries compared per pair.
+    pub n: usize,
+    pub pairs: usize,
+    pub mean_adjacent_r: Option<f64>,
+    /// Null band of that mean for its own n and pair count.
+    pub null_band: Option<f64>,
+}
+
 /// The interlayer section of the report.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Interlayer {
     /// Adjacent-layer pairs.
     pub pairs: Vec<LayerPair>,
     /// First-last pairs, one per pattern.
     pub first_last: Vec<LayerPair>,
+    /// The study's figure: mean adjacent r over every pair, matrices and
+    /// vectors alike (unweighted). The verdict reads `matrices` instead.
     pub mean_adjacent_r: Option<f64>,
     pub first_last_r: Option<f64>,
     /// Null band of `mean_adjacent_r`: each pair's r has null std
     /// 1/sqrt(n_i), so their mean over N pairs has `sqrt(sum 1/n_i) / N`;
     /// the band is twice that (+-2/sqrt(n) when there is one pair).
     pub null_band: Option<f64>,
+    /// Weight matrices only (the verdict's evidence).
+    #[serde(default)]
+    pub matrices: KindCoordination,
+    /// 1-D parameters only (norm weights, biases).
+    #[serde(default)]
+    pub vectors: KindCoordination,
+    /// Per tensor pattern, in name order.
+    #[serde(default)]
+    pub roles: Vec<RoleCoordination>,
+}
+
+fn mean_r<'a>(v: impl Iterator<Item = &'a LayerPair>) -> Option<f64> {
+    let f: Vec<f64> = v.map(|p| p.r).filter(|r| r.is_finite()).collect();
+    (!f.is_empty()).then(|| f.iter().sum::<f64>() / f.len() as f64)
+}
+
+/// The coordination of the pairs of one kind.
+pub fn of_kind(pairs: &[LayerPair], kind: ParamKind) -> KindCoordination {
+    let ps: Vec<LayerPair> = pairs.iter().filter(|p| p.kind == kind).cloned().collect();
+    KindCoordination {
+        pairs: ps.len(),
+        mean_adjacent_r: mean_r(ps.iter()),
+        null_band: band_of_mean(&ps),
+        pairs_beyond_band: ps
+            .iter()
+            .filter(|p| p.r.is_finite() && p.r.abs() > p.band())
+            .count(),
+    }
+}
+
+/// Per tensor pattern: its pairs' mean r and the band for its own n.
+pub fn by_role(pairs: &[LayerPair]) -> Vec<RoleCoordination> {
+    let mut groups: BTreeMap<&str, Vec<LayerPair>> = BTreeMap::new();
+    for p in pairs {
+        groups.entry(p.tensor.as_str()).or_default().push(p.clone());
+    }
+    groups
+        .into_iter()
+        .map(|(t, ps)| RoleCoordination {
+            role: ps[0].role.clone(),
+            tensor: t.to_string(),
+            kind: ps[0].kind,
+            n: ps.iter().map(|p| p.n).max().unwrap_or(0),
+            pairs: ps.len(),
+            mean_adjacent_r: mean_r(ps.iter()),
+            null_band: band_of_mean(&ps),
+        })
+        .collect()
+}
+
+impl Interlayer {
+    /// Fills the per-kind and per-role figures from the pairs (called again
+    /// after the pairs' tensor names are rewritten to patterns).
+    pub fn summarize(&mut self) {
+        self.matrices = of_kind(&self.pairs, ParamKind::Matrix);
+        self.vectors = of_kind(&self.pairs, ParamKind::Vector);
+        self.roles = by_role(&self.pairs);
+    }
 }
 
 /// Twice the null std of the mean of the pairs' r.
@@ -123,6 +247,7 @@ pub fn pattern(name: &str, layer: usize) -> String {
 
 struct Group {
     role: String,
+    kind: ParamKind,
     layers: Vec<usize>,
     seen: BTreeSet<usize>,
     samples: BTreeMap<usize, Vec<f32>>,
@@ -136,13 +261,14 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// `members`: (pattern key, role, layer) of every layered tensor to come.
-    /// Patterns present in fewer than two layers are ignored.
-    pub fn new(members: impl IntoIterator<Item = (String, String, usize)>) -> Self {
+    /// `members`: (pattern key, role, kind, layer) of every layered tensor
+    /// to come. Patterns present in fewer than two layers are ignored.
+    pub fn new(members: impl IntoIterator<Item = (String, String, ParamKind, usize)>) -> Self {
         let mut groups: HashMap<String, Group> = HashMap::new();
-        for (key, role, layer) in members {
+        for (key, role, kind, layer) in members {
             let g = groups.entry(key).or_insert_with(|| Group {
                 role,
+                kind,
                 layers: Vec::new(),
                 seen: BTreeSet::new(),
                 samples: BTreeMap::new(),
@@ -195,6 +321,7 @@ impl Tracker {
                 let s = &g.samples[&layer];
                 self.pairs.push(LayerPair {
                     role: g.role.clone(),
+                    kind: g.kind,
                     tensor: key.to_string(),
                     a,
                     b,
@@ -228,6 +355,7 @@ impl Tracker {
             if let (Some(a), Some(b)) = (g.samples.get(&f), g.samples.get(&l)) {
                 first_last.push(LayerPair {
                     role: g.role.clone(),
+                    kind: g.kind,
                     tensor: key.clone(),
                     a: f,
                     b: l,
@@ -238,17 +366,16 @@ impl Tracker {
         }
         self.pairs
             .sort_by(|x, y| (x.a, x.b, &x.tensor).cmp(&(y.a, y.b, &y.tensor)));
-        let mean = |v: &[LayerPair]| {
-            let f: Vec<f64> = v.iter().map(|p| p.r).filter(|r| r.is_finite()).collect();
-            (!f.is_empty()).then(|| f.iter().sum::<f64>() / f.len() as f64)
-        };
-        Interlayer {
-            mean_adjacent_r: mean(&self.pairs),
-            first_last_r: mean(&first_last),
+        let mut out = Interlayer {
+            mean_adjacent_r: mean_r(self.pairs.iter()),
+            first_last_r: mean_r(first_last.iter()),
             null_band: band_of_mean(&self.pairs),
             pairs: self.pairs,
             first_last,
-        }
+            ..Default::default()
+        };
+        out.summarize();
+        out
     }
 }
 
@@ -270,7 +397,8 @@ mod tests {
     fn tracker_any_order_bounded_and_complete() {
         let layers = 8;
         let key = "h.*.attn.w".to_string();
-        let mut t = Tracker::new((0..layers).map(|l| (key.clone(), "q".into(), l)));
+        let mut t =
+            Tracker::new((0..layers).map(|l| (key.clone(), "q".into(), ParamKind::Matrix, l)));
         let base = crate::null::gaussian_vec(1000, 1.0, 3);
         let mut max_held = 0;
         for &l in &[3usize, 0, 1, 2, 7, 5, 4, 6] {

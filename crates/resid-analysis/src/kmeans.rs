@@ -9,6 +9,11 @@
 //! samples over [`FULL_RESTARTS_FLOATS`] get one restart instead of
 //! [`RESTARTS`]. Both depend only on the shape, so the Gaussian and shuffled
 //! nulls are fitted on the same sampled shape with the same restarts.
+//!
+//! Nulls (docs/MEASURES.md, "Clustering"): the entry-shuffled rows keep the
+//! values (heavy tails) but destroy low rank; [`same_covariance_gaussian`]
+//! keeps the rows' covariance (the spectrum, so low rank) but has no types.
+//! A residual is clustered only when it beats both.
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
@@ -115,6 +120,58 @@ pub fn variance_explained(x: &[f32], m: usize, d: usize, ks: &[usize], seed: u64
             }
         })
         .collect()
+}
+
+/// `m` Gaussian rows with the sample covariance of the rows of `x` (m x d,
+/// row-major): the same spectrum as the residual's rows, and no discrete
+/// types. With `X_c` the centred rows, `C = X_c^T X_c / m`; for d <= m the
+/// rows are `z V diag(sqrt(lambda))` from C's eigendecomposition (cost
+/// m d^2 + d^3), else `Z X_c / sqrt(m)` with Z an m x m Gaussian (m^2 d),
+/// whose rows have covariance exactly C in expectation.
+pub fn same_covariance_gaussian(x: &[f32], m: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut mean = vec![0.0f64; d];
+    for r in x.chunks(d) {
+        mean.iter_mut().zip(r).for_each(|(a, &v)| *a += v as f64);
+    }
+    mean.iter_mut().for_each(|a| *a /= m.max(1) as f64);
+    let xc = Mat::<f32>::from_fn(m, d, |i, j| (x[i * d + j] as f64 - mean[j]) as f32);
+    let par = crate::participation::par();
+    let (z, f) = if d <= m {
+        let mut c = Mat::<f32>::zeros(d, d);
+        matmul(
+            c.as_mut(),
+            Accum::Replace,
+            xc.transpose(),
+            xc.as_ref(),
+            1.0 / m as f32,
+            par,
+        );
+        let Ok(e) = c.self_adjoint_eigen(faer::Side::Lower) else {
+            return crate::null::gaussian_vec(m * d, 0.0, seed);
+        };
+        let (u, s) = (e.U(), e.S().column_vector());
+        // F = diag(sqrt(lambda)) V^T (d x d), rows z F.
+        let f = Mat::<f32>::from_fn(d, d, |i, j| s[i].max(0.0).sqrt() * u[(j, i)]);
+        let g = crate::null::gaussian_vec(m * d, 1.0, seed);
+        (Mat::<f32>::from_fn(m, d, |i, j| g[i * d + j]), f)
+    } else {
+        let g = crate::null::gaussian_vec(m * m, 1.0 / (m as f64).sqrt(), seed);
+        (Mat::<f32>::from_fn(m, m, |i, j| g[i * m + j]), xc)
+    };
+    let mut y = Mat::<f32>::zeros(m, d);
+    matmul(
+        y.as_mut(),
+        Accum::Replace,
+        z.as_ref(),
+        f.as_ref(),
+        1.0f32,
+        par,
+    );
+    let mut out = vec![0.0f32; m * d];
+    for (i, row) in out.chunks_mut(d).enumerate() {
+        row.iter_mut().enumerate().for_each(|(j, o)| *o = y[(i, j)]);
+    }
+    out
 }
 
 fn one_run(x: &[f32], m: usize, d: usize, k: usize, seed: u64) -> f64 {
@@ -266,6 +323,51 @@ mod tests {
         let g = crate::null::gaussian_vec(m * d, 1.0, 10);
         let vn = variance_explained(&g, m, d, &KS, 1);
         assert!(vn[1] < 0.15, "{vn:?}");
+    }
+
+    /// The same-covariance null keeps the spectrum: a rank-3 set of rows
+    /// gives rank-3 Gaussian rows (k-means VE as high as the rows' own), and
+    /// planted types are beaten by far. Both branches (d <= m, d > m).
+    #[test]
+    fn same_covariance_null_keeps_low_rank_not_types() {
+        for (m, d) in [(400, 24), (60, 200)] {
+            let coef = crate::null::gaussian_vec(m * 3, 1.0, 1);
+            let dirs = crate::null::gaussian_vec(3 * d, 1.0, 2);
+            let x: Vec<f32> = (0..m * d)
+                .map(|i| {
+                    (0..3)
+                        .map(|k| coef[i / d * 3 + k] * dirs[k * d + i % d])
+                        .sum()
+                })
+                .collect();
+            let y = same_covariance_gaussian(&x, m, d, 7);
+            // Rank 3: the 4th eigenvalue of y's covariance vanishes.
+            let g = crate::participation::spectral(
+                &y,
+                m,
+                d,
+                y.iter().map(|v| (*v as f64).powi(2)).sum(),
+                1,
+            );
+            assert!(g.pr < 3.05 && g.pr > 1.5, "{m}x{d}: PR {}", g.pr);
+            let (vx, vy) = (
+                variance_explained(&x, m, d, &[8], 3)[0],
+                variance_explained(&y, m, d, &[8], 3)[0],
+            );
+            assert!((vx - vy).abs() < 0.1, "{m}x{d}: {vx} vs {vy}");
+        }
+        let (m, d) = (400, 24);
+        let centres = crate::null::gaussian_vec(4 * d, 1.0, 9);
+        let noise = crate::null::gaussian_vec(m * d, 0.1, 8);
+        let x: Vec<f32> = (0..m * d)
+            .map(|i| centres[(i / d % 4) * d + i % d] + noise[i])
+            .collect();
+        let y = same_covariance_gaussian(&x, m, d, 7);
+        let (vx, vy) = (
+            variance_explained(&x, m, d, &[4], 3)[0],
+            variance_explained(&y, m, d, &[4], 3)[0],
+        );
+        assert!(vx > 0.95 && vx - vy > 0.2, "{vx} vs {vy}");
     }
 
     #[test]

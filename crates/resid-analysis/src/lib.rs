@@ -8,7 +8,9 @@ pub mod aggregate;
 pub mod driver;
 pub mod entropy;
 pub mod interlayer;
+pub mod json;
 pub mod kmeans;
+pub mod lines;
 pub mod lowfreq;
 pub mod moments;
 pub mod null;
@@ -21,10 +23,11 @@ pub mod timings;
 pub mod verdict;
 
 pub use aggregate::{
-    ComponentSummary, KmeansFigure, LayerSummary, Report, TensorRecord, Unmatched,
+    ComponentSummary, Components, KmeansFigure, LayerSummary, Report, TensorRecord, Unmatched,
 };
 pub use driver::{analyze, analyze_subspace, AnalysisError, Options, Progress};
-pub use interlayer::{Interlayer, LayerPair};
+pub use interlayer::{Interlayer, KindCoordination, LayerPair, ParamKind, RoleCoordination};
+pub use json::{ReportJsonError, SCHEMA_VERSION};
 pub use moments::Moments;
 pub use subspace::{ProjSide, Subspace, SubspaceRecord};
 pub use verdict::{Hypothesis, Margins, Verdict};

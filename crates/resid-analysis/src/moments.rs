@@ -3,17 +3,30 @@
 //! kurtosis is *pooled* over all entries rather than an average of kurtoses.
 
 use rayon::prelude::*;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Count, mean and central moment sums M2..M4 of a set of values, with min/max.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Moments {
     pub n: u64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub mean: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub m2: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub m3: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub m4: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub min: f64,
+    #[serde(deserialize_with = "crate::json::nan")]
+    #[schemars(with = "Option<f64>")]
     pub max: f64,
 }
 

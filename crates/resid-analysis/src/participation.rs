@@ -23,17 +23,29 @@ use faer::{Accum, Mat, MatRef, Par};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Multiply-adds allowed for one exact Gram matrix (`p^2 q`); beyond it the
 /// Gram is taken over a sample of `s = sqrt(GRAM_BUDGET / p)` vectors.
-pub const GRAM_BUDGET: usize = 1 << 29;
+/// 2^33 (8.6e9, well under a second for faer on a few cores) keeps a
+/// 30522 x 384 embedding (4.5e9) exact; 7B-sized matrices (6.9e10 and up)
+/// are sampled.
+pub const GRAM_BUDGET: usize = 1 << 33;
+
+/// The long side of a matrix, whose vectors a sampled Gram draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LongSide {
+    Rows,
+    Cols,
+}
 
 /// How the PR of a large matrix was sampled (recorded in the JSON).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PrSample {
-    /// The long side sampled: "rows" or "cols".
-    pub side: &'static str,
+    /// The long side sampled.
+    pub side: LongSide,
     /// Vectors of the long side in the Gram.
     pub used: usize,
     /// Vectors of the long side in the matrix.
@@ -72,6 +84,35 @@ pub struct Spectral {
     pub stable_rank: f64,
     /// Largest squared singular value.
     pub s_max2: f64,
+    /// Fewest singular directions holding 90% / 99% of `sum s^2` (from the
+    /// Gram's eigenvalues; from the sample's when the Gram is sampled).
+    pub energy_rank_90: usize,
+    pub energy_rank_99: usize,
+}
+
+/// Fewest of the largest `eigs` (any order, >= 0) whose sum reaches
+/// `frac` of the total; 0 for an all-zero spectrum.
+pub fn energy_rank(eigs: &[f64], frac: f64) -> usize {
+    let mut e: Vec<f64> = eigs.iter().map(|v| v.max(0.0)).collect();
+    e.sort_by(|a, b| b.total_cmp(a));
+    let total: f64 = e.iter().sum();
+    if total <= 0.0 {
+        return 0;
+    }
+    let mut acc = 0.0;
+    for (i, v) in e.iter().enumerate() {
+        acc += v;
+        if acc >= frac * total {
+            return i + 1;
+        }
+    }
+    e.len()
+}
+
+fn eigenvalues(g: MatRef<'_, f32>) -> Vec<f64> {
+    g.self_adjoint_eigenvalues(faer::Side::Lower)
+        .map(|e| e.into_iter().map(f64::from).collect())
+        .unwrap_or_default()
 }
 
 /// Parallelism for faer on the current rayon pool.
@@ -113,10 +154,13 @@ pub fn spectral(x: &[f32], rows: usize, cols: usize, fro2: f64, seed: u64) -> Sp
     let pr = if g2 > 0.0 { fro2 * fro2 / g2 } else { 0.0 };
     let s_max2 = top_eigenvalue(g.as_ref(), seed);
     let stable_rank = if s_max2 > 0.0 { fro2 / s_max2 } else { 0.0 };
+    let eigs = eigenvalues(g.as_ref());
     Spectral {
         pr,
         stable_rank,
         s_max2,
+        energy_rank_90: energy_rank(&eigs, 0.9),
+        energy_rank_99: energy_rank(&eigs, 0.99),
     }
 }
 
@@ -345,14 +389,24 @@ pub fn spectral_budget(
     };
     let s_max2 = lanczos_top(|v| gram_times(x, rows, cols, v), v, REFINE_PASSES);
     let stable_rank = if s_max2 > 0.0 { fro2 / s_max2 } else { 0.0 };
+    // The drawn vectors, each rescaled by sqrt(||R||^2 / s), form the
+    // length-squared estimate of the Gram; its spectrum (that of the sample
+    // Gram up to the common factor) estimates the energy ranks.
+    let eigs = eigenvalues(g.as_ref());
     (
         Spectral {
             pr,
             stable_rank,
             s_max2,
+            energy_rank_90: energy_rank(&eigs, 0.9),
+            energy_rank_99: energy_rank(&eigs, 0.99),
         },
         Some(PrSample {
-            side: if by_rows { "rows" } else { "cols" },
+            side: if by_rows {
+                LongSide::Rows
+            } else {
+                LongSide::Cols
+            },
             used: s,
             of: q,
         }),
@@ -417,6 +471,59 @@ pub fn mp_null(rows: usize, cols: usize) -> f64 {
     let p = rows.min(cols) as f64;
     let q = rows.max(cols) as f64;
     p / (1.0 + p / q)
+}
+
+/// Stable rank of an i.i.d. p x q matrix: `||R||_F^2 = pq sigma^2` over the
+/// top of the Marchenko-Pastur edge, `s_max^2 = (sqrt p + sqrt q)^2 sigma^2`.
+pub fn stable_rank_null(rows: usize, cols: usize) -> f64 {
+    let (p, q) = (rows as f64, cols as f64);
+    p * q / (p.sqrt() + q.sqrt()).powi(2)
+}
+
+/// Marchenko-Pastur energy rank: how many of the p = min(rows, cols)
+/// eigenvalues of an i.i.d. matrix's Gram, largest first, hold `frac` of
+/// their sum. Integrates the MP density (ratio y = p/q, support
+/// [(1-sqrt y)^2, (1+sqrt y)^2], mean 1) from the top edge down until
+/// the energy above reaches `frac`, on a fine grid in the sqrt-substituted
+/// variable (the density has square-root edges).
+pub fn mp_energy_rank(rows: usize, cols: usize, frac: f64) -> f64 {
+    let p = rows.min(cols) as f64;
+    let q = rows.max(cols) as f64;
+    if p < 1.0 {
+        return 0.0;
+    }
+    let y = p / q;
+    let (a, b) = ((1.0 - y.sqrt()).powi(2), (1.0 + y.sqrt()).powi(2));
+    let density = |x: f64| {
+        if x <= a || x >= b {
+            0.0
+        } else {
+            ((b - x) * (x - a)).sqrt() / (2.0 * std::f64::consts::PI * y * x)
+        }
+    };
+    // x = a + (b - a) sin^2(theta): dx = (b - a) sin(2 theta) dtheta.
+    const STEPS: usize = 20_000;
+    let h = std::f64::consts::FRAC_PI_2 / STEPS as f64;
+    let cells: Vec<(f64, f64)> = (0..STEPS)
+        .map(|i| {
+            let t = (i as f64 + 0.5) * h;
+            let x = a + (b - a) * t.sin().powi(2);
+            (x, density(x) * (b - a) * (2.0 * t).sin() * h)
+        })
+        .collect();
+    // Normalised by the grid's own totals, so the quadrature error cancels.
+    let total_e: f64 = cells.iter().map(|(x, w)| x * w).sum();
+    let total_n: f64 = cells.iter().map(|(_, w)| w).sum();
+    let (mut energy, mut count) = (0.0f64, 0.0f64);
+    for &(x, w) in cells.iter().rev() {
+        if energy + x * w >= frac * total_e {
+            let part = (frac * total_e - energy) / (x * w);
+            return (p * (count + part * w) / total_n).clamp(1.0, p);
+        }
+        energy += x * w;
+        count += w;
+    }
+    p
 }
 
 #[cfg(test)]
@@ -506,7 +613,7 @@ mod tests {
         for (budget, used) in [(1usize << 25, 838usize), (1 << 22, 144)] {
             let (est, rec) = spectral_budget(&x, rows, cols, f, 1, budget);
             let rec = rec.expect("sampled");
-            assert_eq!((rec.side, rec.used, rec.of), ("rows", used, 3000));
+            assert_eq!((rec.side, rec.used, rec.of), (LongSide::Rows, used, 3000));
             assert!(used.min(cols).pow(2) * used.max(cols) <= budget);
             assert!(
                 (est.pr / exact.pr - 1.0).abs() < 0.02,
@@ -526,7 +633,7 @@ mod tests {
         // The same matrix stored wide: columns sampled, same figures.
         let xt = transpose(&x, rows, cols);
         let (wide, rec) = spectral_budget(&xt, cols, rows, f, 1, budget);
-        assert_eq!(rec.expect("sampled").side, "cols");
+        assert_eq!(rec.expect("sampled").side, LongSide::Cols);
         assert!(
             (wide.pr / exact.pr - 1.0).abs() < 0.02,
             "{wide:?} vs {exact:?}"
@@ -573,10 +680,13 @@ mod tests {
     #[test]
     fn sample_size_follows_the_budget() {
         assert_eq!(sample_size(768, 768, GRAM_BUDGET), None);
-        assert_eq!(sample_size(2048, 768, GRAM_BUDGET), Some(910));
-        assert_eq!(sample_size(5632, 2048, GRAM_BUDGET), Some(512));
-        assert_eq!(sample_size(2048, 5632, GRAM_BUDGET), Some(512));
-        for (r, c) in [(32_000, 4096), (11_008, 4096), (2048, 2048), (32_000, 768)] {
+        assert_eq!(sample_size(2048, 768, GRAM_BUDGET), None);
+        // A BERT-sized embedding is exact (4.5e9 multiply-adds).
+        assert_eq!(sample_size(30_522, 384, GRAM_BUDGET), None);
+        assert_eq!(sample_size(5632, 2048, 1 << 29), Some(512));
+        assert_eq!(sample_size(2048, 768, 1 << 29), Some(910));
+        assert_eq!(sample_size(2048, 5632, GRAM_BUDGET), Some(2048));
+        for (r, c) in [(32_000, 4096), (11_008, 4096), (4096, 4096), (128_256, 768)] {
             let s = sample_size(r, c, GRAM_BUDGET).unwrap();
             let p = r.min(c);
             assert!(s.min(p).pow(2) * s.max(p) <= GRAM_BUDGET, "{r}x{c}: {s}");

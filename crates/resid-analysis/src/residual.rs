@@ -10,10 +10,13 @@ use crate::moments::{Moments, CHUNK};
 
 /// Decodes `trained - base` (or `trained` alone) into `out` (resized) and
 /// returns the moments of its finite entries, merged chunk by chunk in order.
+/// With a base, `base_out` receives the decoded base (the decay measures
+/// compare R with it); without one it is emptied.
 pub fn form(
     base: Option<(&Checkpoint, &TensorEntry)>,
     trained: (&Checkpoint, &TensorEntry),
     out: &mut Vec<f32>,
+    base_out: &mut Vec<f32>,
 ) -> Result<Moments, IoError> {
     let (tc, te) = trained;
     let td = dtype_of(tc, te)?;
@@ -25,32 +28,46 @@ pub fn form(
     let n = te.numel();
     out.clear();
     out.resize(n, 0.0);
+    base_out.clear();
+    let Some((bdt, bytes)) = bd else {
+        let parts: Vec<Moments> = out
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .map(|(ci, o)| {
+                td.decode_into(&tb[ci * CHUNK * td.size()..], o);
+                Moments::of_chunk(o)
+            })
+            .collect();
+        return Ok(parts.iter().fold(Moments::default(), |a, b| a.merge(b)));
+    };
+    base_out.resize(n, 0.0);
     let parts: Vec<Moments> = out
         .par_chunks_mut(CHUNK)
+        .zip(base_out.par_chunks_mut(CHUNK))
         .enumerate()
-        .map_init(Vec::new, |scratch: &mut Vec<f32>, (ci, o)| {
+        .map(|(ci, (o, w))| {
             let s = ci * CHUNK;
-            match bd {
+            if bdt == Dtype::BF16 && td == Dtype::BF16 {
                 // bf16 on both sides (the common case at scale): one fused
                 // loop of shifts and subtractions, which vectorises.
-                Some((Dtype::BF16, bytes)) if td == Dtype::BF16 => {
-                    let bf =
-                        |c: &[u8]| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
-                    let (t, b) = (
-                        &tb[2 * s..2 * (s + o.len())],
-                        &bytes[2 * s..2 * (s + o.len())],
-                    );
-                    for ((r, t), b) in o.iter_mut().zip(t.chunks_exact(2)).zip(b.chunks_exact(2)) {
-                        *r = bf(t) - bf(b);
-                    }
+                let bf = |c: &[u8]| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
+                let (t, b) = (
+                    &tb[2 * s..2 * (s + o.len())],
+                    &bytes[2 * s..2 * (s + o.len())],
+                );
+                for (((r, w), t), b) in o
+                    .iter_mut()
+                    .zip(w.iter_mut())
+                    .zip(t.chunks_exact(2))
+                    .zip(b.chunks_exact(2))
+                {
+                    *w = bf(b);
+                    *r = bf(t) - *w;
                 }
-                Some((d, bytes)) => {
-                    td.decode_into(&tb[s * td.size()..], o);
-                    scratch.resize(o.len(), 0.0);
-                    d.decode_into(&bytes[s * d.size()..], scratch);
-                    o.iter_mut().zip(scratch.iter()).for_each(|(r, b)| *r -= b);
-                }
-                None => td.decode_into(&tb[s * td.size()..], o),
+            } else {
+                td.decode_into(&tb[s * td.size()..], o);
+                bdt.decode_into(&bytes[s * bdt.size()..], w);
+                o.iter_mut().zip(w.iter()).for_each(|(r, b)| *r -= b);
             }
             Moments::of_chunk(o)
         })
@@ -98,29 +115,33 @@ mod tests {
         let tc = write(&dir.path().join("t.safetensors"), Dtype::F32, &t);
         let (be, te) = (&bc.tensors()[0], &tc.tensors()[0]);
         let mut r = Vec::new();
-        let m = form(Some((&bc, be)), (&tc, te), &mut r).unwrap();
+        let mut w = Vec::new();
+        let m = form(Some((&bc, be)), (&tc, te), &mut r, &mut w).unwrap();
         let (mut bf, mut tf) = (Vec::new(), Vec::new());
         bc.read_f32(be, &mut bf).unwrap();
         tc.read_f32(te, &mut tf).unwrap();
         let want: Vec<f32> = tf.iter().zip(&bf).map(|(t, b)| t - b).collect();
         assert_eq!(r, want);
-        let w = Moments::of(&want);
-        assert_eq!(m.n, w.n);
-        assert_eq!((m.min, m.max), (w.min, w.max));
-        assert!((m.mean - w.mean).abs() < 1e-12 * w.mean.abs().max(1e-3));
-        assert!((m.m2 / w.m2 - 1.0).abs() < 1e-12 && (m.m4 / w.m4 - 1.0).abs() < 1e-12);
+        assert_eq!(w, bf);
+        let wm = Moments::of(&want);
+        assert_eq!(m.n, wm.n);
+        assert_eq!((m.min, m.max), (wm.min, wm.max));
+        assert!((m.mean - wm.mean).abs() < 1e-12 * wm.mean.abs().max(1e-3));
+        assert!((m.m2 / wm.m2 - 1.0).abs() < 1e-12 && (m.m4 / wm.m4 - 1.0).abs() < 1e-12);
         // bf16 on both sides takes the fused path: the same values.
         let tc2 = write(&dir.path().join("t2.safetensors"), Dtype::BF16, &t);
         let te2 = &tc2.tensors()[0];
-        let m2 = form(Some((&bc, be)), (&tc2, te2), &mut r).unwrap();
+        let m2 = form(Some((&bc, be)), (&tc2, te2), &mut r, &mut w).unwrap();
         tc2.read_f32(te2, &mut tf).unwrap();
         let want: Vec<f32> = tf.iter().zip(&bf).map(|(t, b)| t - b).collect();
         assert_eq!(r, want);
+        assert_eq!(w, bf);
         assert_eq!(m2.n, n as u64);
         tc.read_f32(te, &mut tf).unwrap();
         // Without a base it is the trained tensor itself.
-        let m = form(None, (&tc, te), &mut r).unwrap();
+        let m = form(None, (&tc, te), &mut r, &mut w).unwrap();
         assert_eq!(r, tf);
+        assert!(w.is_empty());
         assert_eq!(m.n, n as u64);
     }
 }

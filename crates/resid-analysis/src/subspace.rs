@@ -17,12 +17,13 @@ use std::collections::BTreeMap;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
 use resid_io::{Checkpoint, Component, Layout};
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::driver::AnalysisError;
 
 /// Which side of a tensor the projection acts on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProjSide {
     /// cols == d: each row loses its component in span(U).
@@ -52,7 +53,7 @@ pub struct Subspace {
 }
 
 /// What the JSON report says about a subspace run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SubspaceRecord {
     pub source: String,
     pub embedding: String,

@@ -395,10 +395,12 @@ pub fn kmeans_curves(report: &Report) -> (Curve, Curve) {
         .filter_map(|r| r.kmeans.as_ref())
         .flatten()
     {
-        if f.ve.is_finite() && f.ve_null.is_finite() {
+        // The verdict's null: the larger of the shuffled and same-covariance VE.
+        let null = f.ve_null_max();
+        if f.ve.is_finite() && null.is_finite() {
             let e = by_k.entry(f.k).or_insert((0.0, 0.0, 0));
             e.0 += f.ve;
-            e.1 += f.ve_null;
+            e.1 += null;
             e.2 += 1;
         }
     }
@@ -411,6 +413,101 @@ pub fn kmeans_curves(report: &Report) -> (Curve, Curve) {
         .map(|(&k, e)| (k as f64, e.1 / e.2 as f64))
         .collect();
     (ve, null)
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.filter(|x| x.is_finite())
+        .map_or_else(|| "n/a".into(), |x| format!("{:.1}%", 100.0 * x))
+}
+
+/// Rows of the low-rank / row-sparsity / decay table: (measure, residual,
+/// null, ratio), energy-weighted means over the tensors that have the
+/// measure, as the verdict weighs them. Terminal and HTML print these.
+pub fn structure_rows(r: &Report) -> Vec<[String; 4]> {
+    type Pick = fn(&TensorRecord) -> Option<(f64, f64)>;
+    let specs: [(&str, Pick, bool); 9] = [
+        ("Participation ratio", |t| Some((t.pr?, t.pr_null?)), false),
+        (
+            "Stable rank",
+            |t| Some((t.stable_rank?, t.stable_rank_null?)),
+            false,
+        ),
+        (
+            "Rank holding 90% of energy",
+            |t| Some((t.energy_rank_90? as f64, t.energy_rank_90_null?)),
+            false,
+        ),
+        (
+            "Rank holding 99% of energy",
+            |t| Some((t.energy_rank_99? as f64, t.energy_rank_99_null?)),
+            false,
+        ),
+        (
+            "Energy in top 1% of rows",
+            |t| t.row_shares.map(|s| (s.top1pct, s.top1pct_null)),
+            true,
+        ),
+        (
+            "Energy in top 10% of rows",
+            |t| t.row_shares.map(|s| (s.top10pct, s.top10pct_null)),
+            true,
+        ),
+        (
+            "Energy in top 10% of columns",
+            |t| t.col_shares.map(|s| (s.top10pct, s.top10pct_null)),
+            true,
+        ),
+        (
+            "Rows changed beyond decay",
+            |t| {
+                let d = t.decay?;
+                Some((
+                    d.rows_beyond_decay? as f64,
+                    d.rows_beyond_decay_null? as f64,
+                ))
+            },
+            false,
+        ),
+        (
+            "Energy along -W_base",
+            |t| t.decay.map(|d| (d.share, 1.0 / t.finite.max(1) as f64)),
+            true,
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (name, pick, as_pct) in specs {
+        let (mut a, mut b, mut w) = (0.0, 0.0, 0.0);
+        for t in &r.tensors {
+            if let Some((x, n)) = pick(t).filter(|(x, n)| x.is_finite() && n.is_finite()) {
+                if t.energy > 0.0 {
+                    a += x * t.energy;
+                    b += n * t.energy;
+                    w += t.energy;
+                }
+            }
+        }
+        if w > 0.0 {
+            let (x, n) = (a / w, b / w);
+            let show = |v: f64| {
+                if as_pct {
+                    format!("{:.1}%", 100.0 * v)
+                } else {
+                    fmt_num(v)
+                }
+            };
+            rows.push([
+                name.to_string(),
+                show(x),
+                show(n),
+                if n > 0.0 {
+                    format!("{:.2}x", x / n)
+                } else {
+                    String::new()
+                },
+            ]);
+        }
+    }
+    rows
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -447,6 +544,7 @@ pub fn analysis_document(
     ];
     let has_hist = figs.is_some_and(|f| f.histograms.contains_key("all"));
     let has_power = figs.is_some_and(|f| f.powermap.is_some());
+    let has_spectrum = figs.is_some_and(|f| !f.spectra.is_empty());
     let v = &report.verdict;
     let item = |name: &str,
                 h: &resid_analysis::Hypothesis,
@@ -467,11 +565,49 @@ pub fn analysis_document(
         margin: h.rule.clone(),
         figure: figure.map(str::to_string),
     };
-    let all = report.components.get("all");
+    let all = Some(&report.components.all);
     let share = all
         .map(|a| format!("{:.2}%", 100.0 * a.share_above_3std))
         .unwrap_or_default();
+    let tally = |h: &resid_analysis::Hypothesis| {
+        h.tensors.map_or(String::new(), |t| {
+            format!(
+                " {} of {} matrices ({:.0}% of the energy) pass on their own.",
+                t.passing,
+                t.of,
+                100.0 * t.energy_share
+            )
+        })
+    };
     doc.verdict = vec![
+        item(
+            "low-rank",
+            &v.low_rank,
+            format!("Yes: the matrices' participation ratio is {} of the Marchenko-Pastur value of a random matrix (energy-weighted).{}", opt(v.low_rank.measure), tally(&v.low_rank)),
+            format!("No: the matrices' participation ratio is {} of the Marchenko-Pastur value (1 = random).{}", opt(v.low_rank.measure), tally(&v.low_rank)),
+            has_spectrum.then_some("spectrum"),
+        ),
+        item(
+            "row-sparse",
+            &v.row_sparse,
+            format!("Yes: the top 10% of rows hold {} of the energy (null {}).{}", pct(v.row_sparse.measure), pct(v.row_sparse.null), tally(&v.row_sparse)),
+            format!("No: the top 10% of rows hold {} of the energy (null {}).{}", pct(v.row_sparse.measure), pct(v.row_sparse.null), tally(&v.row_sparse)),
+            None,
+        ),
+        item(
+            "column-sparse",
+            &v.column_sparse,
+            format!("Yes: the top 10% of columns hold {} of the energy (null {}).{}", pct(v.column_sparse.measure), pct(v.column_sparse.null), tally(&v.column_sparse)),
+            format!("No: the top 10% of columns hold {} of the energy (null {}).{}", pct(v.column_sparse.measure), pct(v.column_sparse.null), tally(&v.column_sparse)),
+            None,
+        ),
+        item(
+            "decay-like",
+            &v.decay_like,
+            format!("Yes: {} of the residual's energy lies along -W_base: training mostly shrank the weights (R = -lambda W).{}", pct(v.decay_like.measure), tally(&v.decay_like)),
+            format!("No: {} of the residual's energy lies along -W_base; the rest is what training added.{}", pct(v.decay_like.measure), tally(&v.decay_like)),
+            None,
+        ),
         item(
             "sparse",
             &v.sparse,
@@ -489,8 +625,8 @@ pub fn analysis_document(
         item(
             "coordinated",
             &v.coordinated,
-            format!("Yes: adjacent layers' residuals correlate, mean r = {}.", opt(v.coordinated.measure)),
-            format!("No: adjacent layers' residuals are unrelated, mean r = {} (null band ±{}).", opt(v.coordinated.measure), opt(report.interlayer.null_band)),
+            format!("Yes: adjacent layers' weight matrices correlate, mean r = {} (null band ±{}).", opt(v.coordinated.measure), opt(report.interlayer.matrices.null_band)),
+            format!("No: adjacent layers' weight matrices are unrelated, mean r = {} (null band ±{}); 1-D parameters (norms, biases): mean r = {}.", opt(v.coordinated.measure), opt(report.interlayer.matrices.null_band), opt(report.interlayer.vectors.mean_adjacent_r)),
             (!report.interlayer.pairs.is_empty()).then_some("interlayer"),
         ),
         item(
@@ -599,6 +735,36 @@ pub fn analysis_document(
             ),
         ));
     }
+    if !report.interlayer.pairs.is_empty() {
+        let il = &report.interlayer;
+        let mut rows = Vec::new();
+        for (name, c) in [
+            ("weight matrices (the verdict)", &il.matrices),
+            ("1-D parameters (norms, biases)", &il.vectors),
+        ] {
+            if c.pairs > 0 {
+                rows.push(vec![
+                    name.to_string(),
+                    c.pairs.to_string(),
+                    opt(c.mean_adjacent_r),
+                    format!("±{}", opt(c.null_band)),
+                    c.pairs_beyond_band.to_string(),
+                ]);
+            }
+        }
+        rows.push(vec![
+            "every pair, pooled (the study's figure)".to_string(),
+            il.pairs.len().to_string(),
+            opt(il.mean_adjacent_r),
+            format!("±{}", opt(il.null_band)),
+            String::new(),
+        ]);
+        blocks.push(Block::Table(Table {
+            caption: "Adjacent-layer r by kind of parameter: each kind against the null band of its own sizes; a pair is beyond its band when |r| > 2/sqrt(n) (about 5% of pairs by chance)".into(),
+            header: ["parameters", "pairs", "mean r", "null band", "pairs beyond own band"].map(String::from).to_vec(),
+            rows,
+        }));
+    }
     doc.sections.push(Section {
         title: "Are layers coordinated?".into(),
         blocks,
@@ -629,6 +795,14 @@ pub fn analysis_document(
             100.0 * pm.lowfreq_share,
             100.0 * pn.lowfreq_share
         )));
+    }
+    let rows = structure_rows(report);
+    if !rows.is_empty() {
+        blocks.push(Block::Table(Table {
+            caption: "Rank, rows and decay: energy-weighted means over the tensors (as the verdict weighs them); nulls: Marchenko-Pastur, chi-square row energies, 1/n for the share along -W_base".into(),
+            header: ["measure", "residual", "null", "ratio"].map(String::from).to_vec(),
+            rows: rows.into_iter().map(|r| r.to_vec()).collect(),
+        }));
     }
     if blocks.is_empty() {
         blocks.push(Block::Text("Spectra and power maps need the checkpoints themselves; this report was made from the measurements only.".into()));
@@ -661,7 +835,7 @@ pub fn analysis_document(
                     color: Some(0),
                 },
                 LineSeries {
-                    name: "Gaussian null".into(),
+                    name: "null: max(shuffled, same covariance)".into(),
                     points: null,
                     dashed: true,
                     markers: true,
@@ -669,7 +843,7 @@ pub fn analysis_document(
                 },
             ],
         };
-        blocks.push(fig("kmeans", lines::render(&d, DEFAULT_SIZE)?, "k-means++ on the rows of each matrix (best of 3 seeded restarts), mean over tensors; a clustered residual rises well above the null."));
+        blocks.push(fig("kmeans", lines::render(&d, DEFAULT_SIZE)?, "k-means++ on the rows of each matrix (best of 3 seeded restarts), mean over tensors; a clustered residual rises well above the null, the larger of the entry-shuffled rows (same values) and Gaussian rows with the residual's own covariance (same spectrum, no types)."));
     }
     doc.sections.push(Section {
         title: "Are rows clustered?".into(),
@@ -718,7 +892,7 @@ fn components_table(report: &Report) -> Table {
             .iter()
             .map(|(name, c)| {
                 vec![
-                    name.clone(),
+                    name.to_string(),
                     c.tensors.to_string(),
                     c.numel.to_string(),
                     fmt_num(c.kurtosis_pooled),

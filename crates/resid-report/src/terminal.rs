@@ -38,7 +38,7 @@ pub fn render(r: &Report) -> String {
         out.push_str(&body);
         out.push_str("\n\n");
     };
-    let all = r.components.get("all");
+    let all = Some(&r.components.all);
     let tensors_2d = r.tensors.iter().filter(|t| t.matrix.is_some()).count();
     section(
         "Residual",
@@ -64,12 +64,12 @@ pub fn render(r: &Report) -> String {
 
     // Overall kurtosis and entropy vs nulls.
     let mut t = table(&["Metric", "Residual", "Random (null)", "Ratio"]);
-    for (label, key) in [
-        ("Kurtosis (attention)", "attention"),
-        ("Kurtosis (MLP)", "mlp"),
-        ("Kurtosis (overall)", "all"),
+    for (label, c) in [
+        ("Kurtosis (attention)", r.components.attention.as_ref()),
+        ("Kurtosis (MLP)", r.components.mlp.as_ref()),
+        ("Kurtosis (overall)", all),
     ] {
-        if let Some(c) = r.components.get(key) {
+        if let Some(c) = c {
             t.add_row(vec![
                 label.to_string(),
                 f(c.kurtosis_pooled, 2),
@@ -137,9 +137,9 @@ pub fn render(r: &Report) -> String {
         "Entropy bits",
         "Energy share",
     ]);
-    for (name, c) in &r.components {
+    for (name, c) in r.components.iter() {
         t.add_row(vec![
-            name.clone(),
+            name.to_string(),
             c.tensors.to_string(),
             c.numel.to_string(),
             fo(c.pr_mean, 1),
@@ -175,12 +175,40 @@ pub fn render(r: &Report) -> String {
                 il.first_last.len().to_string(),
             ]);
         }
+        let mut k = table(&[
+            "Parameters",
+            "Pairs",
+            "Mean r",
+            "Null band",
+            "Pairs beyond own band",
+        ]);
+        for (name, c) in [
+            ("weight matrices (verdict)", &il.matrices),
+            ("1-D (norms, biases)", &il.vectors),
+        ] {
+            if c.pairs > 0 {
+                k.add_row(vec![
+                    name.to_string(),
+                    c.pairs.to_string(),
+                    fo(c.mean_adjacent_r, 4),
+                    format!("+-{}", fo(c.null_band, 4)),
+                    c.pairs_beyond_band.to_string(),
+                ]);
+            }
+        }
+        k.add_row(vec![
+            "all, pooled (the study's figure)".to_string(),
+            il.pairs.len().to_string(),
+            fo(il.mean_adjacent_r, 4),
+            format!("+-{}", fo(il.null_band, 4)),
+            String::new(),
+        ]);
         section(
-            &format!(
-                "Adjacent-layer correlation: mean {} (null band +-{})",
-                fo(il.mean_adjacent_r, 4),
-                fo(il.null_band, 4)
-            ),
+            "Adjacent-layer correlation by kind of parameter",
+            k.to_string(),
+        );
+        section(
+            "Adjacent-layer correlation per layer pair (all kinds)",
             t.to_string(),
         );
     }
@@ -208,13 +236,23 @@ pub fn render(r: &Report) -> String {
         section("Per layer", t.to_string());
     }
 
+    // Rank, rows, decay.
+    let lr = rank_rows_decay(r);
+    if !lr.is_empty() {
+        section(
+            "Rank, rows and decay (energy-weighted mean over matrices)",
+            lr,
+        );
+    }
+
     // Smoothness and clustering.
     let mut t = table(&[
         "Measure",
         "Residual",
         "Null (Gaussian)",
         "Null (shuffled)",
-        "Excess over shuffled",
+        "Null (same covariance)",
+        "Excess over both",
     ]);
     if let Some(a) = all {
         let lf: Vec<(f64, f64)> = r
@@ -230,34 +268,39 @@ pub fn render(r: &Report) -> String {
                 format!("{}%", f(100.0 * s, 2)),
                 format!("{}%", f(100.0 * n, 2)),
                 String::new(),
+                String::new(),
                 format!("ratio {}x", fo(a.lowfreq_ratio, 2)),
             ]);
         }
     }
     for (i, k) in resid_analysis::kmeans::KS.iter().enumerate() {
-        let v: Vec<(f64, f64, f64)> = r
+        let v: Vec<[f64; 5]> = r
             .tensors
             .iter()
             .filter_map(|t| {
-                t.kmeans
-                    .as_ref()?
-                    .get(i)
-                    .map(|f| (f.ve, f.ve_null, f.ve_shuffled))
+                t.kmeans.as_ref()?.get(i).map(|f| {
+                    [
+                        f.ve,
+                        f.ve_null,
+                        f.ve_shuffled,
+                        f.ve_same_cov,
+                        f.ve_null_max(),
+                    ]
+                })
             })
-            .filter(|x| x.0.is_finite() && x.1.is_finite() && x.2.is_finite())
+            .filter(|x| x.iter().all(|v| v.is_finite()))
             .collect();
         if v.is_empty() {
             continue;
         }
-        let ve = v.iter().map(|x| x.0).sum::<f64>() / v.len() as f64;
-        let vn = v.iter().map(|x| x.1).sum::<f64>() / v.len() as f64;
-        let vs = v.iter().map(|x| x.2).sum::<f64>() / v.len() as f64;
+        let mean = |j: usize| v.iter().map(|x| x[j]).sum::<f64>() / v.len() as f64;
         t.add_row(vec![
             format!("k-means VE, K={k}"),
-            format!("{}%", f(100.0 * ve, 2)),
-            format!("{}%", f(100.0 * vn, 2)),
-            format!("{}%", f(100.0 * vs, 2)),
-            format!("{:+.2} pts", 100.0 * (ve - vs)),
+            format!("{}%", f(100.0 * mean(0), 2)),
+            format!("{}%", f(100.0 * mean(1), 2)),
+            format!("{}%", f(100.0 * mean(2), 2)),
+            format!("{}%", f(100.0 * mean(3), 2)),
+            format!("{:+.2} pts", 100.0 * (mean(0) - mean(4))),
         ]);
     }
     section(
@@ -267,21 +310,26 @@ pub fn render(r: &Report) -> String {
 
     // Verdict.
     let v = &r.verdict;
-    let mut t = table(&["Hypothesis", "Verdict", "Rule (margin)"]);
-    for (name, h) in [
-        ("sparse", &v.sparse),
-        ("smooth", &v.smooth),
-        ("coordinated", &v.coordinated),
-        ("clustered", &v.clustered),
-    ] {
+    let mut t = table(&["Hypothesis", "Verdict", "Rule (margin)", "Tensors passing"]);
+    for (name, h) in v.all() {
         t.add_row(vec![
             name.to_string(),
-            if h.supported {
+            if h.measure.is_none() {
+                "n/a".into()
+            } else if h.supported {
                 "SUPPORTED".into()
             } else {
                 "not supported".into()
             },
             h.rule.clone(),
+            h.tensors.map_or(String::new(), |t| {
+                format!(
+                    "{} of {} ({}% of the energy)",
+                    t.passing,
+                    t.of,
+                    f(100.0 * t.energy_share, 1)
+                )
+            }),
         ]);
     }
     section("Verdict", t.to_string());
@@ -294,4 +342,18 @@ pub fn render(r: &Report) -> String {
         section("Notes", notes.join("\n"));
     }
     out.trim_end().to_string() + "\n"
+}
+
+/// Low rank, row/column concentration and decay, each beside its null
+/// (the rows the HTML report prints too).
+fn rank_rows_decay(r: &Report) -> String {
+    let rows = crate::analysis::structure_rows(r);
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut t = table(&["Measure", "Residual", "Null", "Ratio"]);
+    for row in rows {
+        t.add_row(row.to_vec());
+    }
+    t.to_string()
 }

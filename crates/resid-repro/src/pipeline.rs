@@ -122,8 +122,8 @@ pub struct ReproReport {
     pub runs: Vec<RunResult>,
     /// Per run name: the needle test.
     pub needle: BTreeMap<String, Vec<NeedleRow>>,
-    /// Per run name: `resid analyze` of trained minus start (its JSON).
-    pub analysis: BTreeMap<String, serde_json::Value>,
+    /// Per run name: `resid analyze` of trained minus start.
+    pub analysis: BTreeMap<String, resid::analysis::Report>,
     /// Per run name: each residual file's rate and the loss of base + file.
     pub codec: BTreeMap<String, Vec<CodecRow>>,
 }
@@ -498,8 +498,8 @@ fn figure_options(opts: &ReproOptions) -> resid::report::analysis::FigureOptions
     }
 }
 
-/// Writes one residual's analysis report into `out/step` and returns the
-/// report as JSON for the reproduction's own.
+/// Writes one residual's analysis report into `out/step` and returns it
+/// for the reproduction's own.
 fn analysis_report(
     out: &Path,
     step: &str,
@@ -508,11 +508,11 @@ fn analysis_report(
         resid::report::analysis::FigureData,
         resid::report::document::ReportError,
     >,
-) -> Result<serde_json::Value> {
+) -> Result<resid::analysis::Report> {
     let figs = figs.map_err(|e| ReproError::at(step, e))?;
     resid::report::analysis::write_analysis_report(&out.join(step), rep, Some(&figs))
         .map_err(|e| ReproError::at(step, e))?;
-    serde_json::to_value(rep).map_err(|e| ReproError::at(step, e))
+    Ok(rep.clone())
 }
 
 fn tokenizer(out: &Path, cfg: &GptConfig, train_text: &[u8]) -> Result<Tokenizer> {

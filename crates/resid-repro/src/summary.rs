@@ -2,8 +2,7 @@
 //! corpus base, resid on the random-init control. Markdown, so the same text
 //! reads in a terminal and in `REPORT.md`.
 
-use serde_json::Value;
-
+use resid::analysis::{Hypothesis, Report};
 use resid::report::document::{Block, Section, Table};
 
 use crate::pipeline::{ReproReport, RunResult};
@@ -21,10 +20,6 @@ pub mod study {
     pub const LOWFREQ: f64 = 0.96;
     pub const KMEANS_VE_MAX: f64 = 0.0002;
     pub const LAYER_ENTROPY: [f64; 8] = [3.36, 3.90, 3.79, 3.64, 3.71, 3.82, 3.62, 3.69];
-}
-
-fn at(v: Option<&Value>, ptr: &str) -> Option<f64> {
-    v?.pointer(ptr)?.as_f64()
 }
 
 fn cell(x: Option<f64>) -> String {
@@ -144,91 +139,110 @@ fn residual(r: &ReproReport) -> Section {
     let names = analysis_names(r);
     let mut header = vec!["measure".to_string(), "study".to_string()];
     header.extend(names.iter().map(|n| label(n)));
-    let rows_spec: [(&str, String, &str); 10] = [
+    type Measure = fn(&Report) -> Option<f64>;
+    let rows_spec: [(&str, String, Measure); 14] = [
         (
             "kurtosis, all (pooled)",
             format!("{:.2}", study::KURTOSIS_ALL),
-            "/components/all/kurtosis_pooled",
+            |a| Some(a.components.all.kurtosis_pooled),
         ),
         (
             "kurtosis, attention",
             format!("{:.2}", study::KURTOSIS_ATTN),
-            "/components/attention/kurtosis_pooled",
+            |a| a.components.attention.as_ref().map(|c| c.kurtosis_pooled),
         ),
         (
             "kurtosis, MLP",
             format!("{:.2}", study::KURTOSIS_MLP),
-            "/components/mlp/kurtosis_pooled",
+            |a| a.components.mlp.as_ref().map(|c| c.kurtosis_pooled),
         ),
         (
             "100-bin entropy, bits",
             format!("{:.2}", study::ENTROPY),
-            "/components/all/entropy_bits",
+            |a| Some(a.components.all.entropy_bits),
         ),
         (
             "same for the Gaussian null",
             format!("{:.2}", study::ENTROPY_RANDOM),
-            "/components/all/entropy_null_bits",
+            |a| Some(a.components.all.entropy_null_bits),
         ),
         (
             "mean PR, attention",
             format!("{:.1}", study::PR_ATTN),
-            "/components/attention/pr_mean",
+            |a| a.components.attention.as_ref().and_then(|c| c.pr_mean),
         ),
+        ("mean PR, MLP", format!("{:.1}", study::PR_MLP), |a| {
+            a.components.mlp.as_ref().and_then(|c| c.pr_mean)
+        }),
         (
-            "mean PR, MLP",
-            format!("{:.1}", study::PR_MLP),
-            "/components/mlp/pr_mean",
-        ),
-        (
-            "mean adjacent-layer r",
+            "mean adjacent-layer r (every role, pooled)",
             format!("{:.3}", study::ADJ_R),
-            "/interlayer/mean_adjacent_r",
+            |a| a.study.mean_adjacent_r_pooled,
+        ),
+        (
+            "same, weight matrices only (the verdict's)",
+            String::new(),
+            |a| a.interlayer.matrices.mean_adjacent_r,
         ),
         (
             "low-frequency power vs null",
             format!("{:.2}", study::LOWFREQ),
-            "/verdict/smooth/measure",
+            |a| a.verdict.smooth.measure,
         ),
         (
-            "k-means excess VE (max over K)",
+            "k-means excess VE over shuffled rows (max over K)",
             format!("<= {:.4}", study::KMEANS_VE_MAX),
-            "/verdict/clustered/measure",
+            |a| a.study.kmeans_excess_ve_shuffled,
         ),
+        (
+            "PR / Marchenko-Pastur PR (matrices, energy-weighted)",
+            String::new(),
+            |a| a.verdict.low_rank.measure,
+        ),
+        ("energy in the top 10% of rows", String::new(), |a| {
+            a.verdict.row_sparse.measure
+        }),
+        ("energy along -W_start", String::new(), |a| {
+            a.verdict.decay_like.measure
+        }),
     ];
     let rows = rows_spec
         .iter()
-        .map(|(name, st, ptr)| {
+        .map(|(name, st, measure)| {
             let mut row = vec![name.to_string(), st.clone()];
-            row.extend(names.iter().map(|n| cell(at(r.analysis.get(n), ptr))));
+            row.extend(
+                names
+                    .iter()
+                    .map(|n| cell(r.analysis.get(n).and_then(measure))),
+            );
             row
         })
         .collect();
     let mut vheader = vec!["hypothesis".to_string(), "study".to_string()];
     vheader.extend(names.iter().map(|n| label(n)));
-    let vrows = [
-        ("sparse", "yes"),
-        ("smooth", "no"),
-        ("coordinated", "no"),
-        ("clustered", "no"),
-    ]
-    .iter()
-    .map(|(h, st)| {
-        let mut row = vec![h.to_string(), st.to_string()];
-        row.extend(names.iter().map(|n| {
-            match r
-                .analysis
-                .get(n)
-                .and_then(|x| x.pointer(&format!("/verdict/{h}/supported")))
-            {
-                Some(Value::Bool(true)) => "supported".to_string(),
-                Some(Value::Bool(false)) => "not supported".to_string(),
+    type Verdict = fn(&Report) -> &Hypothesis;
+    let verdicts: [(&str, &str, Verdict); 8] = [
+        ("sparse", "yes", |a| &a.verdict.sparse),
+        ("smooth", "no", |a| &a.verdict.smooth),
+        ("coordinated", "no", |a| &a.verdict.coordinated),
+        ("clustered", "no", |a| &a.verdict.clustered),
+        ("low-rank", "not tested", |a| &a.verdict.low_rank),
+        ("row-sparse", "not tested", |a| &a.verdict.row_sparse),
+        ("column-sparse", "not tested", |a| &a.verdict.column_sparse),
+        ("decay-like", "not tested", |a| &a.verdict.decay_like),
+    ];
+    let vrows = verdicts
+        .iter()
+        .map(|(h, st, of)| {
+            let mut row = vec![h.to_string(), st.to_string()];
+            row.extend(names.iter().map(|n| match r.analysis.get(n).map(of) {
+                Some(h) if h.measure.is_some() && h.supported => "supported".to_string(),
+                Some(h) if h.measure.is_some() => "not supported".to_string(),
                 _ => "n/a".to_string(),
-            }
-        }));
-        row
-    })
-    .collect();
+            }));
+            row
+        })
+        .collect();
     section(
         "The residual (trained minus its own start)",
         vec![

@@ -65,12 +65,21 @@ pub struct Args {
     /// Smooth: low-frequency power ratio to the null must exceed this.
     #[arg(long, default_value_t = Margins::default().smooth_ratio)]
     pub smooth_ratio: f64,
-    /// Coordinated: |mean adjacent-layer r| must exceed this (and the null band).
+    /// Coordinated: the weight matrices' |mean adjacent-layer r| must exceed this (and the null band).
     #[arg(long, default_value_t = Margins::default().coordinated_r)]
     pub coordinated_r: f64,
-    /// Clustered: k-means VE must exceed the null's by this.
+    /// Clustered: k-means VE must exceed the larger of the shuffled and same-covariance nulls' by this.
     #[arg(long, default_value_t = Margins::default().clustered_excess_ve)]
     pub clustered_excess_ve: f64,
+    /// Low-rank: PR / Marchenko-Pastur PR (energy-weighted over matrices) must be below this.
+    #[arg(long, default_value_t = Margins::default().low_rank_pr_ratio)]
+    pub low_rank_pr_ratio: f64,
+    /// Row- / column-sparse: the top 10% of rows (columns) must hold more than this share of the energy.
+    #[arg(long, default_value_t = Margins::default().line_sparse_top10)]
+    pub line_sparse_top10: f64,
+    /// Decay-like: the share of the energy along -W_base must exceed this.
+    #[arg(long, default_value_t = Margins::default().decay_share)]
+    pub decay_share: f64,
     /// Memory budget for tensors in flight, e.g. 2G or 512M (default: a
     /// quarter of the memory available now, at most 1G; one tensor always runs).
     #[arg(long, value_parser = super::pack::parse_bytes)]
@@ -124,10 +133,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             smooth_ratio: args.smooth_ratio,
             coordinated_r: args.coordinated_r,
             clustered_excess_ve: args.clustered_excess_ve,
+            low_rank_pr_ratio: args.low_rank_pr_ratio,
+            line_sparse_top10: args.line_sparse_top10,
+            decay_share: args.decay_share,
             ..Margins::default()
         },
         allow_nonfinite: !args.deny_nonfinite,
         memory_budget: Some(super::pack::memory_budget(args.max_memory)),
+        ..Options::default()
     };
     let total = match &base {
         Some(b) => resid::io::pair(b, &trained)?.pairs.len() as u64,
