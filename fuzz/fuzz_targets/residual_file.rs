@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use resid_codec::format::ResidFile;
+use resid_codec::ResidFile;
 use resid_io::Checkpoint;
 
 static BASE: &[u8] = include_bytes!("../seeds/residual_file_inputs/base.safetensors");

@@ -40,12 +40,14 @@ def test_damaged_residual_file_raises_naming_it(pair, packed, tmp_path, damage):
         raw[:8] = b"NOTRESID"
     bad = tmp_path / f"{damage}.resid"
     bad.write_bytes(bytes(raw))
+    # Not a residual file at all is bad input; a damaged one, a mismatch.
+    cls = resid.BadInputError if damage == "not-resid" else resid.MismatchError
     for call in (
         lambda: resid.inspect(bad),
         lambda: resid.load(pair[0], bad, progress=False),
         lambda: resid.unpack(pair[0], bad, tmp_path / "out.safetensors", progress=False),
     ):
-        with pytest.raises(resid.MismatchError) as e:
+        with pytest.raises(cls) as e:
             call()
         assert str(bad) in str(e.value)
     assert not (tmp_path / "out.safetensors").exists()

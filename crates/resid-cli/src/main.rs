@@ -34,6 +34,8 @@ enum Command {
     Unpack(cmd::unpack::Args),
     /// Describe a residual file: format, settings, per-tensor encodings, sizes.
     Inspect(cmd::inspect::Args),
+    /// Check a residual file (checksums, base fingerprints, rebuilt tensors) without writing.
+    Verify(cmd::verify::Args),
     /// Rate-distortion table of resid's codec beside published delta methods.
     BenchCodec(cmd::bench_codec::Args),
     /// Generate a base/trained checkpoint pair with a real model's shapes.
@@ -58,6 +60,7 @@ fn main() {
         Command::Pack(a) => cmd::pack::run(a),
         Command::Unpack(a) => cmd::unpack::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
         Command::BenchCodec(a) => cmd::bench_codec::run(a),
         Command::Synth(a) => cmd::synth::run(a),
         Command::Base(a) => cmd::base::run(a),

@@ -537,7 +537,7 @@ fn with_header(file: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8
     out.extend_from_slice(&text);
     out.extend_from_slice(&(hoff as u64).to_le_bytes());
     out.extend_from_slice(&(text.len() as u64).to_le_bytes());
-    out.extend_from_slice(&resid::codec::format::xxh3(&text).to_le_bytes());
+    out.extend_from_slice(&resid::codec::container::xxh3(&text).to_le_bytes());
     out.extend_from_slice(b"RESIDEND");
     out
 }

@@ -534,3 +534,78 @@ fn json_dash_puts_nothing_but_json_on_stdout() {
     assert_eq!(j["mode"], "lossless");
     assert!(String::from_utf8_lossy(&o.stderr).contains("resid format version"));
 }
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn verify_checks_everything_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let (b, t) = pair(d.path(), 11);
+    let f = d.path().join("x.resid");
+    ok(&run(&[
+        "pack",
+        "--base",
+        s(&b),
+        "--trained",
+        s(&t),
+        "-o",
+        s(&f),
+        "--lossless",
+        "-q",
+    ]));
+    let before = listing(d.path());
+    let o = run(&["verify", s(&f), "--base", s(&b), "--against", s(&t), "-q"]);
+    ok(&o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("6 bit-exact") && out.contains("6 bit-exact tensors identical"),
+        "{out}"
+    );
+    assert_eq!(listing(d.path()), before, "verify wrote something");
+    // Another original: the first differing tensor is named.
+    let other = d.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (_, t2) = pair(&other, 12);
+    let e = refused(
+        &run(&["verify", s(&f), "--base", s(&b), "--against", s(&t2), "-q"]),
+        &["tensor '", "differ"],
+    );
+    assert!(e.contains(s(&f)), "{e}");
+    // Another base, and a damaged block, are refused as unpack refuses them.
+    refused(
+        &run(&["verify", s(&f), "--base", s(&t), "-q"]),
+        &["another base"],
+    );
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes[20] ^= 1;
+    let g = d.path().join("bad.resid");
+    std::fs::write(&g, &bytes).unwrap();
+    refused(
+        &run(&["verify", s(&g), "--base", s(&b), "-q"]),
+        &["checksum"],
+    );
+    // Lossy files verify too, reporting their error against the original.
+    let l = d.path().join("l.resid");
+    ok(&run(&[
+        "pack",
+        "--base",
+        s(&b),
+        "--trained",
+        s(&t),
+        "-o",
+        s(&l),
+        "--max-error",
+        "0.2",
+        "-q",
+    ]));
+    let o = run(&["verify", s(&l), "--base", s(&b), "--against", s(&t), "-q"]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("lossy relative error"));
+}

@@ -14,7 +14,7 @@ use serde::Serialize;
 use resid_io::{Checkpoint, Dtype};
 
 use crate::error::Result;
-use crate::pack::{self, Mode, PackOptions};
+use crate::pipeline::{self as pack, Mode, PackOptions};
 
 /// One row of the rate-distortion table.
 #[derive(Clone, Debug, Serialize)]
@@ -163,7 +163,7 @@ pub fn lowrank(
     if k == 0 || rows < 2 || cols < 2 {
         return 0;
     }
-    let p = crate::lossy::plan_for_rank(r, rows, cols, k, seed);
+    let p = crate::encode::lossy::plan_for_rank(r, rows, cols, k, seed);
     let a: Vec<f32> =
         p.0.iter()
             .map(|&x| half::f16::from_f32(x).to_f32())
@@ -172,7 +172,7 @@ pub fn lowrank(
         p.1.iter()
             .map(|&x| half::f16::from_f32(x).to_f32())
             .collect();
-    crate::lossy::subtract_product(out, &a, &b, rows, cols, k, 0, k);
+    crate::decode::tensor::subtract_product(out, &a, &b, rows, cols, k, 0, k);
     for x in out.iter_mut() {
         *x = -*x;
     }
@@ -350,7 +350,7 @@ pub fn bitx(base: &Checkpoint, trained: &Checkpoint) -> BenchRow {
     let mut planes = Vec::new();
     use rayon::prelude::*;
     for (ti, t) in trained.tensors().iter().enumerate() {
-        let size = crate::format::element_size(&t.dtype_name).unwrap_or(1) as usize;
+        let size = resid_io::header::dtype_size(&t.dtype_name).unwrap_or(1) as usize;
         let tbytes = trained.bytes(t);
         let b = base
             .get(&t.name)
@@ -376,7 +376,7 @@ pub fn bitx(base: &Checkpoint, trained: &Checkpoint) -> BenchRow {
     let mut out = Vec::new();
     for (ti, zs) in &coded {
         let t = &trained.tensors()[*ti];
-        let size = crate::format::element_size(&t.dtype_name).unwrap_or(1) as usize;
+        let size = resid_io::header::dtype_size(&t.dtype_name).unwrap_or(1) as usize;
         let n = t.numel();
         let pls: Vec<Vec<u8>> = zs
             .par_iter()

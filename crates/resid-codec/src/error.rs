@@ -1,48 +1,296 @@
-//! Errors that name the file, the tensor or block, and the problem.
+//! Typed errors. Each names the file (and tensor, block) and says what failed,
+//! in words a user can act on; none names a command-line flag (the CLI adds
+//! such hints). [`Classify`] maps each to the exit code / exception class.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use resid_io::{Classify, ErrorClass};
 
 pub type Result<T> = std::result::Result<T, CodecError>;
 
+/// Everything that can go wrong packing, opening, decoding or rebuilding.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
+    /// A checkpoint (base, trained or rebuilt) could not be read or written.
     #[error(transparent)]
-    Io(#[from] resid_io::IoError),
+    Checkpoint(#[from] resid_io::IoError),
+    /// The operating system failed a read or a write of `path`.
     #[error("{path}: {source}")]
     Os {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {what}")]
-    File { path: PathBuf, what: String },
-    #[error("{path}: tensor '{tensor}': {what}")]
-    Tensor {
+    /// The file does not start with the residual-file magic (FORMAT.md 1.1).
+    #[error("{path}: not a residual file (bad magic)")]
+    NotResidual { path: PathBuf },
+    /// Shorter than a preamble and a footer (FORMAT.md 1.2).
+    #[error("{path}: truncated: {len} bytes, shorter than preamble and footer")]
+    Truncated { path: PathBuf, len: u64 },
+    /// The footer lacks its end magic: cut short or overwritten.
+    #[error("{path}: truncated or damaged: no end marker in the footer")]
+    NoEndMarker { path: PathBuf },
+    /// Written by a newer resid.
+    #[error("{path}: format version {version} is newer than this resid reads ({supported})")]
+    FutureVersion {
+        path: PathBuf,
+        version: u32,
+        supported: u32,
+    },
+    /// Version 0 is never written.
+    #[error("{path}: format version 0 is invalid (corrupt preamble)")]
+    InvalidVersion { path: PathBuf },
+    /// Reserved preamble flags are set.
+    #[error("{path}: reserved flags {flags:#x} are not 0")]
+    ReservedFlags { path: PathBuf, flags: u32 },
+    /// The footer's header length is 0 or above the limit.
+    #[error("{path}: header length {len} outside 1..={max}")]
+    HeaderLength { path: PathBuf, len: u64, max: u64 },
+    /// The header does not end where the footer begins.
+    #[error("{path}: header at {offset} of {len} bytes does not end at the footer of the {file_len}-byte file (truncated?)")]
+    HeaderPlacement {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+        file_len: u64,
+    },
+    /// The header's bytes fail the footer's checksum.
+    #[error("{path}: header checksum mismatch (file altered)")]
+    HeaderChecksum { path: PathBuf },
+    /// The header is not JSON of the specified shape (unknown field, wrong type...).
+    #[error("{path}: header is not a valid residual header: {reason}")]
+    HeaderSyntax { path: PathBuf, reason: String },
+    /// The header breaks a rule of FORMAT.md section 2 that concerns the whole file.
+    #[error("{path}: {rule}")]
+    InvalidHeader { path: PathBuf, rule: HeaderRule },
+    /// A tensor's header entry breaks a rule of FORMAT.md sections 2.3-4.
+    #[error("{path}: tensor '{tensor}': {rule}")]
+    InvalidEntry {
         path: PathBuf,
         tensor: String,
-        what: String,
+        rule: EntryRule,
     },
+    /// A block's bytes fail their checksum.
+    #[error("{path}: tensor '{tensor}': block {block} at offset {offset} fails its checksum (file altered or damaged)")]
+    BlockChecksum {
+        path: PathBuf,
+        tensor: String,
+        block: usize,
+        offset: u64,
+    },
+    /// A block passed its checksum but its body breaks FORMAT.md section 3.4 or 4.
+    #[error("{path}: tensor '{tensor}': block {block}: {problem}")]
+    CorruptBlock {
+        path: PathBuf,
+        tensor: String,
+        block: usize,
+        problem: BlockProblem,
+    },
+    /// The base lacks a tensor the residual was made against.
+    #[error("{path}: tensor '{tensor}': the base {base} has no such tensor; this residual was made against another base")]
+    BaseLacksTensor {
+        path: PathBuf,
+        tensor: String,
+        base: PathBuf,
+    },
+    /// The base's tensor has another dtype or shape than the one recorded.
+    #[error("{path}: tensor '{tensor}': base tensor is {got_dtype} {got_shape:?} but the residual was made against {want_dtype} {want_shape:?} (another base)")]
+    BaseTensorDiffers {
+        path: PathBuf,
+        tensor: String,
+        got_dtype: String,
+        got_shape: Vec<u64>,
+        want_dtype: String,
+        want_shape: Vec<u64>,
+    },
+    /// The base's tensor bytes differ from the recorded fingerprint.
+    #[error("{path}: tensor '{tensor}': fingerprint mismatch: the base tensor in {base_file} differs from the one this residual was made against (another base?)")]
+    BaseFingerprint {
+        path: PathBuf,
+        tensor: String,
+        base_file: PathBuf,
+    },
+    /// The rebuilt tensor fails the trained checksum.
+    #[error("{path}: tensor '{tensor}': rebuilt bytes fail the trained checksum (file altered, or another base)")]
+    TrainedChecksum { path: PathBuf, tensor: String },
+    /// Verification: the original checkpoint lacks a tensor the file rebuilds.
+    #[error("{path}: tensor '{tensor}': the checkpoint {against} has no such tensor")]
+    AgainstLacksTensor {
+        path: PathBuf,
+        tensor: String,
+        against: PathBuf,
+    },
+    /// Verification: a bit-exact tensor differs from the original checkpoint's.
+    #[error("{path}: tensor '{tensor}': rebuilt bytes differ from those in {against}")]
+    AgainstDiffers {
+        path: PathBuf,
+        tensor: String,
+        against: PathBuf,
+    },
+    /// A tensor holds NaN or Inf (in the trained or the base checkpoint) and
+    /// non-finite values were not allowed.
+    #[error("{path}: tensor '{tensor}': holds NaN or Inf values (in trained or base), refused unless non-finite values are allowed (they are then stored losslessly)")]
+    NonFinite { path: PathBuf, tensor: String },
+    /// A pack setting is out of range.
     #[error("{0}")]
-    Usage(String),
+    Settings(SettingsProblem),
+}
+
+/// Whole-file header rules (FORMAT.md 2, 2.1, 2.2).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HeaderRule {
+    #[error("header version {header} differs from preamble version {preamble}")]
+    VersionMismatch { header: u32, preamble: u32 },
+    #[error("chunk {0} is not a power of two in [2^12, 2^24]")]
+    Chunk(u64),
+    #[error("lossy file without rate settings")]
+    LossyWithoutRate,
+    #[error("no trained shards listed")]
+    NoShards,
+    #[error("shard name '{0}' is not a plain file name")]
+    ShardName(String),
+    #[error("several shards in an unsharded file")]
+    ShardsInUnsharded,
+    #[error("{0} tensors (limit {max})", max = crate::container::MAX_TENSORS)]
+    TooManyTensors(usize),
+}
+
+/// Rules of one tensor's entry (FORMAT.md 2.3, 3, 4).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EntryRule {
+    #[error("empty or duplicate name")]
+    DuplicateName,
+    #[error("shape {0:?} too large")]
+    ShapeTooLarge(Vec<u64>),
+    #[error("shard {0} not listed")]
+    ShardNotListed(u64),
+    #[error("checksum '{0}' is not 16 hex digits")]
+    ChecksumText(String),
+    #[error("'same' without a base tensor of the same dtype and shape")]
+    SameWithoutBase,
+    #[error("'same' without trained checksum")]
+    SameWithoutChecksum,
+    #[error("xor planes without a base tensor of the same dtype and shape")]
+    XorWithoutBase,
+    #[error("lossless tensor without trained checksum")]
+    WithoutChecksum,
+    #[error("{got} blocks, but {chunks} chunks x {planes} planes")]
+    PlaneBlockCount {
+        got: usize,
+        chunks: u64,
+        planes: u64,
+    },
+    #[error("block {block} codes {got} symbols, expected {want}")]
+    BlockSymbols { block: usize, got: u64, want: u64 },
+    #[error("lossy tensor in a lossless file")]
+    LossyInLosslessFile,
+    #[error("lossy coding of non-float dtype {0}")]
+    LossyNonFloat(String),
+    #[error("lossy coding without a base tensor of the same shape")]
+    LossyWithoutBase,
+    #[error("rows {rows} x cols {cols} != {numel} elements")]
+    RowsCols { rows: u64, cols: u64, numel: u64 },
+    #[error("rank {0} too large")]
+    Rank(u64),
+    #[error("step {0} not positive")]
+    Step(f64),
+    #[error("factor step {0} not positive")]
+    FactorStep(f64),
+    #[error("bad reconstruction levels")]
+    ReconLevels,
+    #[error("factor blocks do not match rank x shape")]
+    FactorBlocks,
+    #[error("remainder blocks do not match the shape")]
+    RemainderBlocks,
+    #[error("more escapes than symbols")]
+    TooManyEscapes,
+    #[error("block at offset {offset} of {len} bytes lies outside the data section")]
+    BlockOutside { offset: u64, len: u64 },
+    #[error("a block overlaps another block")]
+    BlockOverlap,
+}
+
+/// What is wrong inside a block whose checksum matched (FORMAT.md 3.4, 4).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BlockProblem {
+    #[error("empty block")]
+    Empty,
+    #[error("constant block of {0} bytes (must be 2)")]
+    ConstantLength(usize),
+    #[error("unknown block kind {0}")]
+    UnknownKind(u8),
+    #[error("rANS block shorter than its table")]
+    ShortTable,
+    #[error("rANS table of {0} symbols (must be 2..=256)")]
+    TableSymbols(usize),
+    #[error("rANS data is not whole 16-bit words or lacks the states")]
+    Words,
+    #[error("rANS stream does not end where its states say (corrupt block)")]
+    StreamEnd,
+    #[error("escape block is not a zstd block")]
+    EscapesNotZstd,
+    #[error("escape block: {0}")]
+    EscapesZstd(String),
+    #[error("escape varint too long")]
+    EscapeVarint,
+    #[error("escape block holds {got} values, header says {want}")]
+    EscapeCount { got: usize, want: u64 },
+    #[error("more escape symbols than escaped values")]
+    MissingEscape,
+    #[error("escaped level out of range")]
+    EscapeRange,
+    #[error("unused escaped values (corrupt)")]
+    UnusedEscapes,
+}
+
+/// A pack setting out of its range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SettingsProblem {
+    #[error("chunk {0} is not a power of two in [2^12, 2^24]")]
+    Chunk(usize),
+    #[error("bits per parameter {0} must be > 0")]
+    BitsPerParam(f64),
+    #[error("kept fraction {0} must be in (0, 1]")]
+    Keep(f64),
+    #[error("maximum error {0} must be in (0, 1)")]
+    MaxError(f64),
 }
 
 impl CodecError {
-    pub fn io(path: &Path, source: std::io::Error) -> Self {
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         CodecError::Os {
             path: path.into(),
             source,
         }
     }
-    pub fn file(path: &Path, what: impl Into<String>) -> Self {
-        CodecError::File {
-            path: path.into(),
-            what: what.into(),
-        }
-    }
-    pub fn tensor(path: &Path, tensor: &str, what: impl Into<String>) -> Self {
-        CodecError::Tensor {
-            path: path.into(),
-            tensor: tensor.into(),
-            what: what.into(),
+}
+
+impl Classify for CodecError {
+    fn class(&self) -> ErrorClass {
+        use CodecError::*;
+        match self {
+            Checkpoint(e) => e.class(),
+            Os { .. } => ErrorClass::Io,
+            NotResidual { .. } | NonFinite { .. } => ErrorClass::BadInput,
+            Settings(_) => ErrorClass::Usage,
+            Truncated { .. }
+            | NoEndMarker { .. }
+            | FutureVersion { .. }
+            | InvalidVersion { .. }
+            | ReservedFlags { .. }
+            | HeaderLength { .. }
+            | HeaderPlacement { .. }
+            | HeaderChecksum { .. }
+            | HeaderSyntax { .. }
+            | InvalidHeader { .. }
+            | InvalidEntry { .. }
+            | BlockChecksum { .. }
+            | CorruptBlock { .. }
+            | BaseLacksTensor { .. }
+            | BaseTensorDiffers { .. }
+            | BaseFingerprint { .. }
+            | TrainedChecksum { .. }
+            | AgainstLacksTensor { .. }
+            | AgainstDiffers { .. } => ErrorClass::Mismatch,
         }
     }
 }

@@ -5,12 +5,15 @@
 //! Written by hand rather than through constriction's generic coders because
 //! unpack must reach hundreds of MB/s on 2 cores: the interleaved states give
 //! the CPU independent work, and the table decoder avoids a search per symbol.
-//! The block layout is specified in FORMAT.md section 4.
+//! The block layout is specified in FORMAT.md section 4; the decoder is
+//! [`crate::decode::block`], which shares [`frequencies`] with the encoder.
 
 /// Probability precision in bits.
 pub const PROB_BITS: u32 = 15;
-const M: u32 = 1 << PROB_BITS;
-const L: u32 = 1 << 16;
+/// Frequencies sum to M.
+pub const M: u32 = 1 << PROB_BITS;
+/// Lower bound of a normalised state.
+pub const L: u32 = 1 << 16;
 
 /// Block kinds (first byte).
 pub const KIND_CONST: u8 = 0;
@@ -52,7 +55,10 @@ pub fn entropy_bits(counts: &[u64]) -> f64 {
         .sum()
 }
 
-/// Scales counts to frequencies summing to 2^15, every present symbol >= 1.
+/// FORMAT.md 4.3: scales counts to frequencies summing to 2^15, every present
+/// symbol >= 1: `f[s] = max(1, round(c[s] * 2^15 / sum c))`, then the
+/// difference to 2^15 is spread over the symbols in decreasing order of
+/// frequency (ties by symbol), in passes, as written out in FORMAT.md.
 fn normalize(counts: &[u64; 256]) -> [u32; 256] {
     let n: u64 = counts.iter().sum();
     let mut f = [0u32; 256];
@@ -97,16 +103,23 @@ fn normalize(counts: &[u64; 256]) -> [u32; 256] {
     f
 }
 
-/// Frequencies from the table's log-scale weights of the present symbols.
+/// FORMAT.md 4.3: the frequencies of a block from its table's log-scale
+/// weights of the present symbols, `w[s] = round(2^(q[s]/16) * 256)`, then
+/// normalised. Writer and reader both call this, so they agree exactly.
 #[allow(clippy::needless_range_loop)]
-fn weights_to_freq(present: &[u64; 256], q: &[u8; 256]) -> [u32; 256] {
+pub fn frequencies(present: &[bool; 256], q: &[u8; 256]) -> [u32; 256] {
     let mut w = [0u64; 256];
     for s in 0..256 {
-        if present[s] > 0 {
-            w[s] = ((q[s] as f64 / 16.0).exp2() * 256.0).round() as u64;
+        if present[s] {
+            w[s] = weight(q[s]);
         }
     }
     normalize(&w)
+}
+
+/// FORMAT.md 4.3: `W[q] = round(2^(q/16) * 256)`, the table written out there.
+pub fn weight(q: u8) -> u64 {
+    ((q as f64 / 16.0).exp2() * 256.0).round() as u64
 }
 
 /// Codes `symbols` as one block appended to `out`; returns the Shannon
@@ -130,7 +143,8 @@ pub fn encode_block(symbols: &[u8], out: &mut Vec<u8>) -> f64 {
             q[s] = ((target[s] as f64).log2() * 16.0).round().clamp(0.0, 255.0) as u8;
         }
     }
-    let freq = weights_to_freq(&counts, &q);
+    let present: [bool; 256] = std::array::from_fn(|s| counts[s] > 0);
+    let freq = frequencies(&present, &q);
     let mut start = [0u32; 256];
     let mut acc = 0;
     for s in 0..256 {
@@ -200,113 +214,22 @@ pub fn encode_block(symbols: &[u8], out: &mut Vec<u8>) -> f64 {
     bits
 }
 
-/// Decodes a block of `out.len()` symbols. Errors describe the corruption.
-pub fn decode_block(block: &[u8], out: &mut [u8]) -> Result<(), String> {
-    let n = out.len();
-    let Some(&kind) = block.first() else {
-        return Err("empty block".into());
-    };
-    match kind {
-        KIND_CONST => {
-            if block.len() != 2 {
-                return Err(format!(
-                    "constant block of {} bytes (must be 2)",
-                    block.len()
-                ));
-            }
-            out.fill(block[1]);
-            Ok(())
-        }
-        KIND_RANS => decode_rans(block, out, n),
-        k => Err(format!("unknown block kind {k}")),
-    }
+/// Signed level to its zigzag code `2|q| - (q < 0)` (FORMAT.md 3.4).
+#[inline]
+pub fn to_zigzag(q: i64) -> u64 {
+    ((q << 1) ^ (q >> 63)) as u64
 }
 
-#[allow(clippy::needless_range_loop)]
-fn decode_rans(block: &[u8], out: &mut [u8], n: usize) -> Result<(), String> {
-    if block.len() < 33 {
-        return Err("rANS block shorter than its table".into());
-    }
-    let mut present = [0u64; 256];
-    let mut m = 0;
-    for s in 0..256 {
-        if block[1 + s / 8] & (1 << (s % 8)) != 0 {
-            present[s] = 1;
-            m += 1;
-        }
-    }
-    if m < 2 {
-        return Err(format!("rANS table of {m} symbols (must be 2..=256)"));
-    }
-    let tab_end = 33 + m;
-    if block.len() < tab_end {
-        return Err("rANS block shorter than its table".into());
-    }
-    let mut q = [0u8; 256];
-    let mut k = 33;
-    for s in 0..256 {
-        if present[s] > 0 {
-            q[s] = block[k];
-            k += 1;
-        }
-    }
-    let freq = weights_to_freq(&present, &q);
-    let mut start = [0u32; 256];
-    let mut table = vec![0u8; M as usize];
-    let mut acc = 0u32;
-    for s in 0..256 {
-        start[s] = acc;
-        table[acc as usize..(acc + freq[s]) as usize].fill(s as u8);
-        acc += freq[s];
-    }
-    let data = &block[tab_end..];
-    if !data.len().is_multiple_of(2) || data.len() < 16 {
-        return Err("rANS data is not whole 16-bit words or lacks the states".into());
-    }
-    let nw = data.len() / 2;
-    let word = |p: usize| -> u32 {
-        if p < nw {
-            u16::from_le_bytes([data[2 * p], data[2 * p + 1]]) as u32
-        } else {
-            0
-        }
-    };
-    let mut st = [0u32; 4];
-    for (j, s) in st.iter_mut().enumerate() {
-        *s = (word(2 * j) << 16) | word(2 * j + 1);
-    }
-    let mut pos = 8usize;
-    let mask = M - 1;
-    let step = |x: &mut u32, pos: &mut usize| -> u8 {
-        let slot = *x & mask;
-        let s = table[slot as usize];
-        *x = freq[s as usize] * (*x >> PROB_BITS) + slot - start[s as usize];
-        if *x < L {
-            *x = (*x << 16) | word(*pos);
-            *pos += 1;
-        }
-        s
-    };
-    let mut chunks = out.chunks_exact_mut(4);
-    for c in &mut chunks {
-        c[0] = step(&mut st[0], &mut pos);
-        c[1] = step(&mut st[1], &mut pos);
-        c[2] = step(&mut st[2], &mut pos);
-        c[3] = step(&mut st[3], &mut pos);
-    }
-    for (j, o) in chunks.into_remainder().iter_mut().enumerate() {
-        *o = step(&mut st[j], &mut pos);
-    }
-    let _ = n;
-    if pos != nw || st.iter().any(|&x| x != L) {
-        return Err("rANS stream does not end where its states say (corrupt block)".into());
-    }
-    Ok(())
+/// Inverse of [`to_zigzag`].
+#[inline]
+pub fn from_zigzag(z: u64) -> i64 {
+    ((z >> 1) as i64) ^ -((z & 1) as i64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::block::decode_symbols as decode_block;
     use rand::{Rng, SeedableRng};
 
     fn round_trip(sym: &[u8]) -> usize {
@@ -354,6 +277,50 @@ mod tests {
         let mut b = Vec::new();
         let h = encode_block(&sym, &mut b) / 8.0;
         assert!((b.len() as f64) < h * 1.03 + 64.0, "{} vs {h}", b.len());
+    }
+
+    /// The weight table and both worked examples of FORMAT.md 4.3.
+    #[test]
+    fn frequency_table_matches_format_md() {
+        let spec = include_str!("../../../FORMAT.md");
+        let table = spec
+            .split("```weights\n")
+            .nth(1)
+            .and_then(|t| t.split("```").next())
+            .expect("FORMAT.md has the weight table");
+        let w: Vec<u64> = table
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert_eq!(w, (0..=255u8).map(weight).collect::<Vec<_>>());
+        let mut present = [false; 256];
+        let mut q = [0u8; 256];
+        for (s, qs) in [(0, 232), (1, 203), (2, 175), (3, 159), (255, 134)] {
+            present[s] = true;
+            q[s] = qs;
+        }
+        let f = frequencies(&present, &q);
+        assert_eq!(
+            [f[0], f[1], f[2], f[3], f[255]],
+            [22980, 6542, 1945, 972, 329]
+        );
+        // The writer's side of the example: these counts give those q.
+        let mut sym = vec![0u8; 700];
+        for (s, n) in [(1u8, 200), (2, 60), (3, 30), (255, 10)] {
+            sym.extend(std::iter::repeat_n(s, n));
+        }
+        let mut b = Vec::new();
+        encode_block(&sym, &mut b);
+        assert_eq!(&b[33..38], &[232, 203, 175, 159, 134]);
+        let mut present = [false; 256];
+        let mut q = [0u8; 256];
+        for s in 0..10 {
+            present[s] = true;
+        }
+        present[200] = true;
+        q[200] = 255;
+        let f = frequencies(&present, &q);
+        assert_eq!((f[0], f[9], f[200]), (1, 1, 32758));
     }
 
     #[test]

@@ -165,10 +165,7 @@ pub fn unpack(
                 .map_err(|e| Failure::from(e).with_context(&context))?
                 .tensors
                 .iter()
-                .map(|t| {
-                    let n: u64 = t.shape.iter().product();
-                    n * resid::io::header::dtype_size(&t.dtype).unwrap_or(0)
-                })
+                .map(|t| t.shape.iter().product::<u64>() * t.dtype.size())
                 .sum();
             sh.set_total(total);
             let rep = resid::codec::unpack_with_progress(

@@ -95,7 +95,7 @@ impl From<IoError> for Failure {
 
 impl From<CodecError> for Failure {
     fn from(e: CodecError) -> Self {
-        let class = codec_class(&e);
+        let class = e.class();
         Failure::from_error(&e, class)
     }
 }
@@ -107,16 +107,7 @@ impl From<AnalysisError> for Failure {
     }
 }
 
-// Until resid-codec and resid-analysis implement `Classify` themselves.
-fn codec_class(e: &CodecError) -> ErrorClass {
-    match e {
-        CodecError::Io(e) => e.class(),
-        CodecError::Os { .. } => ErrorClass::Io,
-        CodecError::File { .. } | CodecError::Tensor { .. } => ErrorClass::Mismatch,
-        CodecError::Usage(_) => ErrorClass::Usage,
-    }
-}
-
+// Until resid-analysis implements `Classify` itself.
 fn analysis_class(e: &AnalysisError) -> ErrorClass {
     match e {
         AnalysisError::Io(e) => e.class(),

@@ -45,7 +45,7 @@ impl Reader {
     /// The trained checkpoint's `__metadata__` (shards' merged, first wins).
     fn metadata(&self) -> BTreeMap<String, String> {
         let mut all = BTreeMap::new();
-        for m in resid::codec::pack::shard_metadata(&self.file) {
+        for m in resid::codec::shard_metadata(&self.file) {
             for (k, v) in m {
                 all.entry(k).or_insert(v);
             }
@@ -56,7 +56,7 @@ impl Reader {
     /// (dtype, shape) of tensor `name`, as the safetensors header spells them.
     fn info(&self, name: &str) -> PyResult<(String, Vec<u64>)> {
         let t = &self.file.header.tensors[self.index(name)?];
-        Ok((t.dtype.clone(), t.shape.clone()))
+        Ok((t.dtype.name().to_string(), t.shape.clone()))
     }
 
     /// The rebuilt bytes of tensor `name` (checked against the base's
@@ -78,16 +78,11 @@ impl Reader {
 
 impl Reader {
     fn index(&self, name: &str) -> PyResult<usize> {
-        self.file
-            .header
-            .tensors
-            .iter()
-            .position(|t| t.name == name)
-            .ok_or_else(|| {
-                PyKeyError::new_err(format!(
-                    "{}: no tensor named '{name}'",
-                    self.file.path.display()
-                ))
-            })
+        self.file.tensor_index(name).ok_or_else(|| {
+            PyKeyError::new_err(format!(
+                "{}: no tensor named '{name}'",
+                self.file.path.display()
+            ))
+        })
     }
 }

@@ -42,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         r.entropy_bytes,
         r.entropy_overhead * 100.0
     )?;
-    if r.mode == "lossy" {
+    if r.mode == resid::codec::container::FileMode::Lossy {
         writeln!(
             o,
             "relative error reached: residual {:.4e}, weights {:.4e}",

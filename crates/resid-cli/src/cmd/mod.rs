@@ -13,3 +13,4 @@ pub mod synth;
 #[cfg(feature = "lm")]
 pub mod train;
 pub mod unpack;
+pub mod verify;

@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use resid::codec::{Mode, PackOptions};
 use resid::io::Checkpoint;
 
@@ -85,7 +84,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let pb = crate::progress::bytes_bar(trained.data_bytes() as u64, "pack", args.quiet);
     let rep =
         resid::codec::pack_with_progress(&base, &trained, &args.output, &opts, &|n| pb.inc(n))
-            .with_context(|| format!("packing {}", args.output.display()))?;
+            .map_err(|e| {
+                // The library does not speak of flags: the hint is added here.
+                let hint = match e {
+                    resid::codec::CodecError::NonFinite { .. } => {
+                        " (pass --allow-nonfinite to store such tensors losslessly)"
+                    }
+                    _ => "",
+                };
+                anyhow::Error::new(e).context(format!("packing {}{hint}", args.output.display()))
+            })?;
     pb.finish_and_clear();
     let mut o = crate::output::human(args.json.as_deref());
     writeln!(o,

@@ -1,15 +1,14 @@
-//! Lossless coding: XOR of same-dtype bit patterns, split into byte planes,
-//! each plane of each chunk rANS-coded with its own static model.
+//! Lossless coding (FORMAT.md 3.2): XOR of same-dtype bit patterns, split
+//! into byte planes, each plane of each chunk rANS-coded with its own static
+//! model.
 
+use rayon::prelude::*;
+
+use resid_io::Checkpoint;
+
+use super::{Coded, CodedBlock, CodedTensor, Pairing, TensorCoder};
+use crate::error::Result;
 use crate::rans;
-
-/// One coded block before it is placed in the file.
-#[derive(Clone, Debug)]
-pub struct CodedBlock {
-    pub bytes: Vec<u8>,
-    pub n: u64,
-    pub bits: f64,
-}
 
 /// Codes chunk `ci` of a tensor (`size`-byte elements): one block per plane.
 pub fn encode_chunk(
@@ -68,58 +67,6 @@ pub fn encode_chunk(
         .collect()
 }
 
-/// Decodes one chunk's plane blocks into `out` (the chunk's bytes), XORing
-/// with the base chunk when given. `planes` is a scratch buffer.
-pub fn decode_chunk(
-    blocks: &[&[u8]],
-    base: Option<&[u8]>,
-    size: usize,
-    out: &mut [u8],
-    planes: &mut Vec<u8>,
-) -> Result<(), (usize, String)> {
-    let n = out.len() / size;
-    planes.clear();
-    planes.resize(n * size, 0);
-    for (p, b) in blocks.iter().enumerate() {
-        rans::decode_block(b, &mut planes[p * n..(p + 1) * n]).map_err(|e| (p, e))?;
-    }
-    match (base, size) {
-        (Some(b), 2) => {
-            let (p0, p1) = planes.split_at(n);
-            for i in 0..n {
-                out[2 * i] = p0[i] ^ b[2 * i];
-                out[2 * i + 1] = p1[i] ^ b[2 * i + 1];
-            }
-        }
-        (None, 2) => {
-            let (p0, p1) = planes.split_at(n);
-            for i in 0..n {
-                out[2 * i] = p0[i];
-                out[2 * i + 1] = p1[i];
-            }
-        }
-        (Some(b), 4) => {
-            let (p0, rest) = planes.split_at(n);
-            let (p1, rest) = rest.split_at(n);
-            let (p2, p3) = rest.split_at(n);
-            for i in 0..n {
-                out[4 * i] = p0[i] ^ b[4 * i];
-                out[4 * i + 1] = p1[i] ^ b[4 * i + 1];
-                out[4 * i + 2] = p2[i] ^ b[4 * i + 2];
-                out[4 * i + 3] = p3[i] ^ b[4 * i + 3];
-            }
-        }
-        _ => {
-            for i in 0..n {
-                for p in 0..size {
-                    out[i * size + p] = planes[p * n + i] ^ base.map_or(0, |b| b[i * size + p]);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Whether raw bytes of a float dtype hold a NaN or an infinity. Blocks of
 /// 256 elements are OR-reduced without an early exit, which vectorises; the
 /// answer is checked once per block.
@@ -141,6 +88,92 @@ pub fn has_nonfinite(dtype: &str, bytes: &[u8]) -> bool {
         "F32" => any_all_ones::<4>(bytes, 0x7f80_0000),
         "F64" => any_all_ones::<8>(bytes, 0x7ff0_0000_0000_0000),
         _ => false,
+    }
+}
+
+/// The base bytes to XOR with: the paired base tensor when it has the same dtype.
+fn xor_base<'a>(base: &'a Checkpoint, trained: &Checkpoint, it: &Pairing) -> Option<&'a [u8]> {
+    let t = &trained.tensors()[it.ti];
+    let b = &base.tensors()[it.bi?];
+    (b.dtype_name == t.dtype_name).then(|| base.bytes(b))
+}
+
+/// Codes tensors losslessly, chunks of the whole batch in parallel. A tensor
+/// whose XOR with its same-dtype base is zero in every plane is stored as
+/// "same" (read off the coded blocks: comparing the bytes first would cost
+/// another pass over both sides).
+pub fn code_lossless(
+    base: &Checkpoint,
+    trained: &Checkpoint,
+    items: &[Pairing],
+    chunk: usize,
+) -> Vec<Coded> {
+    let tt = trained.tensors();
+    let mut jobs: Vec<(usize, usize)> = Vec::new();
+    for (k, it) in items.iter().enumerate() {
+        for c in 0..tt[it.ti].numel().div_ceil(chunk) {
+            jobs.push((k, c));
+        }
+    }
+    let coded: Vec<Vec<CodedBlock>> = jobs
+        .par_iter()
+        .map(|&(k, c)| {
+            let it = &items[k];
+            let t = &tt[it.ti];
+            let size = resid_io::header::dtype_size(&t.dtype_name).unwrap_or(1) as usize;
+            encode_chunk(
+                trained.bytes(t),
+                xor_base(base, trained, it),
+                size,
+                chunk,
+                c,
+            )
+        })
+        .collect();
+    let mut out: Vec<Coded> = items
+        .iter()
+        .map(|it| Coded::Planes {
+            xor: xor_base(base, trained, it).is_some(),
+            blocks: Vec::new(),
+        })
+        .collect();
+    for ((k, _), blocks) in jobs.into_iter().zip(coded) {
+        if let Coded::Planes { blocks: b, .. } = &mut out[k] {
+            b.extend(blocks);
+        }
+    }
+    for c in out.iter_mut() {
+        if let Coded::Planes { xor: true, blocks } = c {
+            if blocks.iter().all(|b| b.bytes == [rans::KIND_CONST, 0]) {
+                *c = Coded::Same;
+            }
+        }
+    }
+    out
+}
+
+/// The lossless coder of a lossless pack.
+pub struct Lossless {
+    pub chunk: usize,
+}
+
+impl TensorCoder for Lossless {
+    fn code_batch(
+        &self,
+        base: &Checkpoint,
+        trained: &Checkpoint,
+        items: &[Pairing],
+    ) -> Vec<Result<CodedTensor>> {
+        code_lossless(base, trained, items, self.chunk)
+            .into_iter()
+            .map(|coded| {
+                Ok(CodedTensor {
+                    coded,
+                    err_sumsq: 0.0,
+                    weight_sumsq: 0.0,
+                })
+            })
+            .collect()
     }
 }
 

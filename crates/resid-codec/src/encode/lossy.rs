@@ -1,32 +1,32 @@
-//! Lossy coding of a residual `r = trained - base`: a low-rank part (truncated
-//! randomized SVD, factors uniformly quantized) plus a sparse remainder
-//! (dead-zone uniform quantizer: entries below the dead zone are dropped, so
-//! the kept set is the top-|r| entries; kept levels and the zero runs between
-//! them are entropy-coded as one symbol stream, which codes positions as gaps
-//! at the entropy of the mask).
+//! Lossy coding of a residual `r = trained - base` (FORMAT.md 3.3): a
+//! low-rank part (truncated randomized SVD, factors uniformly quantized) plus
+//! a sparse remainder (dead-zone uniform quantizer: entries below the dead
+//! zone are dropped, so the kept set is the top-|r| entries; kept levels and
+//! the zero runs between them are entropy-coded as one symbol stream, which
+//! codes positions as gaps at the entropy of the mask).
 //!
-//! One global rule spreads the rate: every tensor uses the same quantizer
-//! step, so the marginal distortion per bit, `ln2 * step^2 / 6`, is equal
-//! across tensors; each tensor's rank is then the one minimising
-//! `D + lambda * R` at that slope. Rate control searches the step.
+//! Pass 1 ([`plan_tensor`]) learns each tensor's singular values and the
+//! remainder histograms the [`crate::rate`] model needs; pass 2
+//! ([`encode_tensor`]) codes at the step and rank rate control chose.
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
 use rand::SeedableRng;
 use rand_distr_free::normal;
 
-use crate::lossless::CodedBlock;
-use crate::rans;
+use resid_io::{Checkpoint, Dtype};
 
-/// Share of the factor quantisation noise in the quantizer noise budget.
-const GAMMA: f64 = 0.25;
+use super::lossless::code_lossless;
+use super::{Coded, CodedBlock, CodedTensor, Pairing, TensorCoder};
+use crate::decode::tensor::{level_value, subtract_product};
+use crate::error::Result;
+use crate::rans;
+use crate::rate::{self, LogHist};
+
 /// Default dead zone (in steps): entries with |x| < DEAD_ZONE * step are dropped.
 pub const DEAD_ZONE: f64 = 0.62;
-/// Reconstruction levels stored as centroids.
+/// Reconstruction levels stored as centroids (FORMAT.md 3.3 allows up to 16).
 pub const RECON_LEVELS: usize = 16;
-const HIST_BINS_PER_OCTAVE: f64 = 32.0;
-const HIST_MIN_EXP: f64 = -48.0;
-const HIST_BINS: usize = 80 * 32;
 
 mod rand_distr_free {
     use rand::Rng;
@@ -36,97 +36,6 @@ mod rand_distr_free {
         let u2: f64 = rng.random();
         ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
     }
-}
-
-/// Magnitude histogram on a log scale: counts and sums of squares per bin.
-#[derive(Clone, Debug)]
-pub struct LogHist {
-    pub counts: Vec<u64>,
-    pub sumsq: Vec<f64>,
-}
-
-impl LogHist {
-    pub fn new() -> Self {
-        LogHist {
-            counts: vec![0; HIST_BINS],
-            sumsq: vec![0.0; HIST_BINS],
-        }
-    }
-    pub fn add(&mut self, xs: &[f32]) {
-        for &x in xs {
-            let a = x.abs() as f64;
-            let b = if a > 0.0 {
-                ((a.log2() - HIST_MIN_EXP) * HIST_BINS_PER_OCTAVE)
-                    .clamp(0.0, (HIST_BINS - 1) as f64) as usize
-            } else {
-                0
-            };
-            self.counts[b] += 1;
-            self.sumsq[b] += a * a;
-        }
-    }
-    fn center(b: usize) -> f64 {
-        ((b as f64 + 0.5) / HIST_BINS_PER_OCTAVE + HIST_MIN_EXP).exp2()
-    }
-}
-
-impl Default for LogHist {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Estimated (bits, distortion, kept entries) of quantizing a histogrammed
-/// stream of `n` values with step `step` and dead zone `z`.
-pub fn estimate(h: &LogHist, n: u64, step: f64, z: f64, chunk: u64) -> (f64, f64, f64) {
-    let mut levels = vec![0f64; 128];
-    let mut dist = 0.0;
-    let mut kept = 0.0;
-    let mut esc_bits = 0.0;
-    for b in 0..HIST_BINS {
-        let c = h.counts[b];
-        if c == 0 {
-            continue;
-        }
-        let m = LogHist::center(b);
-        if m < z * step {
-            levels[0] += c as f64;
-            dist += h.sumsq[b];
-        } else {
-            let kf = (m / step - z).floor() + 1.0;
-            let k = kf.clamp(1.0, 127.0) as usize;
-            levels[k] += c as f64;
-            if kf >= 127.0 {
-                // Escaped: a zigzag varint, about 2 log2(level) bits after zstd.
-                esc_bits += c as f64 * (2.0 * kf.log2() + 2.0);
-            }
-            kept += c as f64;
-            dist += c as f64 * step * step / 12.0;
-        }
-    }
-    if kept == 0.0 {
-        // A remainder of zeros is not stored at all.
-        return (0.0, dist, 0.0);
-    }
-    let nf = n as f64;
-    let mut bits = kept + esc_bits; // signs and escapes
-    let mut distinct = 0;
-    for &c in &levels {
-        if c > 0.0 {
-            bits -= c * (c / nf).log2();
-            distinct += 1;
-        }
-    }
-    let chunks = n.div_ceil(chunk) as f64;
-    bits += chunks * (3.0 + 3.0 * (2 * distinct).min(256) as f64) * 8.0;
-    (bits, dist, kept)
-}
-
-/// Bits of uniformly quantizing Gaussian entries of standard deviation `s`
-/// with step `d` (a smooth approximation of the discrete entropy).
-fn gauss_bits(s: f64, d: f64) -> f64 {
-    let r = s / d;
-    0.5 * (1.0 + 2.0 * std::f64::consts::PI * std::f64::consts::E * r * r).log2()
 }
 
 /// What pass 1 learns about one lossy tensor.
@@ -143,48 +52,6 @@ pub struct TensorPlan {
     pub kmax: usize,
     /// (rank, histogram of the remainder after that rank).
     pub cands: Vec<(usize, LogHist)>,
-}
-
-/// Factor step for `rank` components at quantizer step `step`.
-pub fn factor_step(p: &TensorPlan, rank: usize, step: f64) -> f64 {
-    let ssum: f64 = p.sigma[..rank].iter().sum();
-    let k = ssum * (1.0 / p.rows as f64 + 1.0 / p.cols as f64);
-    if k <= 0.0 {
-        return step;
-    }
-    step * (GAMMA / k).sqrt()
-}
-
-/// Estimated (bits, distortion, kept) of coding with candidate `ci` at `step`.
-pub fn cost(p: &TensorPlan, ci: usize, step: f64, z: f64, chunk: u64) -> (f64, f64, f64) {
-    let (k, h) = &p.cands[ci];
-    let n = (p.rows * p.cols) as u64;
-    let (mut bits, mut dist, kept) = estimate(h, n, step, z, chunk);
-    if *k > 0 {
-        let fs = factor_step(p, *k, step);
-        for j in 0..*k {
-            let s = p.sigma[j];
-            bits += p.rows as f64 * gauss_bits((s / p.rows as f64).sqrt(), fs)
-                + p.cols as f64 * gauss_bits((s / p.cols as f64).sqrt(), fs);
-        }
-        dist += GAMMA * step * step / 12.0 * (n as f64 - kept) / 4.0;
-    }
-    (bits, dist, kept)
-}
-
-/// The candidate (index into `cands`) chosen at `step` with its estimated
-/// (bits, distortion, kept): the one minimising `D + lambda R`.
-pub fn choose(p: &TensorPlan, step: f64, z: f64, chunk: u64) -> (usize, f64, f64, f64) {
-    let lambda = std::f64::consts::LN_2 * step * step / 6.0;
-    let mut best = (0usize, 0.0, f64::INFINITY, 0.0, f64::INFINITY);
-    for ci in 0..p.cands.len() {
-        let (bits, dist, kept) = cost(p, ci, step, z, chunk);
-        let j = dist + lambda * bits;
-        if j < best.4 {
-            best = (ci, bits, dist, kept, j);
-        }
-    }
-    (best.0, best.1, best.2, best.3)
 }
 
 /// Largest rank tried for a rows x cols matrix (0: no low-rank part).
@@ -243,33 +110,6 @@ pub fn plan_tensor(r: &[f32], rows: usize, cols: usize, seed: u64) -> TensorPlan
         b,
         kmax,
         cands,
-    }
-}
-
-/// `rem -= A[:, k0..k1] * B[k0..k1, :]` with a fixed summation order.
-#[allow(clippy::too_many_arguments)]
-pub fn subtract_product(
-    rem: &mut [f32],
-    a: &[f32],
-    b: &[f32],
-    rows: usize,
-    cols: usize,
-    lda: usize,
-    k0: usize,
-    k1: usize,
-) {
-    for i in 0..rows {
-        let row = &mut rem[i * cols..(i + 1) * cols];
-        for j in k0..k1 {
-            let s = a[i * lda + j];
-            if s == 0.0 {
-                continue;
-            }
-            let br = &b[j * cols..(j + 1) * cols];
-            for (o, &x) in row.iter_mut().zip(br) {
-                *o -= s * x;
-            }
-        }
     }
 }
 
@@ -351,18 +191,13 @@ fn rsvd(
 /// Signed level to symbol (zigzag; 255 = escape).
 #[inline]
 fn to_symbol(q: i32, esc: &mut Vec<i64>) -> u8 {
-    let z = ((q as i64) << 1) ^ ((q as i64) >> 63);
+    let z = rans::to_zigzag(q as i64);
     if z < 255 {
         z as u8
     } else {
         esc.push(q as i64);
         255
     }
-}
-
-#[inline]
-fn from_zigzag(z: u64) -> i64 {
-    ((z >> 1) as i64) ^ -((z & 1) as i64)
 }
 
 /// A lossy tensor ready to write, with what it reaches.
@@ -419,7 +254,7 @@ pub fn encode_tensor(
     let mut fstep = 0.0;
     let mut approx = vec![0f32; 0];
     if rank > 0 {
-        fstep = factor_step(p, rank, step);
+        fstep = rate::factor_step(p, rank, step);
         let mut qa = vec![0f32; rows * rank];
         let mut sa = vec![0u8; rows * rank];
         for i in 0..rows {
@@ -494,7 +329,7 @@ pub fn encode_tensor(
     let escapes = (!esc.is_empty()).then(|| {
         let mut raw = Vec::new();
         for q in &esc {
-            let mut z = ((q << 1) ^ (q >> 63)) as u64;
+            let mut z = rans::to_zigzag(*q);
             loop {
                 let b = (z & 0x7f) as u8;
                 z >>= 7;
@@ -525,108 +360,6 @@ pub fn encode_tensor(
     }
 }
 
-#[inline]
-fn level_value(q: i32, recon: &[f64], step: f64, z: f64) -> f32 {
-    if q == 0 {
-        return 0.0;
-    }
-    let k = q.unsigned_abs() as usize;
-    let m = if k <= recon.len() {
-        recon[k - 1]
-    } else {
-        (z + k as f64 - 0.5) * step
-    };
-    (if q < 0 { -m } else { m }) as f32
-}
-
-/// Decodes the escapes block into levels.
-pub fn decode_escapes(block: &[u8], n: u64) -> Result<Vec<i64>, String> {
-    if block.first() != Some(&rans::KIND_ZSTD) {
-        return Err("escape block is not a zstd block".into());
-    }
-    let cap = (16 * n + 16) as usize;
-    let raw = zstd::bulk::decompress(&block[1..], cap).map_err(|e| format!("escape block: {e}"))?;
-    let mut out = Vec::with_capacity(n as usize);
-    let mut z = 0u64;
-    let mut shift = 0;
-    for &b in &raw {
-        if shift >= 64 {
-            return Err("escape varint too long".into());
-        }
-        z |= ((b & 0x7f) as u64) << shift;
-        shift += 7;
-        if b & 0x80 == 0 {
-            out.push(from_zigzag(z));
-            z = 0;
-            shift = 0;
-        }
-    }
-    if shift != 0 || out.len() as u64 != n {
-        return Err(format!(
-            "escape block holds {} values, header says {n}",
-            out.len()
-        ));
-    }
-    Ok(out)
-}
-
-/// Turns decoded symbols into levels, drawing escapes in order.
-pub fn symbols_to_levels(
-    sym: &[u8],
-    esc: &[i64],
-    next: &mut usize,
-    out: &mut Vec<i32>,
-) -> Result<(), String> {
-    out.clear();
-    out.reserve(sym.len());
-    for &s in sym {
-        if s == 255 {
-            let Some(&q) = esc.get(*next) else {
-                return Err("more escape symbols than escaped values".into());
-            };
-            *next += 1;
-            if q.unsigned_abs() > (i32::MAX / 2) as u64 {
-                return Err("escaped level out of range".into());
-            }
-            out.push(q as i32);
-        } else {
-            out.push(from_zigzag(s as u64) as i32);
-        }
-    }
-    Ok(())
-}
-
-/// Rebuilds the residual from decoded levels.
-#[allow(clippy::too_many_arguments)]
-pub fn rebuild(
-    rows: usize,
-    cols: usize,
-    rank: usize,
-    fstep: f64,
-    qa: &[i32],
-    qb: &[i32],
-    rem: Option<&[i32]>,
-    recon: &[f64],
-    step: f64,
-    z: f64,
-) -> Vec<f32> {
-    let mut out = vec![0f32; rows * cols];
-    if rank > 0 {
-        let a: Vec<f32> = qa.iter().map(|&q| (q as f64 * fstep) as f32).collect();
-        let b: Vec<f32> = qb.iter().map(|&q| (q as f64 * fstep) as f32).collect();
-        subtract_product(&mut out, &a, &b, rows, cols, rank, 0, rank);
-        for x in out.iter_mut() {
-            *x = -*x;
-        }
-    }
-    if let Some(rem) = rem {
-        for (o, &q) in out.iter_mut().zip(rem) {
-            *o += level_value(q, recon, step, z);
-        }
-    }
-    out
-}
-
 /// Truncated SVD factors of rank `k`: (A rows x k, B k x cols), for the
 /// plain low-rank baseline.
 pub fn plan_for_rank(
@@ -638,4 +371,143 @@ pub fn plan_for_rank(
 ) -> (Vec<f32>, Vec<f32>) {
     let (_, a, b) = rsvd(r, rows, cols, k, seed);
     (a, b)
+}
+
+/// The residual of a lossy pairing in f32 (trained - base).
+pub fn residual(base: &Checkpoint, trained: &Checkpoint, it: &Pairing) -> Vec<f32> {
+    let t = &trained.tensors()[it.ti];
+    let b = &base.tensors()[it.bi.expect("lossy pairings have a base")];
+    let mut tv = Vec::new();
+    let mut bv = Vec::new();
+    float(&t.dtype_name).to_f32(trained.bytes(t), &mut tv);
+    float(&b.dtype_name).to_f32(base.bytes(b), &mut bv);
+    for (x, y) in tv.iter_mut().zip(&bv) {
+        *x -= y;
+    }
+    tv
+}
+
+fn float(dtype: &str) -> Dtype {
+    Dtype::parse(dtype).expect("lossy pairings are floats")
+}
+
+/// The (rows, cols) a tensor is coded as: 1-D tensors are one row.
+pub fn matrix_dims(shape: &[usize]) -> (usize, usize) {
+    match shape.len() {
+        0 => (1, 1),
+        1 => (1, shape[0]),
+        _ => (shape[0], shape[1..].iter().product()),
+    }
+}
+
+/// Squared norm of a float tensor (0 for other dtypes).
+fn sumsq(trained: &Checkpoint, t: &resid_io::TensorEntry) -> f64 {
+    let Some(d) = Dtype::parse(&t.dtype_name) else {
+        return 0.0;
+    };
+    let mut v = Vec::new();
+    d.to_f32(trained.bytes(t), &mut v);
+    v.iter().map(|&x| (x as f64) * (x as f64)).sum()
+}
+
+/// Squared error of the rebuilt weights (rounded to the trained dtype) and
+/// squared norm of the trained weights.
+fn weight_error(base: &Checkpoint, trained: &Checkpoint, it: &Pairing, rhat: &[f32]) -> (f64, f64) {
+    let t = &trained.tensors()[it.ti];
+    let b = &base.tensors()[it.bi.expect("lossy pairings have a base")];
+    let d = float(&t.dtype_name);
+    let mut tv = Vec::new();
+    let mut bv = Vec::new();
+    d.to_f32(trained.bytes(t), &mut tv);
+    float(&b.dtype_name).to_f32(base.bytes(b), &mut bv);
+    for (x, r) in bv.iter_mut().zip(rhat) {
+        *x += r;
+    }
+    let mut bytes = Vec::new();
+    d.from_f32(&bv, &mut bytes);
+    d.to_f32(&bytes, &mut bv);
+    let mut e = 0.0;
+    let mut s = 0.0;
+    for (x, y) in bv.iter().zip(&tv) {
+        let dd = (*x - *y) as f64;
+        e += dd * dd;
+        s += (*y as f64) * (*y as f64);
+    }
+    (e, s)
+}
+
+/// The coder of a lossy pack: every lossy pairing at the global `step` and its
+/// chosen rank; the others (no float base of the same shape, NaN/Inf) lossless.
+pub struct Lossy<'a> {
+    pub plans: &'a [Option<TensorPlan>],
+    /// Rank per pairing (indexed like `plans`).
+    pub ranks: &'a [usize],
+    pub step: f64,
+    pub dead_zone: f64,
+    pub chunk: usize,
+    /// Index of the batch's first pairing in `plans`.
+    pub offset: usize,
+}
+
+impl Lossy<'_> {
+    fn code_one(
+        &self,
+        base: &Checkpoint,
+        trained: &Checkpoint,
+        k: usize,
+        it: &Pairing,
+    ) -> Result<CodedTensor> {
+        let t = &trained.tensors()[it.ti];
+        if !it.lossy {
+            let coded = code_lossless(base, trained, std::slice::from_ref(it), self.chunk)
+                .pop()
+                .expect("one tensor in, one out");
+            return Ok(CodedTensor {
+                coded,
+                err_sumsq: 0.0,
+                weight_sumsq: sumsq(trained, t),
+            });
+        }
+        let b = &base.tensors()[it.bi.expect("lossy pairings have a base")];
+        if b.dtype_name == t.dtype_name && base.bytes(b) == trained.bytes(t) {
+            return Ok(CodedTensor {
+                coded: Coded::Same,
+                err_sumsq: 0.0,
+                weight_sumsq: sumsq(trained, t),
+            });
+        }
+        let i = self.offset + k;
+        let plan = self.plans[i].as_ref().expect("lossy pairings have plans");
+        let mut r = residual(base, trained, it);
+        let lc = encode_tensor(
+            &mut r,
+            plan,
+            self.ranks[i],
+            self.step,
+            self.dead_zone,
+            self.chunk,
+        );
+        let (e, ws) = weight_error(base, trained, it, &r);
+        Ok(CodedTensor {
+            coded: Coded::Lossy(Box::new(lc)),
+            err_sumsq: e,
+            weight_sumsq: ws,
+        })
+    }
+}
+
+impl TensorCoder for Lossy<'_> {
+    fn code_batch(
+        &self,
+        base: &Checkpoint,
+        trained: &Checkpoint,
+        items: &[Pairing],
+    ) -> Vec<Result<CodedTensor>> {
+        use rayon::prelude::*;
+        items
+            .par_iter()
+            .enumerate()
+            .map(|(k, it)| self.code_one(base, trained, k, it))
+            .collect()
+    }
 }

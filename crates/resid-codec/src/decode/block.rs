@@ -1,0 +1,161 @@
+//! FORMAT.md section 4: block bodies. "Block body, first byte `kind`":
+//! 0 constant, 1 rANS, 2 zstd (escapes only).
+
+use crate::error::BlockProblem;
+use crate::rans::{self, KIND_CONST, KIND_RANS, KIND_ZSTD, L, M, PROB_BITS};
+
+/// FORMAT.md 4: decodes a symbol block (kind 0 or 1) of `out.len()` symbols.
+/// A zstd block is not a symbol block ([`decode_escapes`]).
+pub fn decode_symbols(block: &[u8], out: &mut [u8]) -> Result<(), BlockProblem> {
+    let Some(&kind) = block.first() else {
+        return Err(BlockProblem::Empty);
+    };
+    match kind {
+        KIND_CONST => decode_constant(block, out),
+        KIND_RANS => decode_rans(block, out),
+        k => Err(BlockProblem::UnknownKind(k)),
+    }
+}
+
+/// FORMAT.md 4.1: "`0` constant: `kind, u8 symbol` (len 2). All `n` symbols
+/// equal `symbol`."
+fn decode_constant(block: &[u8], out: &mut [u8]) -> Result<(), BlockProblem> {
+    if block.len() != 2 {
+        return Err(BlockProblem::ConstantLength(block.len()));
+    }
+    out.fill(block[1]);
+    Ok(())
+}
+
+/// FORMAT.md 4.2: "a 32-byte presence bitmap (bit `s % 8` of byte `s / 8`
+/// set when symbol `s` occurs; at least 2 set), then one byte `q[s]` per
+/// present symbol in increasing symbol order" — the frequency table (4.3).
+fn read_table(block: &[u8]) -> Result<([u32; 256], usize), BlockProblem> {
+    if block.len() < 33 {
+        return Err(BlockProblem::ShortTable);
+    }
+    let mut present = [false; 256];
+    let mut m = 0;
+    for (s, p) in present.iter_mut().enumerate() {
+        if block[1 + s / 8] & (1 << (s % 8)) != 0 {
+            *p = true;
+            m += 1;
+        }
+    }
+    if m < 2 {
+        return Err(BlockProblem::TableSymbols(m));
+    }
+    let tab_end = 33 + m;
+    if block.len() < tab_end {
+        return Err(BlockProblem::ShortTable);
+    }
+    let mut q = [0u8; 256];
+    let mut k = 33;
+    for s in 0..256 {
+        if present[s] {
+            q[s] = block[k];
+            k += 1;
+        }
+    }
+    Ok((rans::frequencies(&present, &q), tab_end))
+}
+
+/// FORMAT.md 4.2: "then `u16` words to the end of the block (the remainder
+/// must be even and hold at least the 8 state words). 4 interleaved 32-bit
+/// rANS states, symbol `i` uses state `i mod 4`; each state is initialised
+/// from two words (high then low), states 0..3 in order; decode of a symbol
+/// with state `x`: `slot = x & 0x7fff`, symbol `s` with `start[s] <= slot <
+/// start[s]+f[s]`, `x = f[s] * (x >> 15) + slot - start[s]`, and if `x <
+/// 2^16`, `x = (x << 16) | next word`. At the end every state must equal
+/// `2^16` and every word must have been consumed." A word read past the end
+/// reads as 0 (and then fails the end check).
+#[allow(clippy::needless_range_loop)]
+fn decode_rans(block: &[u8], out: &mut [u8]) -> Result<(), BlockProblem> {
+    let (freq, tab_end) = read_table(block)?;
+    // `start[s]` is the running sum of the frequencies in symbol order; the
+    // lookup table maps each slot to its symbol.
+    let mut start = [0u32; 256];
+    let mut table = vec![0u8; M as usize];
+    let mut acc = 0u32;
+    for s in 0..256 {
+        start[s] = acc;
+        table[acc as usize..(acc + freq[s]) as usize].fill(s as u8);
+        acc += freq[s];
+    }
+    let data = &block[tab_end..];
+    if !data.len().is_multiple_of(2) || data.len() < 16 {
+        return Err(BlockProblem::Words);
+    }
+    let nw = data.len() / 2;
+    let word = |p: usize| -> u32 {
+        if p < nw {
+            u16::from_le_bytes([data[2 * p], data[2 * p + 1]]) as u32
+        } else {
+            0
+        }
+    };
+    let mut st = [0u32; 4];
+    for (j, s) in st.iter_mut().enumerate() {
+        *s = (word(2 * j) << 16) | word(2 * j + 1);
+    }
+    let mut pos = 8usize;
+    let mask = M - 1;
+    let step = |x: &mut u32, pos: &mut usize| -> u8 {
+        let slot = *x & mask;
+        let s = table[slot as usize];
+        *x = freq[s as usize] * (*x >> PROB_BITS) + slot - start[s as usize];
+        if *x < L {
+            *x = (*x << 16) | word(*pos);
+            *pos += 1;
+        }
+        s
+    };
+    let mut chunks = out.chunks_exact_mut(4);
+    for c in &mut chunks {
+        c[0] = step(&mut st[0], &mut pos);
+        c[1] = step(&mut st[1], &mut pos);
+        c[2] = step(&mut st[2], &mut pos);
+        c[3] = step(&mut st[3], &mut pos);
+    }
+    for (j, o) in chunks.into_remainder().iter_mut().enumerate() {
+        *o = step(&mut st[j], &mut pos);
+    }
+    if pos != nw || st.iter().any(|&x| x != L) {
+        return Err(BlockProblem::StreamEnd);
+    }
+    Ok(())
+}
+
+/// FORMAT.md 4.4 and 3.4: "`2` zstd: `kind`, then one zstd frame; its
+/// decoded size must not exceed `16 * n + 16` bytes" and it holds "LEB128
+/// zigzag varints"; "the escape count must equal" `n`.
+pub fn decode_escapes(block: &[u8], n: u64) -> Result<Vec<i64>, BlockProblem> {
+    if block.first() != Some(&KIND_ZSTD) {
+        return Err(BlockProblem::EscapesNotZstd);
+    }
+    let cap = (16 * n + 16) as usize;
+    let raw = zstd::bulk::decompress(&block[1..], cap)
+        .map_err(|e| BlockProblem::EscapesZstd(e.to_string()))?;
+    let mut out = Vec::with_capacity(n as usize);
+    let mut z = 0u64;
+    let mut shift = 0;
+    for &b in &raw {
+        if shift >= 64 {
+            return Err(BlockProblem::EscapeVarint);
+        }
+        z |= ((b & 0x7f) as u64) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            out.push(rans::from_zigzag(z));
+            z = 0;
+            shift = 0;
+        }
+    }
+    if shift != 0 || out.len() as u64 != n {
+        return Err(BlockProblem::EscapeCount {
+            got: out.len(),
+            want: n,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,424 @@
+//! FORMAT.md section 3: rebuilding one tensor's raw bytes from its blocks
+//! and the base — "same" (3.1), byte planes (3.2), lossy (3.3) with its
+//! symbol streams (3.4) and its fixed reconstruction arithmetic (3.5).
+
+use rayon::prelude::*;
+
+use resid_io::Checkpoint;
+
+use super::block::{decode_escapes, decode_symbols};
+use super::ResidFile;
+use crate::container::*;
+use crate::error::{BlockProblem, CodecError, Result};
+use crate::rans::from_zigzag;
+
+/// FORMAT.md 2.3: "`base`: fingerprint of the base tensor it was made
+/// against: `{dtype, shape, xxh3}`. Unpack recomputes it and refuses a base
+/// that differs, naming the tensor." Returns the base tensor's raw bytes.
+pub fn checked_base<'a>(
+    rf: &ResidFile,
+    base: &'a Checkpoint,
+    t: &TensorHeader,
+) -> Result<Option<&'a [u8]>> {
+    let Some(fp) = &t.base else { return Ok(None) };
+    let Some(b) = base.get(&t.name) else {
+        return Err(CodecError::BaseLacksTensor {
+            path: rf.path.clone(),
+            tensor: t.name.clone(),
+            base: base.path().into(),
+        });
+    };
+    let shape: Vec<u64> = b.shape.iter().map(|&x| x as u64).collect();
+    if b.dtype_name != fp.dtype.name() || shape != fp.shape {
+        return Err(CodecError::BaseTensorDiffers {
+            path: rf.path.clone(),
+            tensor: t.name.clone(),
+            got_dtype: b.dtype_name.clone(),
+            got_shape: shape,
+            want_dtype: fp.dtype.name().into(),
+            want_shape: fp.shape.clone(),
+        });
+    }
+    let bytes = base.bytes(b);
+    if hex(xxh3(bytes)) != fp.xxh3 {
+        return Err(CodecError::BaseFingerprint {
+            path: rf.path.clone(),
+            tensor: t.name.clone(),
+            base_file: base.file_of(b).into(),
+        });
+    }
+    Ok(Some(bytes))
+}
+
+fn corrupt(rf: &ResidFile, t: &TensorHeader, block: usize, problem: BlockProblem) -> CodecError {
+    CodecError::CorruptBlock {
+        path: rf.path.clone(),
+        tensor: t.name.clone(),
+        block,
+        problem,
+    }
+}
+
+/// FORMAT.md 3.2: "chunk `c`, byte plane `p in 0..s` is the sequence of byte
+/// `p` of each element's `X`; blocks are listed chunk-major: `blocks[c * s +
+/// p]`"; `T[i] = X[i] XOR B[i]` when `xor` (else `T = X`). Decodes one chunk
+/// into `out` (the chunk's bytes); `base` is the base chunk when `xor`.
+/// `planes` is scratch.
+pub fn decode_plane_chunk(
+    blocks: &[&[u8]],
+    base: Option<&[u8]>,
+    size: usize,
+    out: &mut [u8],
+    planes: &mut Vec<u8>,
+) -> std::result::Result<(), (usize, BlockProblem)> {
+    let n = out.len() / size;
+    planes.clear();
+    planes.resize(n * size, 0);
+    for (p, b) in blocks.iter().enumerate() {
+        decode_symbols(b, &mut planes[p * n..(p + 1) * n]).map_err(|e| (p, e))?;
+    }
+    // Interleave the planes back into elements; the common sizes have
+    // straight-line loops the compiler vectorises.
+    match (base, size) {
+        (Some(b), 2) => {
+            let (p0, p1) = planes.split_at(n);
+            for i in 0..n {
+                out[2 * i] = p0[i] ^ b[2 * i];
+                out[2 * i + 1] = p1[i] ^ b[2 * i + 1];
+            }
+        }
+        (None, 2) => {
+            let (p0, p1) = planes.split_at(n);
+            for i in 0..n {
+                out[2 * i] = p0[i];
+                out[2 * i + 1] = p1[i];
+            }
+        }
+        (Some(b), 4) => {
+            let (p0, rest) = planes.split_at(n);
+            let (p1, rest) = rest.split_at(n);
+            let (p2, p3) = rest.split_at(n);
+            for i in 0..n {
+                out[4 * i] = p0[i] ^ b[4 * i];
+                out[4 * i + 1] = p1[i] ^ b[4 * i + 1];
+                out[4 * i + 2] = p2[i] ^ b[4 * i + 2];
+                out[4 * i + 3] = p3[i] ^ b[4 * i + 3];
+            }
+        }
+        _ => {
+            for i in 0..n {
+                for p in 0..size {
+                    out[i * size + p] = planes[p * n + i] ^ base.map_or(0, |b| b[i * size + p]);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// FORMAT.md 3.4: "A signed level `q` is the symbol `zigzag(q)` when that is
+/// `< 255`; otherwise symbol 255 (escape) and `q` is taken, in order, from
+/// the tensor's `escapes` block." Levels beyond `±(2^30 - 1)` are refused.
+pub fn symbols_to_levels(
+    sym: &[u8],
+    esc: &[i64],
+    next: &mut usize,
+    out: &mut Vec<i32>,
+) -> std::result::Result<(), BlockProblem> {
+    out.clear();
+    out.reserve(sym.len());
+    for &s in sym {
+        if s == 255 {
+            let Some(&q) = esc.get(*next) else {
+                return Err(BlockProblem::MissingEscape);
+            };
+            *next += 1;
+            if q.unsigned_abs() > (i32::MAX / 2) as u64 {
+                return Err(BlockProblem::EscapeRange);
+            }
+            out.push(q as i32);
+        } else {
+            out.push(from_zigzag(s as u64) as i32);
+        }
+    }
+    Ok(())
+}
+
+/// FORMAT.md 3.5: the remainder level's value, "`recon[k-1]` for `k = |q| <=
+/// recon.len()`, else `(dead_zone + k - 0.5) * step`, in f64, negated for `q
+/// < 0`, then rounded to f32; level 0 is +0.0".
+#[inline]
+pub fn level_value(q: i32, recon: &[f64], step: f64, z: f64) -> f32 {
+    if q == 0 {
+        return 0.0;
+    }
+    let k = q.unsigned_abs() as usize;
+    let m = if k <= recon.len() {
+        recon[k - 1]
+    } else {
+        (z + k as f64 - 0.5) * step
+    };
+    (if q < 0 { -m } else { m }) as f32
+}
+
+/// FORMAT.md 3.5: "`acc[i][c] = 0`; for `j = 0..rank` in order, skipping
+/// `a = A[i][j] == 0`: `acc -= a * B[j][c]`, each product and difference
+/// rounded to f32 (no fused multiply-add)". Here from `k0` to `k1`, on an
+/// accumulator the caller provides; `lda` is A's row stride.
+#[allow(clippy::too_many_arguments)]
+pub fn subtract_product(
+    acc: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    rows: usize,
+    cols: usize,
+    lda: usize,
+    k0: usize,
+    k1: usize,
+) {
+    for i in 0..rows {
+        let row = &mut acc[i * cols..(i + 1) * cols];
+        for j in k0..k1 {
+            let s = a[i * lda + j];
+            if s == 0.0 {
+                continue;
+            }
+            let br = &b[j * cols..(j + 1) * cols];
+            for (o, &x) in row.iter_mut().zip(br) {
+                *o -= s * x;
+            }
+        }
+    }
+}
+
+/// FORMAT.md 3.5: the rebuilt residual in f32: factor entries `f32(level *
+/// factor_step)`, `r = -acc` (3.5's product) then `r += level_value(Q)`
+/// when a remainder is stored.
+#[allow(clippy::too_many_arguments)]
+pub fn rebuild_residual(
+    rows: usize,
+    cols: usize,
+    rank: usize,
+    fstep: f64,
+    qa: &[i32],
+    qb: &[i32],
+    rem: Option<&[i32]>,
+    recon: &[f64],
+    step: f64,
+    z: f64,
+) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    if rank > 0 {
+        let a: Vec<f32> = qa.iter().map(|&q| (q as f64 * fstep) as f32).collect();
+        let b: Vec<f32> = qb.iter().map(|&q| (q as f64 * fstep) as f32).collect();
+        subtract_product(&mut out, &a, &b, rows, cols, rank, 0, rank);
+        for x in out.iter_mut() {
+            *x = -*x;
+        }
+    }
+    if let Some(rem) = rem {
+        for (o, &q) in out.iter_mut().zip(rem) {
+            *o += level_value(q, recon, step, z);
+        }
+    }
+    out
+}
+
+/// FORMAT.md 3.4: one symbol stream (factor A, factor B or remainder) from
+/// its blocks, numbered from `first` within the tensor.
+fn decode_stream(
+    rf: &ResidFile,
+    t: &TensorHeader,
+    blocks: &[Block],
+    first: usize,
+    esc: &[i64],
+    next: &mut usize,
+) -> Result<Vec<i32>> {
+    let mut levels = Vec::new();
+    let mut sym = Vec::new();
+    let mut part = Vec::new();
+    for (i, b) in blocks.iter().enumerate() {
+        let bytes = rf.block(&t.name, first + i, b)?;
+        sym.clear();
+        sym.resize(b.n as usize, 0);
+        decode_symbols(bytes, &mut sym).map_err(|e| corrupt(rf, t, first + i, e))?;
+        symbols_to_levels(&sym, esc, next, &mut part).map_err(|e| corrupt(rf, t, first + i, e))?;
+        levels.extend_from_slice(&part);
+    }
+    Ok(levels)
+}
+
+/// FORMAT.md 3.3: "rebuilt as `dtype(f32(base) + r_hat)` (round to nearest
+/// even)"; the escapes are read first; "the escape count must equal the
+/// number of 255 symbols".
+fn decode_lossy(rf: &ResidFile, base: &Checkpoint, t: &TensorHeader) -> Result<Vec<u8>> {
+    let Encoding::Lossy {
+        rows,
+        cols,
+        rank,
+        factor_step,
+        step,
+        recon,
+        factors,
+        remainder,
+        escapes,
+    } = &t.encoding
+    else {
+        unreachable!("called for lossy tensors")
+    };
+    let z = rf
+        .header
+        .settings
+        .rate
+        .as_ref()
+        .expect("validated: a lossy file has rate settings")
+        .dead_zone;
+    let (rows, cols, rank) = (*rows as usize, *cols as usize, *rank as usize);
+    let esc_index = factors.len() + remainder.len();
+    let esc = match escapes {
+        Some(b) => {
+            let bytes = rf.block(&t.name, esc_index, b)?;
+            decode_escapes(bytes, b.n).map_err(|e| corrupt(rf, t, esc_index, e))?
+        }
+        None => Vec::new(),
+    };
+    let mut next = 0;
+    let fa = (rows * rank).div_ceil(rf.header.settings.chunk as usize);
+    let qa = decode_stream(rf, t, &factors[..fa], 0, &esc, &mut next)?;
+    let qb = decode_stream(rf, t, &factors[fa..], fa, &esc, &mut next)?;
+    let rem = if remainder.is_empty() {
+        None
+    } else {
+        Some(decode_stream(
+            rf,
+            t,
+            remainder,
+            factors.len(),
+            &esc,
+            &mut next,
+        )?)
+    };
+    if next != esc.len() {
+        return Err(corrupt(rf, t, esc_index, BlockProblem::UnusedEscapes));
+    }
+    let r = rebuild_residual(
+        rows,
+        cols,
+        rank,
+        *factor_step,
+        &qa,
+        &qb,
+        rem.as_deref(),
+        recon,
+        *step,
+        z,
+    );
+    let b = base.get(&t.name).expect("fingerprint checked");
+    let mut bv = Vec::new();
+    base.read_f32(b, &mut bv)?;
+    for (x, y) in bv.iter_mut().zip(&r) {
+        *x += y;
+    }
+    let mut out = Vec::new();
+    t.dtype
+        .float()
+        .expect("validated: lossy tensors are floats")
+        .from_f32(&bv, &mut out);
+    Ok(out)
+}
+
+/// Decodes one tensor to its raw bytes, every check included (fingerprint,
+/// block checksums, trained checksum), without rebuilding the others.
+pub fn decode_tensor(rf: &ResidFile, base: &Checkpoint, ti: usize) -> Result<Vec<u8>> {
+    decode_batch(rf, base, ti..ti + 1)
+        .pop()
+        .expect("one tensor in, one out")
+}
+
+/// Decodes one named tensor (see [`decode_tensor`]); `None` when the file has
+/// no tensor of that name.
+pub fn decode_named(rf: &ResidFile, base: &Checkpoint, name: &str) -> Option<Result<Vec<u8>>> {
+    rf.tensor_index(name).map(|ti| decode_tensor(rf, base, ti))
+}
+
+type Prepared<'a> = Result<(Option<&'a [u8]>, Vec<u8>)>;
+type ChunkJob<'a> = (usize, usize, &'a mut [u8], Option<&'a [u8]>);
+
+/// Decodes tensors `r` of the file: lossless chunks in parallel across the
+/// whole batch, lossy tensors in parallel; each result checked against its
+/// trained checksum (FORMAT.md 2.3: "checked after rebuild").
+pub fn decode_batch(
+    rf: &ResidFile,
+    base: &Checkpoint,
+    r: std::ops::Range<usize>,
+) -> Vec<Result<Vec<u8>>> {
+    let h = &rf.header;
+    let chunk = h.settings.chunk as usize;
+    let mut bufs: Vec<Prepared> = h.tensors[r.clone()]
+        .par_iter()
+        .map(|t| {
+            let b = checked_base(rf, base, t)?;
+            Ok((b, vec![0u8; t.nbytes() as usize]))
+        })
+        .collect();
+    let mut jobs: Vec<ChunkJob> = Vec::new();
+    for (k, b) in bufs.iter_mut().enumerate() {
+        let t = &h.tensors[r.start + k];
+        if let (Ok((bb, buf)), Encoding::Planes { xor, .. }) = (b, &t.encoding) {
+            let size = t.dtype.size() as usize;
+            let bb = if *xor { *bb } else { None };
+            for (c, sl) in buf.chunks_mut(chunk * size).enumerate() {
+                let bs = bb.map(|x| &x[c * chunk * size..c * chunk * size + sl.len()]);
+                jobs.push((k, c, sl, bs));
+            }
+        }
+    }
+    let errs: Vec<Option<(usize, CodecError)>> = jobs
+        .into_par_iter()
+        .map_init(Vec::new, |planes, (k, c, sl, bs)| {
+            let t = &h.tensors[r.start + k];
+            let Encoding::Planes { blocks, .. } = &t.encoding else {
+                unreachable!("jobs are made for plane tensors")
+            };
+            let size = t.dtype.size() as usize;
+            let mut raw = Vec::with_capacity(size);
+            for p in 0..size {
+                let bi = c * size + p;
+                match rf.block(&t.name, bi, &blocks[bi]) {
+                    Ok(x) => raw.push(x),
+                    Err(e) => return Some((k, e)),
+                }
+            }
+            decode_plane_chunk(&raw, bs, size, sl, planes)
+                .err()
+                .map(|(p, e)| (k, corrupt(rf, t, c * size + p, e)))
+        })
+        .collect();
+    for (k, e) in errs.into_iter().flatten() {
+        if bufs[k].is_ok() {
+            bufs[k] = Err(e);
+        }
+    }
+    bufs.into_par_iter()
+        .enumerate()
+        .map(|(k, b)| {
+            let t = &h.tensors[r.start + k];
+            let (bb, mut buf) = b?;
+            match &t.encoding {
+                // FORMAT.md 3.1: "The trained bytes equal the base bytes."
+                Encoding::Same => buf.copy_from_slice(bb.expect("validated: 'same' has a base")),
+                Encoding::Planes { .. } => {}
+                Encoding::Lossy { .. } => buf = decode_lossy(rf, base, t)?,
+            }
+            if let Some(want) = &t.trained_xxh3 {
+                if &hex(xxh3(&buf)) != want {
+                    return Err(CodecError::TrainedChecksum {
+                        path: rf.path.clone(),
+                        tensor: t.name.clone(),
+                    });
+                }
+            }
+            Ok(buf)
+        })
+        .collect()
+}

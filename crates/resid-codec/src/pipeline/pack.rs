@@ -1,0 +1,499 @@
+//! `pack`: base and trained checkpoints in, a residual file out (atomically).
+
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use resid_io::{Checkpoint, Dtype};
+
+use super::{batches, release, Mode, PackOptions};
+use crate::container::*;
+use crate::encode::lossless::{code_lossless, has_nonfinite, Lossless};
+use crate::encode::lossy::{self, Lossy, TensorPlan};
+use crate::encode::{Coded, CodedBlock, Pairing, TensorCoder};
+use crate::error::{CodecError, Result, SettingsProblem};
+use crate::rate;
+
+/// Per-tensor line of a report.
+#[derive(Clone, Debug, Serialize)]
+pub struct TensorReport {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    pub encoding: String,
+    pub coded_bytes: u64,
+    pub entropy_bytes: f64,
+    pub bits_per_param: f64,
+}
+
+/// What a pack reached.
+#[derive(Clone, Debug, Serialize)]
+pub struct PackReport {
+    pub mode: String,
+    pub params: u64,
+    pub trained_bytes: u64,
+    pub file_bytes: u64,
+    pub bits_per_param: f64,
+    pub ratio: f64,
+    /// Sum over blocks of the Shannon entropy of their symbols (bytes).
+    pub entropy_bytes: f64,
+    pub coded_bytes: u64,
+    pub residual_rel_error: f64,
+    pub weight_rel_error: f64,
+    pub kept_fraction: f64,
+    pub step: Option<f64>,
+    pub tensors: Vec<TensorReport>,
+}
+
+fn shape_u64(s: &[usize]) -> Vec<u64> {
+    s.iter().map(|&x| x as u64).collect()
+}
+
+fn tensor_seed(seed: u64, name: &str) -> u64 {
+    seed ^ xxh3(name.as_bytes())
+}
+
+fn element_type(name: &str) -> ElementType {
+    ElementType::parse(name).expect("resid-io validates every checkpoint dtype")
+}
+
+/// Checks the settings before any work.
+fn check_options(opts: &PackOptions) -> Result<()> {
+    let c = opts.chunk as u64;
+    if !c.is_power_of_two() || !(MIN_CHUNK..=MAX_CHUNK).contains(&c) {
+        return Err(CodecError::Settings(SettingsProblem::Chunk(opts.chunk)));
+    }
+    let bad = match opts.mode {
+        Mode::BitsPerParam(x) if !(x.is_finite() && x > 0.0) => SettingsProblem::BitsPerParam(x),
+        Mode::Keep(x) if !(x > 0.0 && x <= 1.0) => SettingsProblem::Keep(x),
+        Mode::MaxError(x) if !(x > 0.0 && x < 1.0) => SettingsProblem::MaxError(x),
+        _ => return Ok(()),
+    };
+    Err(CodecError::Settings(bad))
+}
+
+/// Packs `trained` against `base` into `out` (atomically).
+pub fn pack(
+    base: &Checkpoint,
+    trained: &Checkpoint,
+    out: &Path,
+    opts: &PackOptions,
+) -> Result<PackReport> {
+    pack_with_progress(base, trained, out, opts, &|_| {})
+}
+
+/// Pairs each trained tensor with the base tensor of its name and shape.
+fn pairings(base: &Checkpoint, trained: &Checkpoint, lossy_mode: bool) -> Vec<Pairing> {
+    let is_float = |d: &str| Dtype::parse(d).is_some();
+    trained
+        .tensors()
+        .iter()
+        .enumerate()
+        .map(|(ti, t)| {
+            let bi = base
+                .index_of(&t.name)
+                .filter(|&bi| base.tensors()[bi].shape == t.shape);
+            let lossy = lossy_mode
+                && t.numel() > 0
+                && is_float(&t.dtype_name)
+                && bi.is_some_and(|bi| is_float(&base.tensors()[bi].dtype_name));
+            Pairing { ti, bi, lossy }
+        })
+        .collect()
+}
+
+/// Whether either side of a pairing holds NaN or Inf.
+fn nonfinite(base: &Checkpoint, trained: &Checkpoint, it: &Pairing) -> bool {
+    let t = &trained.tensors()[it.ti];
+    has_nonfinite(&t.dtype_name, trained.bytes(t))
+        || it.bi.is_some_and(|bi| {
+            let b = &base.tensors()[bi];
+            has_nonfinite(&b.dtype_name, base.bytes(b))
+        })
+}
+
+fn refuse_nonfinite(trained: &Checkpoint, it: &Pairing) -> CodecError {
+    let t = &trained.tensors()[it.ti];
+    CodecError::NonFinite {
+        path: trained.file_of(t).into(),
+        tensor: t.name.clone(),
+    }
+}
+
+/// Lossy pass 1 (plans) and rate control: the step, the ranks, the plans
+/// and the residual's squared norm.
+struct LossyPlan {
+    plans: Vec<Option<TensorPlan>>,
+    choice: rate::Choice,
+    resid_sumsq: f64,
+}
+
+fn plan_lossy(
+    base: &Checkpoint,
+    trained: &Checkpoint,
+    items: &[Pairing],
+    opts: &PackOptions,
+    target: rate::Target,
+) -> Result<LossyPlan> {
+    let tt = trained.tensors();
+    let lossy_idx: Vec<usize> = (0..items.len()).filter(|&i| items[i].lossy).collect();
+    let sizes: Vec<usize> = lossy_idx
+        .iter()
+        .map(|&i| tt[items[i].ti].nbytes())
+        .collect();
+    let mut plans: Vec<Option<TensorPlan>> = (0..items.len()).map(|_| None).collect();
+    let mut resid_sumsq = 0.0;
+    // The SVDs run one per thread, each sequential: seeded and thread-independent.
+    let prev = faer::get_global_parallelism();
+    faer::set_global_parallelism(faer::Par::Seq);
+    for r in batches(&sizes, opts.batch_bytes) {
+        let got: Vec<(usize, TensorPlan)> = lossy_idx[r]
+            .par_iter()
+            .map(|&i| {
+                let t = &tt[items[i].ti];
+                let res = lossy::residual(base, trained, &items[i]);
+                let (rows, cols) = lossy::matrix_dims(&t.shape);
+                release(base, trained, &items[i]);
+                (
+                    i,
+                    lossy::plan_tensor(&res, rows, cols, tensor_seed(opts.seed, &t.name)),
+                )
+            })
+            .collect();
+        for (i, p) in got {
+            resid_sumsq += p.sumsq;
+            plans[i] = Some(p);
+        }
+    }
+    faer::set_global_parallelism(prev);
+    // What does not depend on the step: the lossless tensors (coded now, to
+    // measure them) and the header's estimated size.
+    let mut fixed_bytes = (PREAMBLE + FOOTER) as f64 + rate::HEADER_FIXED_BYTES;
+    for it in items.iter().filter(|it| !it.lossy) {
+        let c = code_lossless(base, trained, std::slice::from_ref(it), opts.chunk)
+            .pop()
+            .expect("one tensor in, one out");
+        let bl = c.blocks();
+        fixed_bytes += bl.iter().map(|b| b.bytes.len()).sum::<usize>() as f64
+            + rate::LOSSLESS_ENTRY_BYTES
+            + rate::BLOCK_ENTRY_BYTES * bl.len() as f64
+            + tt[it.ti].name.len() as f64;
+    }
+    for it in items.iter().filter(|it| it.lossy) {
+        fixed_bytes += rate::LOSSY_ENTRY_BYTES + tt[it.ti].name.len() as f64;
+    }
+    let problem = rate::Problem {
+        plans: &plans,
+        params: tt.iter().map(|t| t.numel() as u64).sum(),
+        resid_sumsq,
+        fixed_bits: fixed_bytes * 8.0,
+        dead_zone: opts.dead_zone,
+        chunk: opts.chunk as u64,
+        target,
+    };
+    // An exact dry run: every lossy tensor coded at `step`, nothing written.
+    let dry = |step: f64, ranks: &[usize]| -> Result<rate::Estimate> {
+        let mut e = rate::Estimate::default();
+        for r in batches(&sizes, opts.batch_bytes) {
+            let got: Vec<(f64, f64, f64)> = lossy_idx[r]
+                .par_iter()
+                .map(|&i| {
+                    let mut res = lossy::residual(base, trained, &items[i]);
+                    let lc = lossy::encode_tensor(
+                        &mut res,
+                        plans[i].as_ref().expect("lossy pairings have plans"),
+                        ranks[i],
+                        step,
+                        opts.dead_zone,
+                        opts.chunk,
+                    );
+                    release(base, trained, &items[i]);
+                    let nb = lc.factors.len() + lc.remainder.len() + lc.escapes.iter().count();
+                    let bytes = lc.coded_bytes() as f64 + rate::BLOCK_ENTRY_BYTES * nb as f64;
+                    (bytes * 8.0, lc.dist, lc.kept as f64)
+                })
+                .collect();
+            for (b, d, k) in got {
+                e.bits += b;
+                e.dist += d;
+                e.kept += k;
+            }
+        }
+        Ok(e)
+    };
+    let choice = rate::control(&problem, &dry)?;
+    Ok(LossyPlan {
+        plans,
+        choice,
+        resid_sumsq,
+    })
+}
+
+/// [`pack`] calling `progress(bytes)` as trained bytes are written.
+pub fn pack_with_progress(
+    base: &Checkpoint,
+    trained: &Checkpoint,
+    out: &Path,
+    opts: &PackOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<PackReport> {
+    check_options(opts)?;
+    let target = opts.mode.target();
+    let tt = trained.tensors();
+    let mut items = pairings(base, trained, target.is_some());
+    let trained_bytes: u64 = tt.iter().map(|t| t.nbytes() as u64).sum();
+    let params: u64 = tt.iter().map(|t| t.numel() as u64).sum();
+
+    // Non-finite values are refused unless allowed; allowed ones go
+    // lossless. Lossy mode must know them before planning, so it scans the
+    // whole model first; lossless mode scans each batch just before coding
+    // it, so the bytes are read from disk once (a 7B pair does not fit the
+    // page cache between two whole passes).
+    if target.is_some() {
+        let flags: Vec<bool> = items
+            .par_iter()
+            .map(|it| {
+                let nf = nonfinite(base, trained, it);
+                release(base, trained, it);
+                nf
+            })
+            .collect();
+        if let Some(i) = flags.iter().position(|&x| x) {
+            if !opts.allow_nonfinite {
+                return Err(refuse_nonfinite(trained, &items[i]));
+            }
+        }
+        for (it, nf) in items.iter_mut().zip(flags) {
+            it.lossy &= !nf;
+        }
+    }
+    let planned = match target {
+        Some(t) => Some(plan_lossy(base, trained, &items, opts, t)?),
+        None => None,
+    };
+    let rate_settings = planned.as_ref().map(|p| RateSettings {
+        kind: match opts.mode {
+            Mode::BitsPerParam(_) => RateKind::BitsPerParam,
+            Mode::Keep(_) => RateKind::Keep,
+            _ => RateKind::MaxError,
+        },
+        target: match opts.mode {
+            Mode::BitsPerParam(x) | Mode::Keep(x) | Mode::MaxError(x) => x,
+            Mode::Lossless => unreachable!("lossless packs have no plan"),
+        },
+        step: p.choice.step,
+        dead_zone: opts.dead_zone,
+    });
+    let lossless_coder = Lossless { chunk: opts.chunk };
+
+    // Pass 2: code and write, batch by batch.
+    let mut w = ResidWriter::create(out)?;
+    let mut headers: Vec<TensorHeader> = Vec::with_capacity(items.len());
+    let mut reports: Vec<TensorReport> = Vec::with_capacity(items.len());
+    let mut err_sumsq = 0.0;
+    let mut w_sumsq = 0.0;
+    let mut kept_total = 0u64;
+    let mut entropy_bits_total = 0.0;
+    let sizes: Vec<usize> = items.iter().map(|it| tt[it.ti].nbytes()).collect();
+    let all = batches(&sizes, opts.batch_bytes);
+    // The read-ahead thread loads the next batch (both sides) from disk
+    // while this one is coded.
+    let ahead: Vec<resid_io::Ahead> = all
+        .iter()
+        .enumerate()
+        .flat_map(|(pos, r)| {
+            items[r.clone()].iter().flat_map(move |it| {
+                let b = it.bi.map(|bi| resid_io::Ahead {
+                    pos,
+                    ck: base,
+                    tensor: &base.tensors()[bi],
+                });
+                b.into_iter().chain([resid_io::Ahead {
+                    pos,
+                    ck: trained,
+                    tensor: &tt[it.ti],
+                }])
+            })
+        })
+        .collect();
+    resid_io::with_readahead(&ahead, 4 * opts.batch_bytes, |ra| -> Result<()> {
+        for (k, r) in all.iter().cloned().enumerate() {
+            ra.reached(k);
+            if target.is_none() && !opts.allow_nonfinite {
+                // The first bad tensor in file order, whatever the threads.
+                if let Some(i) = r
+                    .clone()
+                    .into_par_iter()
+                    .find_first(|&i| nonfinite(base, trained, &items[i]))
+                {
+                    return Err(refuse_nonfinite(trained, &items[i]));
+                }
+            }
+            let batch = &items[r.clone()];
+            let done = match &planned {
+                Some(p) => Lossy {
+                    plans: &p.plans,
+                    ranks: &p.choice.ranks,
+                    step: p.choice.step,
+                    dead_zone: opts.dead_zone,
+                    chunk: opts.chunk,
+                    offset: r.start,
+                }
+                .code_batch(base, trained, batch),
+                None => lossless_coder.code_batch(base, trained, batch),
+            };
+            // Fingerprints of both sides, tensors in parallel; the trained
+            // one for every tensor stored bit-exact.
+            let hashes: Vec<(Option<String>, String)> = batch
+                .par_iter()
+                .map(|it| {
+                    let b = it.bi.map(|bi| hex(xxh3(base.bytes(&base.tensors()[bi]))));
+                    (b, hex(xxh3(trained.bytes(&tt[it.ti]))))
+                })
+                .collect();
+            for ((it, c), (base_hash, trained_hash)) in batch.iter().zip(done).zip(hashes) {
+                let c = c?;
+                let t = &tt[it.ti];
+                let mut put = |bl: &[CodedBlock]| -> Result<Vec<Block>> {
+                    bl.iter()
+                        .map(|b| w.write_block(&b.bytes, b.n, b.bits))
+                        .collect()
+                };
+                let bits: f64 = c.coded.blocks().iter().map(|b| b.bits).sum();
+                let bytes: u64 = c.coded.blocks().iter().map(|b| b.bytes.len() as u64).sum();
+                err_sumsq += c.err_sumsq;
+                w_sumsq += c.weight_sumsq;
+                let step = planned.as_ref().map(|p| p.choice.step);
+                let encoding = match c.coded {
+                    Coded::Same => Encoding::Same,
+                    Coded::Planes { xor, blocks } => Encoding::Planes {
+                        xor,
+                        blocks: put(&blocks)?,
+                    },
+                    Coded::Lossy(lc) => {
+                        kept_total += lc.kept;
+                        let (rows, cols) = lossy::matrix_dims(&t.shape);
+                        Encoding::Lossy {
+                            rows: rows as u64,
+                            cols: cols as u64,
+                            rank: lc.rank as u64,
+                            factor_step: lc.factor_step,
+                            step: step.expect("lossy tensors come from a lossy plan"),
+                            recon: lc.recon.clone(),
+                            factors: put(&lc.factors)?,
+                            remainder: put(&lc.remainder)?,
+                            escapes: match &lc.escapes {
+                                Some(b) => Some(w.write_block(&b.bytes, b.n, b.bits)?),
+                                None => None,
+                            },
+                        }
+                    }
+                };
+                entropy_bits_total += bits;
+                let bit_exact = !matches!(encoding, Encoding::Lossy { .. });
+                reports.push(TensorReport {
+                    name: t.name.clone(),
+                    dtype: t.dtype_name.clone(),
+                    shape: shape_u64(&t.shape),
+                    encoding: encoding.label(),
+                    coded_bytes: bytes,
+                    entropy_bytes: bits / 8.0,
+                    bits_per_param: if t.numel() > 0 {
+                        bytes as f64 * 8.0 / t.numel() as f64
+                    } else {
+                        0.0
+                    },
+                });
+                headers.push(TensorHeader {
+                    name: t.name.clone(),
+                    dtype: element_type(&t.dtype_name),
+                    shape: shape_u64(&t.shape),
+                    shard: t.shard as u64,
+                    base: it.bi.map(|bi| {
+                        let b = &base.tensors()[bi];
+                        BaseFingerprint {
+                            dtype: element_type(&b.dtype_name),
+                            shape: shape_u64(&b.shape),
+                            xxh3: base_hash.clone().expect("hashed with its base"),
+                        }
+                    }),
+                    trained_xxh3: bit_exact.then_some(trained_hash),
+                    encoding,
+                });
+                release(base, trained, it);
+                progress(t.nbytes() as u64);
+            }
+        }
+        Ok(())
+    })?;
+    let coded_bytes = w.position() - PREAMBLE;
+    let resid_sumsq = planned.as_ref().map_or(0.0, |p| p.resid_sumsq);
+    let ratio_or_zero = |a: f64, b: f64| if b > 0.0 { (a / b).sqrt() } else { 0.0 };
+    let residual_rel_error = ratio_or_zero(err_sumsq, resid_sumsq);
+    let weight_rel_error = ratio_or_zero(err_sumsq, w_sumsq);
+    let kept_fraction = if target.is_some() {
+        kept_total as f64 / params.max(1) as f64
+    } else {
+        1.0
+    };
+    let header = Header {
+        format: FormatName::Resid,
+        version: VERSION,
+        mode: if target.is_some() {
+            FileMode::Lossy
+        } else {
+            FileMode::Lossless
+        },
+        settings: Settings {
+            chunk: opts.chunk as u64,
+            seed: opts.seed,
+            threads_independent: true,
+            rate: rate_settings,
+        },
+        trained: trained_info(trained),
+        tensors: headers,
+        stats: Stats {
+            params,
+            trained_bytes,
+            coded_bytes,
+            entropy_bytes: entropy_bits_total / 8.0,
+            residual_rel_error,
+            weight_rel_error,
+        },
+    };
+    let file_bytes = w.finish(&header)?;
+    Ok(PackReport {
+        mode: header.mode.name().into(),
+        params,
+        trained_bytes,
+        file_bytes,
+        bits_per_param: file_bytes as f64 * 8.0 / params.max(1) as f64,
+        ratio: trained_bytes as f64 / file_bytes as f64,
+        entropy_bytes: entropy_bits_total / 8.0,
+        coded_bytes,
+        residual_rel_error,
+        weight_rel_error,
+        kept_fraction,
+        step: planned.as_ref().map(|p| p.choice.step),
+        tensors: reports,
+    })
+}
+
+fn trained_info(trained: &Checkpoint) -> TrainedInfo {
+    TrainedInfo {
+        sharded: trained.is_sharded(),
+        shards: trained
+            .shard_paths()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ShardInfo {
+                file: p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "model.safetensors".into()),
+                metadata: trained.metadata(i).clone(),
+            })
+            .collect(),
+    }
+}

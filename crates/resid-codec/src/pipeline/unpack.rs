@@ -1,0 +1,149 @@
+//! `unpack`: base and residual file in, the trained checkpoint out.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use resid_io::write::{SafetensorsWriter, TensorSpec};
+use resid_io::Checkpoint;
+
+use super::batches;
+use crate::decode::tensor::decode_batch;
+use crate::decode::ResidFile;
+use crate::error::{CodecError, Result};
+
+/// What an unpack did.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnpackReport {
+    pub tensors: usize,
+    pub bytes: u64,
+    pub outputs: Vec<String>,
+}
+
+/// Rebuilds the trained checkpoint from `base` and the residual file at
+/// `resid` into `out` (a file, or a folder when the trained side was sharded).
+pub fn unpack(base: &Checkpoint, resid: &Path, out: &Path) -> Result<UnpackReport> {
+    unpack_with_progress(base, resid, out, 64 << 20, &|_| {})
+}
+
+/// [`unpack`] with a batch size and a progress callback (bytes written).
+pub fn unpack_with_progress(
+    base: &Checkpoint,
+    resid: &Path,
+    out: &Path,
+    batch_bytes: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<UnpackReport> {
+    let rf = ResidFile::open(resid)?;
+    let h = &rf.header;
+    let shards = &h.trained.shards;
+    let mut paths = Vec::new();
+    let mut created_dir = false;
+    if h.trained.sharded {
+        if !out.exists() {
+            std::fs::create_dir_all(out).map_err(|e| CodecError::io(out, e))?;
+            created_dir = true;
+        }
+        for s in shards {
+            paths.push(out.join(&s.file));
+        }
+    } else {
+        paths.push(out.to_path_buf());
+    }
+    let result = (|| -> Result<UnpackReport> {
+        let mut writers: Vec<SafetensorsWriter> = Vec::new();
+        for (si, s) in shards.iter().enumerate() {
+            let specs = h
+                .tensors
+                .iter()
+                .filter(|t| t.shard == si as u64)
+                .map(|t| TensorSpec {
+                    name: t.name.clone(),
+                    dtype_name: t.dtype.name().into(),
+                    shape: t.shape.iter().map(|&x| x as usize).collect(),
+                })
+                .collect();
+            let p = if h.trained.sharded {
+                &paths[si]
+            } else {
+                &paths[0]
+            };
+            writers.push(SafetensorsWriter::create(p, specs, &s.metadata)?);
+        }
+        let sizes: Vec<usize> = h.tensors.iter().map(|t| t.nbytes() as usize).collect();
+        // Decoding batch k+1 (and reading its base from disk) overlaps
+        // writing batch k on a writer thread; at most one decoded batch
+        // waits between them.
+        let all = batches(&sizes, batch_bytes);
+        let (total, writers) = std::thread::scope(|s| -> Result<(u64, Vec<SafetensorsWriter>)> {
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<(std::ops::Range<usize>, Vec<Result<Vec<u8>>>)>(1);
+            let writer = s.spawn(move || -> Result<(u64, Vec<SafetensorsWriter>)> {
+                let mut writers = writers;
+                let mut total = 0u64;
+                for (r, outs) in rx {
+                    for (ti, o) in r.zip(outs) {
+                        let bytes = o?;
+                        let t = &h.tensors[ti];
+                        writers[t.shard as usize].write_tensor(&t.name, &bytes)?;
+                        if let Some(b) = base.get(&t.name) {
+                            base.release(b);
+                        }
+                        total += bytes.len() as u64;
+                        progress(bytes.len() as u64);
+                    }
+                }
+                Ok((total, writers))
+            });
+            // The read-ahead thread loads the next batch's base tensors.
+            let ahead: Vec<resid_io::Ahead> = all
+                .iter()
+                .enumerate()
+                .flat_map(|(pos, r)| {
+                    h.tensors[r.clone()].iter().filter_map(move |t| {
+                        base.get(&t.name).map(|tensor| resid_io::Ahead {
+                            pos,
+                            ck: base,
+                            tensor,
+                        })
+                    })
+                })
+                .collect();
+            resid_io::with_readahead(&ahead, 2 * batch_bytes, |ra| {
+                for (k, r) in all.iter().enumerate() {
+                    ra.reached(k);
+                    let outs = decode_batch(&rf, base, r.clone());
+                    if tx.send((r.clone(), outs)).is_err() {
+                        break; // the writer stopped on an error; join reports it
+                    }
+                }
+            });
+            drop(tx);
+            writer.join().expect("writer thread")
+        })?;
+        for w in writers {
+            w.finish()?;
+        }
+        if h.trained.sharded {
+            let map: Vec<(String, String)> = h
+                .tensors
+                .iter()
+                .map(|t| (t.name.clone(), shards[t.shard as usize].file.clone()))
+                .collect();
+            resid_io::write::write_index(
+                &out.join("model.safetensors.index.json"),
+                &map,
+                total as usize,
+            )?;
+        }
+        Ok(UnpackReport {
+            tensors: h.tensors.len(),
+            bytes: total,
+            outputs: paths.iter().map(|p| p.display().to_string()).collect(),
+        })
+    })();
+    if result.is_err() && created_dir {
+        let _ = std::fs::remove_dir(out);
+    }
+    result
+}
