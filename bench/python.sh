@@ -30,7 +30,7 @@ out="bench/out/python-$shape.resid"
 cat "$b"/* "$t"/* > /dev/null # warm cache for every run
 echo "pair $shape: $(du -sh "$t" | cut -f1) trained; $(uptime)"
 for i in $(seq "$runs"); do
-  /usr/bin/time -f "cli    analyze  %e s  %M KB" "$cli" analyze --base "$b" --trained "$t" --json /dev/null --quiet
+  /usr/bin/time -f "cli    analyze  %e s  %M KB" "$cli" analyze --base "$b" --trained "$t" --json /dev/null --quiet > /dev/null
   /usr/bin/time -f "python analyze  %e s  %M KB" "$py" -c "
 import resid, time
 t0 = time.perf_counter(); resid.analyze('$b', '$t', progress=False)
