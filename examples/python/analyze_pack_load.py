@@ -3,7 +3,7 @@
     python examples/python/analyze_pack_load.py [WORKDIR]
 
 Generates a small Llama-shaped bf16 pair with `resid synth`, analyses the
-residual, packs it lossless and at 1 bit per parameter, rebuilds it in
+residual, packs it lossless and at 0.25 bits per parameter, rebuilds it in
 memory and checks the lossless rebuild is bit-exact, then reads one tensor
 lazily. Needs `pip install resid-toolkit` (pandas is used when installed).
 """
@@ -39,9 +39,9 @@ def main(work: Path) -> None:
     print("verdict:", {h: v.get("supported") for h, v in r["verdict"].items()})
 
     lossless = resid.pack(base, trained, work / "ft.resid", lossless=True)
-    onebit = resid.pack(base, trained, work / "ft-1bit.resid", bits_per_param=1.0)
+    quarter = resid.pack(base, trained, work / "ft-q.resid", bits_per_param=0.25)
     print(f"lossless: {lossless['bits_per_param']:.3f} bits/param ({lossless['ratio']:.2f}x); "
-          f"1 bit/param: residual error {onebit['residual_rel_error']:.3f}")
+          f"0.25 bits/param: residual error {quarter['residual_rel_error']:.4f}")
 
     state = resid.load(base, work / "ft.resid", framework="numpy")
     with resid.open(base, work / "ft.resid", framework="numpy") as f:
