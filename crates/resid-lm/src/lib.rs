@@ -38,4 +38,16 @@ pub enum LmError {
     Config(String),
 }
 
+/// `File` wraps a failed read or write of a checkpoint file (its cause is
+/// kept as text only, so it counts as I/O).
+impl resid_io::Classify for LmError {
+    fn class(&self) -> resid_io::ErrorClass {
+        match self {
+            LmError::File { .. } => resid_io::ErrorClass::Io,
+            LmError::Shape(_) => resid_io::ErrorClass::BadInput,
+            LmError::Config(_) => resid_io::ErrorClass::Usage,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, LmError>;

@@ -45,7 +45,7 @@ pub struct TrainOptions {
     pub resume: Option<PathBuf>,
     /// Stop after this many steps in this invocation (tests of resume; None: run to the end).
     pub stop_after: Option<usize>,
-    /// `tokenizer.json` text written into every checkpoint folder (None: byte-level, nothing written).
+    /// Tokenizer file text written into every checkpoint folder (None: byte-level, nothing written).
     pub tokenizer_json: Option<String>,
 }
 
@@ -315,10 +315,7 @@ pub fn train(
         backend: backend::NAME.into(),
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
-    std::fs::write(opts.out.join("curve.json"), json).map_err(|e| LmError::File {
-        path: opts.out.join("curve.json").display().to_string(),
-        msg: e.to_string(),
-    })?;
+    crate::checkpoint::write_atomic(&opts.out.join("curve.json"), &json)?;
     Ok(summary)
 }
 
@@ -358,7 +355,10 @@ fn save(
     let w = inference_view(model).to_weights();
     save_checkpoint(dir, &w, meta, Some(&opt.to_named(names)))?;
     if let Some(t) = &opts.tokenizer_json {
-        crate::checkpoint::write_atomic(&dir.join("tokenizer.json"), t.as_bytes())?;
+        crate::checkpoint::write_atomic(
+            &dir.join(resid_corpus::tokenizer::FILE_NAME),
+            t.as_bytes(),
+        )?;
     }
     Ok(())
 }

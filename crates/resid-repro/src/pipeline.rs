@@ -488,7 +488,8 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
     Ok(report)
 }
 
-/// The tokenizer for the preset, trained once and kept in `out/tokenizer.json`.
+/// The tokenizer for the preset, trained once and kept in `out/resid-tokenizer.json`
+/// (an older run's `out/tokenizer.json` is reused).
 /// Figure options of the analysis reports the reproduction writes.
 fn figure_options(opts: &ReproOptions) -> resid::report::analysis::FigureOptions {
     resid::report::analysis::FigureOptions {
@@ -515,10 +516,10 @@ fn analysis_report(
 }
 
 fn tokenizer(out: &Path, cfg: &GptConfig, train_text: &[u8]) -> Result<Tokenizer> {
-    let path = out.join("tokenizer.json");
-    if path.exists() {
+    if let Some(path) = resid_corpus::tokenizer::find_in(out) {
         return Tokenizer::load(&path).map_err(|e| ReproError::at("tokenizer", e));
     }
+    let path = out.join(resid_corpus::tokenizer::FILE_NAME);
     let t = Tokenizer::for_config(cfg, train_text);
     t.save(&path).map_err(|e| ReproError::at("tokenizer", e))?;
     Ok(t)
