@@ -168,3 +168,29 @@ pub fn inference_view(model: &Gpt<Train>) -> Gpt<Infer> {
         model.params().into_iter().map(|p| p.inner()).collect(),
     )
 }
+
+/// Training tokens per second of `kind` on `cfg`'s shape, measured on `steps`
+/// steps of random weights and tokens after one untimed warm-up step (about
+/// `steps + 1` training steps of work), for estimating how long a run takes.
+pub fn measure_tokens_per_s(kind: EngineKind, cfg: &GptConfig, steps: usize) -> Result<f64> {
+    let w = crate::init::random_weights(cfg, 0);
+    let frozen = vec![false; w.len()];
+    let mut e = Engine::new(kind, cfg, &w, &frozen, None)?;
+    let n = cfg.batch_size * cfg.context;
+    let v = cfg.vocab_size as u64;
+    let batch = |s: u64| {
+        let tok = |i: usize| ((i as u64 * 2_654_435_761 + s) % v) as i32;
+        HostBatch {
+            batch: cfg.batch_size,
+            t: cfg.context,
+            x: (0..n).map(tok).collect(),
+            y: (1..=n).map(tok).collect(),
+        }
+    };
+    e.step(&batch(0), 0.0, 1.0);
+    let t0 = std::time::Instant::now();
+    for s in 1..=steps.max(1) {
+        e.step(&batch(s as u64), 0.0, 1.0);
+    }
+    Ok((steps.max(1) * n) as f64 / t0.elapsed().as_secs_f64().max(1e-9))
+}
