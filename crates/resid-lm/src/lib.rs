@@ -8,7 +8,9 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod cpu;
 pub mod data;
+pub mod engine;
 pub mod eval;
 pub mod fused;
 pub mod init;
@@ -18,6 +20,7 @@ pub mod optim;
 pub mod train;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, CheckpointMeta};
+pub use engine::EngineKind;
 pub use eval::{eval_weights, EvalReport};
 pub use init::{initial_weights, mimetic_weights, random_weights, InitKind};
 pub use model::Gpt;

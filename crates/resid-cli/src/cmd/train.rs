@@ -204,7 +204,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "training {} ({} params, {}) on {} train / {} held-out tokens -> {}",
             cfg.preset,
             cfg.n_params(),
-            resid_lm::backend::NAME,
+            opts.engine.describe(),
             tr.len(),
             ho.len(),
             a.out.display()
