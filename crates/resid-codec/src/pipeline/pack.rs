@@ -474,7 +474,8 @@ pub fn pack_with_progress(
             threads_independent: true,
             rate: rate_settings,
         },
-        trained: trained_info(trained, target.is_none(), folder.is_some())?,
+        // A folder holding nothing but its shards rebuilds as before: a file.
+        trained: trained_info(trained, target.is_none(), !files.is_empty())?,
         tensors: headers,
         stats: Stats {
             params,
