@@ -137,6 +137,8 @@ def main():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
         opt.step()
+        if step == 0:
+            t_first = time.time() - t0  # the first step warms up; steady rate excludes it
         if (step + 1) % 50 == 0 or step == 0:
             el = time.time() - t0
             curve.append(dict(step=step + 1, loss=loss.item(), seconds=el,
@@ -146,7 +148,9 @@ def main():
     h = heldout()
     out = dict(preset=a.preset, params=n_params, threads=a.threads, torch=torch.__version__,
                steps=c["steps"], batch=B, context=T, seconds=secs,
-               tokens_per_s=c["steps"] * B * T / secs, heldout_nats_per_byte=h, curve=curve)
+               tokens_per_s=c["steps"] * B * T / secs,
+               steady_tokens_per_s=(c["steps"] - 1) * B * T / max(secs - t_first, 1e-9),
+               heldout_nats_per_byte=h, curve=curve)
     print(json.dumps({k: v for k, v in out.items() if k != "curve"}))
     if a.json:
         with open(a.json, "w") as f:

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """A second, minimal decoder of resid's residual files, written from FORMAT.md
 alone (it proves the specification is self-contained). Each function names
-the section it implements. Needs the `zstandard` and `xxhash` PyPI packages.
+the section it implements. Reads versions 1 and 2. Needs the `zstandard` and
+`xxhash` PyPI packages.
 
-    resid_decode.py FILE.resid BASE.safetensors OUT.safetensors
+    resid_decode.py FILE.resid BASE.safetensors OUT   # a file, or a folder
     resid_decode.py --golden DIR     # every case of DIR/manifest.json
 """
 
 import hashlib
 import json
 import math
+import os
 import re
 import struct
 import sys
@@ -110,8 +112,8 @@ def read_preamble(b):
     if len(b) < 48:
         raise Refused("truncated")
     version, flags = struct.unpack("<II", b[8:16])
-    if version > 1:
-        raise Refused("format version %d is newer than this reader reads (1)" % version)
+    if version > 2:
+        raise Refused("format version %d is newer than this reader reads (2)" % version)
     if version == 0:
         raise Refused("format version 0 is invalid")
     if flags != 0:
@@ -141,11 +143,21 @@ def no_duplicates(pairs):
     return dict(pairs)
 
 
-def read_header(b, hoff, hlen, hsum, version, schema):
-    """1.2 checksum, then 2: strict JSON, the schema, the cross-field rules."""
+def read_header(b, hoff, hlen, hsum, version, schemas):
+    """1.2 checksum, 1.3 (version 2: a zstd frame), then 2: strict JSON,
+    the schema, the cross-field rules."""
     text = b[hoff:hoff + hlen]
     if xxh3(text) != hsum:
         raise Refused("header checksum mismatch")
+    if version >= 2:
+        try:
+            d = zstandard.ZstdDecompressor().decompressobj()
+            text = d.decompress(text)
+        except zstandard.ZstdError as e:
+            raise Refused("compressed header does not decode: %s" % e)
+        if len(text) > 256 << 20:
+            raise Refused("compressed header expands beyond 256 MiB")
+    schema = schemas[version]
     try:
         h = json.loads(text.decode("utf-8"), object_pairs_hook=no_duplicates)
     except ValueError as e:
@@ -159,18 +171,92 @@ def read_header(b, hoff, hlen, hsum, version, schema):
     shards = h["trained"]["shards"]
     if not h["trained"]["sharded"] and len(shards) != 1:
         raise Refused("several shards in an unsharded file")
+    if version == 1:
+        for field in ("provenance", "files"):
+            if field in h:
+                raise Refused("field '%s' is not part of format version 1" % field)
+        if "folder" in h["trained"] or any("original" in s for s in shards):
+            raise Refused("a version-2 field in a version-1 file")
+    validate_files(h)
     names = set()
     for t in h["tensors"]:
         if t["name"] in names:
             raise Refused("tensor %r: empty or duplicate name" % t["name"])
         names.add(t["name"])
         validate_entry(h, t, hoff)
-    ranges = sorted((bl["offset"], bl["offset"] + bl["len"]) for t in h["tensors"]
-                    for bl in blocks_of(t["encoding"]))
+    for si in range(len(shards)):
+        validate_original(h, si)
+    ranges = sorted([(bl["offset"], bl["offset"] + bl["len"]) for t in h["tensors"]
+                     for bl in blocks_of(t["encoding"])]
+                    + [(f["block"]["offset"], f["block"]["offset"] + f["block"]["len"])
+                       for f in h.get("files", [])])
+    for f in h.get("files", []):
+        bl = f["block"]
+        if bl["offset"] < 16 or bl["len"] < 1 or bl["offset"] + bl["len"] > hoff:
+            raise Refused("stored file %r: block lies outside the data section" % f["path"])
     for (a0, a1), (b0, b1) in zip(ranges, ranges[1:]):
         if b0 < a1:
             raise Refused("a block overlaps another block")
     return h
+
+
+def validate_files(h):
+    """2.4: stored names stay inside the output folder, one file each."""
+    files = h.get("files", [])
+    if files and not h["trained"].get("folder", False):
+        raise Refused("stored files in a file not packed from a folder")
+    shards = {s["file"].lower() for s in h["trained"]["shards"]}
+    seen = set()
+    for f in files:
+        p = f["path"]
+        if p.startswith("/"):
+            raise Refused("stored file %r: absolute path" % p)
+        if any(c in "\\:" or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in p):
+            raise Refused("stored file %r: bad character" % p)
+        for c in p.split("/"):
+            if c == "":
+                raise Refused("stored file %r: empty component" % p)
+            if c in (".", ".."):
+                raise Refused("stored file %r: '..' or '.' component" % p)
+        if f["size"] >= 1 << 48:
+            raise Refused("stored file %r: size too large" % p)
+        key = p.encode().lower()
+        if key.decode() in shards:
+            raise Refused("stored file %r: names a checkpoint shard" % p)
+        if key in seen:
+            raise Refused("stored file %r: names the same file as another entry" % p)
+        seen.add(key)
+    for f in files:
+        parts = f["path"].lower().split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            if d.encode() in seen or d in shards:
+                raise Refused("stored file %r: a folder of it is a file" % f["path"])
+
+
+def validate_original(h, si):
+    """2.2: an original header lists exactly the shard's tensors, in order, back to back."""
+    s = h["trained"]["shards"][si]
+    o = s.get("original")
+    if o is None:
+        return
+    try:
+        raw = json.loads(o["header"], object_pairs_hook=no_duplicates)
+    except (ValueError, Refused) as e:
+        raise Refused("shard %r: original header: %s" % (s["file"], e))
+    entries = sorted(((k, v) for k, v in raw.items() if k != "__metadata__"),
+                     key=lambda kv: kv[1]["data_offsets"][0])
+    ours = [t for t in h["tensors"] if t["shard"] == si]
+    if len(ours) != len(entries):
+        raise Refused("shard %r: original header: wrong number of tensors" % s["file"])
+    end = 0
+    for t, (name, e) in zip(ours, entries):
+        if t["name"] != name or e["dtype"] != t["dtype"] or e["shape"] != t["shape"]:
+            raise Refused("shard %r: original header: tensor %r differs" % (s["file"], name))
+        n = math.prod(t["shape"]) * SIZES[t["dtype"]]
+        if list(e["data_offsets"]) != [end, end + n]:
+            raise Refused("shard %r: original header: not back to back" % s["file"])
+        end += n
 
 
 def chunk_lens(n, c):
@@ -562,6 +648,25 @@ def decode_tensor(f, h, t, base):
     return out
 
 
+def decode_stored_file(f, sf):
+    """2.4 / 4.4: a stored file: a zstd block of exactly `size` bytes, sha256 checked."""
+    bl = sf["block"]
+    body = f.b[bl["offset"]:bl["offset"] + bl["len"]]
+    if "%016x" % xxh3(body) != bl["xxh3"]:
+        raise Refused("stored file %r: block fails its checksum" % sf["path"])
+    if not body or body[0] != 2:
+        raise Refused("stored file %r: not a zstd block" % sf["path"])
+    try:
+        raw = zstandard.ZstdDecompressor().decompressobj().decompress(body[1:])
+    except zstandard.ZstdError as e:
+        raise Refused("stored file %r: %s" % (sf["path"], e))
+    if len(raw) != sf["size"]:
+        raise Refused("stored file %r: decodes to the wrong size" % sf["path"])
+    if sha(raw) != sf["sha256"]:
+        raise Refused("stored file %r: fails its sha256" % sf["path"])
+    return raw
+
+
 # ------------------------------------------------------ 6. the output ------
 
 def json_string(s):
@@ -602,21 +707,30 @@ def safetensors_bytes(tensors, metadata):
     return struct.pack("<Q", len(text)) + text + b"".join(t[3] for t in tensors)
 
 
-def decode_file(path, base_path, schema):
-    """Every section: returns ({shard file: bytes}, {tensor: raw bytes})."""
+def decode_file(path, base_path, schemas):
+    """Every section: returns ({output path: bytes}, {tensor: raw bytes})."""
     b = open(path, "rb").read()
     version = read_preamble(b)
     hoff, hlen, hsum = read_footer(b)
-    h = read_header(b, hoff, hlen, hsum, version, schema)
+    h = read_header(b, hoff, hlen, hsum, version, schemas)
     base = read_safetensors(base_path)
     f = File(b, path)
+    outputs = {sf["path"]: decode_stored_file(f, sf) for sf in h.get("files", [])}
     raws = {t["name"]: decode_tensor(f, h, t, base) for t in h["tensors"]}
-    shards = {}
     for si, s in enumerate(h["trained"]["shards"]):
         ts = [(t["name"], t["dtype"], t["shape"], raws[t["name"]])
               for t in h["tensors"] if t["shard"] == si]
-        shards[s["file"]] = safetensors_bytes(ts, s["metadata"])
-    return shards, raws
+        o = s.get("original")
+        if o is None:
+            out = safetensors_bytes(ts, s["metadata"])
+        else:
+            # 6: behind the trained file's own header, tensors in header order.
+            text = o["header"].encode("utf-8")
+            out = struct.pack("<Q", len(text)) + text + b"".join(t[3] for t in ts)
+            if h["mode"] == "lossless" and o.get("sha256") is not None and sha(out) != o["sha256"]:
+                raise Refused("rebuilt %s differs from the original file" % s["file"])
+        outputs[s["file"]] = out
+    return outputs, raws
 
 
 def sha(b):
@@ -627,10 +741,12 @@ def golden(d, schema):
     m = json.load(open(d + "/manifest.json"))
     failures = 0
     for c in m["cases"]:
-        shards, raws = decode_file(d + "/" + c["file"], d + "/" + c["base"], schema)
-        (out,) = shards.values()
-        ok = sha(out) == c["rebuilt_sha256"] and all(
-            sha(raws[k]) == v for k, v in c["tensor_sha256"].items())
+        outputs, raws = decode_file(d + "/" + c["file"], d + "/" + c["base"], schema)
+        if "outputs" in c:
+            ok = all(sha(outputs[k]) == v for k, v in c["outputs"].items())
+        else:
+            ok = len(outputs) == 1 and sha(list(outputs.values())[0]) == c["rebuilt_sha256"]
+        ok = ok and all(sha(raws[k]) == v for k, v in c["tensor_sha256"].items())
         print("%-4s %s" % ("ok" if ok else "FAIL", c["file"]))
         failures += not ok
     for e in m["errors"]:
@@ -645,16 +761,20 @@ def golden(d, schema):
 
 def main(argv):
     here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-    schema_path = here + "/../../crates/resid-codec/schema/header-v1.schema.json"
-    schema = json.load(open(schema_path))
+    schema = {v: json.load(open(here + "/../../crates/resid-codec/schema/header-v%d.schema.json" % v))
+              for v in (1, 2)}
     if len(argv) == 3 and argv[1] == "--golden":
         failures = golden(argv[2], schema)
         print("%d failure(s)" % failures)
         return 1 if failures else 0
     if len(argv) == 4:
-        shards, _ = decode_file(argv[1], argv[2], schema)
-        (out,) = shards.values()
-        open(argv[3], "wb").write(out)
+        outputs, _ = decode_file(argv[1], argv[2], schema)
+        if len(outputs) == 1:
+            open(argv[3], "wb").write(list(outputs.values())[0])
+        else:
+            for rel, data in outputs.items():
+                os.makedirs(os.path.dirname(os.path.join(argv[3], rel)) or ".", exist_ok=True)
+                open(os.path.join(argv[3], rel), "wb").write(data)
         return 0
     print(__doc__, file=sys.stderr)
     return 2

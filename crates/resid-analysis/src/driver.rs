@@ -93,6 +93,20 @@ pub enum AnalysisError {
     Subspace(String),
 }
 
+impl resid_io::Classify for AnalysisError {
+    fn class(&self) -> resid_io::ErrorClass {
+        use resid_io::ErrorClass;
+        match self {
+            AnalysisError::Io(e) => e.class(),
+            AnalysisError::Pool(_) => ErrorClass::Io,
+            AnalysisError::NonFinite { .. }
+            | AnalysisError::NothingInCommon { .. }
+            | AnalysisError::NoEmbedding { .. }
+            | AnalysisError::Subspace(_) => ErrorClass::BadInput,
+        }
+    }
+}
+
 /// Progress of a run, sent after each tensor.
 #[derive(Clone, Debug)]
 pub struct Progress<'a> {

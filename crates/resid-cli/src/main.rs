@@ -3,11 +3,31 @@
 //! A thin binary: argument parsing and progress here, all work in the
 //! libraries (`resid` for analysis and storage, `resid-lm` for the small GPT).
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod cmd;
+mod exit;
+mod input;
 mod output;
 mod progress;
+
+/// The conventions every subcommand follows, shown under `resid --help`.
+const CONVENTIONS: &str = "\
+Every command:
+  -o, --out PATH   where a command writes (--output is the same flag)
+  -q, --quiet      no progress bars or notes on stderr (results and errors still print)
+  --json PATH      figures as JSON, written atomically; '-' puts only JSON on stdout
+A checkpoint argument is a .safetensors file, a model folder, or a repo id
+org/name[@revision] found offline in the Hugging Face cache (HF_HUB_CACHE,
+else HF_HOME/hub, else ~/.cache/huggingface/hub); a path that exists wins.
+
+Exit status:
+  0  success
+  1  an error resid does not classify (a bug: please report it)
+  2  usage: a bad flag or value, or settings that contradict each other
+  3  bad input: a malformed checkpoint, NaN where refused, shapes that do not pair
+  4  wrong base or damaged file: a residual file that fails its checksums or was made against another base
+  5  I/O: a missing file, a folder that cannot be written, a full disk";
 
 /// Measure and store what training adds to a model: the residual W_trained - W_base.
 #[derive(Parser)]
@@ -15,6 +35,7 @@ mod progress;
     name = "resid",
     version,
     about = "Measure and store what training adds to a model: the residual W_trained - W_base.",
+    after_help = CONVENTIONS,
     arg_required_else_help = true
 )]
 struct Cli {
@@ -51,6 +72,8 @@ enum Command {
     /// Reproduce the study end to end on the shipped corpus.
     #[cfg(feature = "lm")]
     Repro(cmd::repro::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::Args),
 }
 
 fn main() {
@@ -70,6 +93,7 @@ fn main() {
         Command::Eval(a) => cmd::eval::run(a),
         #[cfg(feature = "lm")]
         Command::Repro(a) => cmd::repro::run(a),
+        Command::Completions(a) => cmd::completions::run(a, &mut Cli::command()),
     };
     if let Err(e) = result {
         // One line: the file and the problem, then the chain of causes.
@@ -82,6 +106,6 @@ fn main() {
             }
         }
         eprintln!("{msg}");
-        std::process::exit(1);
+        std::process::exit(exit::code(&e));
     }
 }

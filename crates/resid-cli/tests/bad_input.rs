@@ -9,16 +9,14 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::{bin, ok, run, s};
+use common::{bin, exit, fails_with, ok, run, s};
 
-/// Checks a refusal: non-zero exit (not a signal, not a panic), exactly one
-/// stderr line, naming `file` and containing `problem`. Returns the line.
-fn refused(o: &Output, file: &Path, problem: &str) -> String {
-    let e = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(o.status.code(), Some(1), "exit status {:?}: {e}", o.status);
+/// Checks a refusal: exit status `code` (not a signal, not a panic), exactly
+/// one stderr line, naming `file` and containing `problem`. Returns the line.
+fn refused(o: &Output, code: i32, file: &Path, problem: &str) -> String {
+    let e = fails_with(o, code);
     let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line expected: {e:?}");
-    assert!(!e.contains("panicked"), "panic: {e}");
     assert!(
         lines[0].contains(s(file)),
         "does not name {}: {e}",
@@ -223,8 +221,18 @@ fn damaged_checkpoints_are_refused_by_pack_unpack_and_analyze() {
         let out = d.path().join("out.resid");
         let json = d.path().join("out.json");
         // As the trained side, then as the base side of pack.
-        refused(&pack(&b, &bad, &out, &["--lossless"]), &bad, problem);
-        refused(&pack(&bad, &t, &out, &["--keep", "0.5"]), &bad, problem);
+        refused(
+            &pack(&b, &bad, &out, &["--lossless"]),
+            exit::BAD_INPUT,
+            &bad,
+            problem,
+        );
+        refused(
+            &pack(&bad, &t, &out, &["--keep", "0.5"]),
+            exit::BAD_INPUT,
+            &bad,
+            problem,
+        );
         // As either side of analyze.
         for (x, y) in [(&b, &bad), (&bad, &t)] {
             let o = run(&[
@@ -237,13 +245,18 @@ fn damaged_checkpoints_are_refused_by_pack_unpack_and_analyze() {
                 s(&json),
                 "-q",
             ]);
-            refused(&o, &bad, problem);
+            refused(&o, exit::BAD_INPUT, &bad, problem);
         }
         // As the base of an unpack (of a good file).
         let good = d.path().join("good.resid");
         ok(&pack(&b, &t, &good, &["--lossless"]));
         let rebuilt = d.path().join("rebuilt.safetensors");
-        refused(&unpack(&bad, &good, &rebuilt), &bad, problem);
+        refused(
+            &unpack(&bad, &good, &rebuilt),
+            exit::BAD_INPUT,
+            &bad,
+            problem,
+        );
         std::fs::remove_file(&good).unwrap();
         assert_eq!(listing(d.path()), before, "{name}: files left behind");
     }
@@ -268,7 +281,7 @@ fn nonfinite_values_pack_only_with_allow_nonfinite_and_stay_bit_exact() {
     .unwrap();
     let out = d.path().join("nan.resid");
     for mode in [&["--lossless"][..], &["--max-error", "0.1"][..]] {
-        let e = refused(&pack(&b, &t, &out, mode), &t, "NaN or Inf");
+        let e = refused(&pack(&b, &t, &out, mode), exit::BAD_INPUT, &t, "NaN or Inf");
         assert!(e.contains("tensor 'w'"), "{e}");
         assert!(!out.exists());
     }
@@ -289,10 +302,8 @@ fn nonfinite_values_pack_only_with_allow_nonfinite_and_stay_bit_exact() {
 
 /// The blocks of a residual file, from its header: (offset, len).
 fn blocks(file: &[u8]) -> Vec<(usize, usize)> {
-    let f = &file[file.len() - 32..];
-    let hoff = u64::from_le_bytes(f[0..8].try_into().unwrap()) as usize;
-    let hlen = u64::from_le_bytes(f[8..16].try_into().unwrap()) as usize;
-    let h: serde_json::Value = serde_json::from_slice(&file[hoff..hoff + hlen]).unwrap();
+    let json = resid::codec::container::header_json(file).unwrap();
+    let h: serde_json::Value = serde_json::from_slice(&json).unwrap();
     let mut out = Vec::new();
     fn walk(v: &serde_json::Value, out: &mut Vec<(usize, usize)>) {
         match v {
@@ -340,7 +351,13 @@ fn any_flipped_bit_in_a_residual_file_is_refused() {
             let mut bad = good.clone();
             bad[p] ^= 1 << (k % 8);
             std::fs::write(&g, &bad).unwrap();
-            let e = refused(&unpack(&b, &g, &out), &g, "");
+            // A flip in the magic makes it no residual file (bad input).
+            let code = if p < 8 {
+                exit::BAD_INPUT
+            } else {
+                exit::MISMATCH
+            };
+            let e = refused(&unpack(&b, &g, &out), code, &g, "");
             let region = if p < 16 {
                 "preamble"
             } else if p < hoff {
@@ -381,20 +398,27 @@ fn truncated_residual_files_are_refused_by_inspect_and_unpack() {
     let out = d.path().join("out.safetensors");
     for len in [0, 1, 8, 16, 40, 47, 48, n / 2, n - 33, n - 32, n - 1] {
         std::fs::write(&g, &good[..len]).unwrap();
-        let problem = if len < 8 {
-            "not a residual file"
+        // Without its 8-byte magic it is not a residual file (bad input);
+        // with it, a damaged one.
+        let (problem, code) = if len < 8 {
+            ("not a residual file", exit::BAD_INPUT)
         } else {
-            "truncated"
+            ("truncated", exit::MISMATCH)
         };
-        refused(&run(&["inspect", s(&g)]), &g, problem);
-        refused(&unpack(&b, &g, &out), &g, problem);
+        refused(&run(&["inspect", s(&g)]), code, &g, problem);
+        refused(&unpack(&b, &g, &out), code, &g, problem);
         assert!(!out.exists());
     }
     // Extra bytes after the footer: not a whole file either.
     let mut long = good.clone();
     long.extend_from_slice(&[0; 5]);
     std::fs::write(&g, &long).unwrap();
-    refused(&run(&["inspect", s(&g)]), &g, "truncated or damaged");
+    refused(
+        &run(&["inspect", s(&g)]),
+        exit::MISMATCH,
+        &g,
+        "truncated or damaged",
+    );
 }
 
 #[test]
@@ -403,11 +427,11 @@ fn output_in_a_missing_folder_is_refused_before_any_work() {
     let (b, t) = pair(d.path(), 4);
     let missing = d.path().join("no-such-folder");
     let out = missing.join("x.resid");
-    refused(&pack(&b, &t, &out, &["--lossless"]), &missing, "");
+    refused(&pack(&b, &t, &out, &["--lossless"]), exit::IO, &missing, "");
     let f = d.path().join("x.resid");
     ok(&pack(&b, &t, &f, &["--lossless"]));
     let r = missing.join("r.safetensors");
-    refused(&unpack(&b, &f, &r), &missing, "");
+    refused(&unpack(&b, &f, &r), exit::IO, &missing, "");
     assert!(!missing.exists());
 }
 
@@ -447,14 +471,14 @@ fn a_full_file_system_fails_cleanly_and_leaves_nothing() {
             "-q",
         ],
     );
-    refused(&o, &out, "File too large");
+    refused(&o, exit::IO, &out, "File too large");
     assert_eq!(listing(d.path()), before, "partial file left behind");
     // Unpack onto a full disk: the rebuilt file is 64 KiB.
     ok(&pack(&b, &t, &out, &["--lossless"]));
     let before = listing(d.path());
     let r = d.path().join("r.safetensors");
     let o = limited(16, &["unpack", "--base", s(&b), s(&out), "-o", s(&r), "-q"]);
-    refused(&o, &r, "File too large");
+    refused(&o, exit::IO, &r, "File too large");
     assert_eq!(listing(d.path()), before, "partial file left behind");
 }
 
@@ -510,7 +534,14 @@ fn an_interrupted_pack_leaves_no_file_taken_for_whole() {
                 if o.status.success() {
                     assert_eq!(std::fs::read(&p).unwrap(), reference, "{name}");
                 } else {
-                    let e = refused(&o, &p, "");
+                    let no_magic = std::fs::read(&p).unwrap().len() < 8
+                        || !reference.starts_with(&std::fs::read(&p).unwrap()[..8]);
+                    let code = if no_magic {
+                        exit::BAD_INPUT
+                    } else {
+                        exit::MISMATCH
+                    };
+                    let e = refused(&o, code, &p, "");
                     assert!(
                         e.contains("truncated") || e.contains("not a residual file"),
                         "{e}"
@@ -526,20 +557,10 @@ fn an_interrupted_pack_leaves_no_file_taken_for_whole() {
 /// Rewrites a residual file's header through `edit`, with a correct header
 /// checksum and footer, so that only the header's own checks can refuse it.
 fn with_header(file: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
-    let n = file.len();
-    let f = &file[n - 32..];
-    let hoff = u64::from_le_bytes(f[0..8].try_into().unwrap()) as usize;
-    let hlen = u64::from_le_bytes(f[8..16].try_into().unwrap()) as usize;
-    let mut h: serde_json::Value = serde_json::from_slice(&file[hoff..hoff + hlen]).unwrap();
+    let json = resid::codec::container::header_json(file).unwrap();
+    let mut h: serde_json::Value = serde_json::from_slice(&json).unwrap();
     edit(&mut h);
-    let text = serde_json::to_vec(&h).unwrap();
-    let mut out = file[..hoff].to_vec();
-    out.extend_from_slice(&text);
-    out.extend_from_slice(&(hoff as u64).to_le_bytes());
-    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
-    out.extend_from_slice(&resid::codec::container::xxh3(&text).to_le_bytes());
-    out.extend_from_slice(b"RESIDEND");
-    out
+    resid::codec::container::replace_header(file, &serde_json::to_vec(&h).unwrap())
 }
 
 /// A crafted lossy tensor without a base and with no blocks at all once made
@@ -588,13 +609,114 @@ fn a_lossy_tensor_without_its_base_is_refused_before_allocating() {
             }),
         )
         .unwrap();
-        let e = refused(&unpack(&b, &g, &out), &g, "tensor 'w'");
+        let e = refused(&unpack(&b, &g, &out), exit::MISMATCH, &g, "tensor 'w'");
         assert!(e.contains("base"), "{e}");
-        refused(&run(&["inspect", s(&g)]), &g, "tensor 'w'");
+        refused(&run(&["inspect", s(&g)]), exit::MISMATCH, &g, "tensor 'w'");
         assert!(!out.exists());
     }
     // The same edit with the true shape passes the header checks: the
     // refusal above is about the base, not about the rewriting.
     std::fs::write(&g, with_header(&good, |_| {})).unwrap();
     ok(&run(&["inspect", s(&g)]));
+}
+
+/// A lying index: its name, weight map, exit status and message.
+type Case = (
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    i32,
+    &'static str,
+);
+
+/// A sharded folder: `a` in shard 1, `b` in shard 2, and an index whose
+/// weight map is `map` (tensor -> shard file name).
+fn sharded(dir: &Path, map: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let one = dir.join("model-00001-of-00002.safetensors");
+    let two = dir.join("model-00002-of-00002.safetensors");
+    std::fs::write(&one, st(&[("a", "F32", vec![4, 4], f32s(&vals(16, 1)))])).unwrap();
+    std::fs::write(&two, st(&[("b", "F32", vec![4, 4], f32s(&vals(16, 2)))])).unwrap();
+    let m: serde_json::Map<String, serde_json::Value> = map
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    let index = serde_json::json!({"metadata": {}, "weight_map": m});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+}
+
+#[test]
+fn sharded_folders_whose_index_lies_are_refused_naming_the_file() {
+    const ONE: &str = "model-00001-of-00002.safetensors";
+    const TWO: &str = "model-00002-of-00002.safetensors";
+    let d = tempfile::tempdir().unwrap();
+    let good = d.path().join("good");
+    sharded(&good, &[("a", ONE), ("b", TWO)]);
+    let out = d.path().join("x.resid");
+    ok(&pack(&good, &good, &out, &["--lossless"]));
+    std::fs::remove_file(&out).unwrap();
+    let index = |dir: &Path| dir.join("model.safetensors.index.json");
+    // (case, weight map, exit status, what the message says)
+    let cases: [Case; 5] = [
+        (
+            "outside",
+            vec![("a", "../x.safetensors"), ("b", TWO)],
+            exit::BAD_INPUT,
+            "not a plain file name",
+        ),
+        (
+            "missing",
+            vec![("a", ONE), ("b", "model-00003-of-00002.safetensors")],
+            exit::IO,
+            "",
+        ),
+        (
+            "moved",
+            vec![("a", TWO), ("b", ONE)],
+            exit::BAD_INPUT,
+            "is mapped to",
+        ),
+        (
+            "absent",
+            vec![("a", ONE), ("b", TWO), ("c", TWO)],
+            exit::BAD_INPUT,
+            "does not hold it",
+        ),
+        (
+            "unlisted",
+            vec![("a", ONE), ("x", TWO)],
+            exit::BAD_INPUT,
+            "missing from the weight map",
+        ),
+    ];
+    for (name, map, code, problem) in cases {
+        let dir = d.path().join(name);
+        sharded(&dir, &map);
+        let named = if name == "missing" {
+            dir.join("model-00003-of-00002.safetensors")
+        } else {
+            index(&dir)
+        };
+        let e = refused(
+            &pack(&dir, &good, &out, &["--lossless"]),
+            code,
+            &named,
+            problem,
+        );
+        assert!(!out.exists(), "{name}: {e}");
+    }
+    // model.safetensors that is a symlink loop: named, not "no checkpoint".
+    #[cfg(unix)]
+    {
+        let dir = d.path().join("loop");
+        std::fs::create_dir_all(&dir).unwrap();
+        let m = dir.join("model.safetensors");
+        std::os::unix::fs::symlink(dir.join("other"), &m).unwrap();
+        std::os::unix::fs::symlink(&m, dir.join("other")).unwrap();
+        refused(
+            &pack(&dir, &good, &out, &["--lossless"]),
+            exit::IO,
+            &m,
+            "symbolic links",
+        );
+    }
 }

@@ -149,8 +149,11 @@ fn lossless_round_trip_is_bit_exact_and_inspectable() {
     let o = run(&["inspect", s(&f), "--json", s(&j)]);
     ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&j).unwrap()).unwrap();
-    assert_eq!(v["version"], 1);
+    assert_eq!(v["version"], 2);
     assert_eq!(v["mode"], "lossless");
+    assert_eq!(v["original_headers"], 1);
+    // Version 2 keeps the trained header: the rebuilt file is the original.
+    assert_eq!(std::fs::read(&r).unwrap(), std::fs::read(&t).unwrap());
     let enc: Vec<String> = v["tensors"]
         .as_array()
         .unwrap()
@@ -352,11 +355,11 @@ fn flipped_bit_truncation_and_newer_version_are_refused() {
     refused(&run(&["inspect", s(&g)]), &["truncated"]);
     // Newer version.
     let mut bad = good.clone();
-    bad[8..12].copy_from_slice(&2u32.to_le_bytes());
+    bad[8..12].copy_from_slice(&3u32.to_le_bytes());
     std::fs::write(&g, &bad).unwrap();
     refused(
         &run(&["unpack", "--base", s(&b), s(&g), "-o", s(&out), "-q"]),
-        &["version 2 is newer"],
+        &["version 3 is newer"],
     );
     // Not a residual file at all.
     refused(&run(&["inspect", s(&b)]), &["not a residual file"]);

@@ -17,7 +17,11 @@ pub const MAGIC: [u8; 8] = *b"RESID\0\r\n";
 /// Footer end magic (FORMAT.md 1.2).
 pub const END_MAGIC: [u8; 8] = *b"RESIDEND";
 /// The newest format version this build reads and writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// The first version with a compressed header, files, original headers and provenance.
+pub const VERSION_FILES: u32 = 2;
+/// Most stored files a header may list.
+pub const MAX_FILES: usize = 100_000;
 pub const PREAMBLE: u64 = 16;
 pub const FOOTER: u64 = 32;
 /// Largest header accepted: a lying footer cannot make the reader allocate more.
@@ -26,6 +30,8 @@ pub const MAX_TENSORS: usize = 1_000_000;
 /// Chunk sizes allowed (elements; powers of two).
 pub const MIN_CHUNK: u64 = 1 << 12;
 pub const MAX_CHUNK: u64 = 1 << 24;
+/// zstd level of the version-2 header: it is small, and read once.
+const HEADER_ZSTD_LEVEL: i32 = 19;
 /// Largest rank of a lossy tensor's low-rank part.
 pub const MAX_RANK: u64 = 4096;
 /// Reconstruction levels a lossy tensor may store.
@@ -57,6 +63,48 @@ pub fn footer(header_offset: u64, header: &[u8]) -> [u8; 32] {
     f[16..24].copy_from_slice(&xxh3(header).to_le_bytes());
     f[24..32].copy_from_slice(&END_MAGIC);
     f
+}
+
+/// The stored header bytes of a version: JSON, zstd-compressed from version 2
+/// (FORMAT.md 1.3).
+pub fn encode_header(version: u32, json: &[u8]) -> Vec<u8> {
+    if version >= VERSION_FILES {
+        zstd::bulk::compress(json, HEADER_ZSTD_LEVEL).expect("zstd in memory")
+    } else {
+        json.to_vec()
+    }
+}
+
+/// The header JSON of a residual file's bytes, unchecked: for tools and
+/// tests that craft files. `None` when the footer or the frame is unreadable.
+pub fn header_json(file: &[u8]) -> Option<Vec<u8>> {
+    let n = file.len();
+    if n < (PREAMBLE + FOOTER) as usize {
+        return None;
+    }
+    let version = u32::from_le_bytes(file[8..12].try_into().ok()?);
+    let f = &file[n - FOOTER as usize..];
+    let hoff = u64::from_le_bytes(f[0..8].try_into().ok()?) as usize;
+    let hlen = u64::from_le_bytes(f[8..16].try_into().ok()?) as usize;
+    let stored = file.get(hoff..hoff.checked_add(hlen)?)?;
+    if version >= VERSION_FILES {
+        zstd::stream::decode_all(stored).ok()
+    } else {
+        Some(stored.to_vec())
+    }
+}
+
+/// A residual file's bytes with its header replaced by `json` (stored as its
+/// version requires), the footer and its checksum recomputed.
+pub fn replace_header(file: &[u8], json: &[u8]) -> Vec<u8> {
+    let n = file.len();
+    let version = u32::from_le_bytes(file[8..12].try_into().unwrap());
+    let hoff = u64::from_le_bytes(file[n - 32..n - 24].try_into().unwrap()) as usize;
+    let text = encode_header(version, json);
+    let mut out = file[..hoff].to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&footer(hoff as u64, &text));
+    out
 }
 
 /// A safetensors element type (the spelling is the safetensors one).
@@ -236,6 +284,25 @@ pub struct Settings {
 pub struct ShardInfo {
     pub file: String,
     pub metadata: BTreeMap<String, String>,
+    /// Version 2: the trained shard's own safetensors header, kept so that the
+    /// rebuilt file is byte-identical (FORMAT.md 2.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<OriginalHeader>,
+}
+
+/// A trained shard's safetensors header, verbatim (FORMAT.md 2.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginalHeader {
+    /// The header text as stored in the file (padding included).
+    pub header: String,
+    /// sha256 of the whole original file (lossless files only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -243,6 +310,38 @@ pub struct ShardInfo {
 pub struct TrainedInfo {
     pub sharded: bool,
     pub shards: Vec<ShardInfo>,
+    /// Version 2: packed from a model folder, rebuilt as one.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub folder: bool,
+}
+
+/// A non-tensor file of the trained model folder (FORMAT.md 2.4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredFile {
+    /// Relative path inside the folder, `/`-separated.
+    pub path: String,
+    /// Bytes of the file.
+    pub size: u64,
+    /// sha256 of the file, 64 lower-case hex digits.
+    pub sha256: String,
+    /// The file's bytes as a zstd block (FORMAT.md 4.4).
+    pub block: Block,
+}
+
+/// Where a file came from and what made it (FORMAT.md 2.5).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    pub resid_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_repo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_repo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_revision: Option<String>,
 }
 
 /// The base tensor a residual tensor was made against (FORMAT.md 2.3).
@@ -360,6 +459,12 @@ pub struct Header {
     pub trained: TrainedInfo,
     pub tensors: Vec<TensorHeader>,
     pub stats: Stats,
+    /// Version 2: what made the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+    /// Version 2: the model folder's non-tensor files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<StoredFile>,
 }
 
 /// A residual file being written: blocks first, header and footer on finish.
@@ -385,7 +490,8 @@ impl ResidWriter {
             len: bytes.len() as u64,
             xxh3: hex(xxh3(bytes)),
             n,
-            bits,
+            // Whole bits: the header stays short, the figure informational.
+            bits: bits.round(),
         };
         self.file.write_all(bytes)?;
         self.pos += bytes.len() as u64;
@@ -397,9 +503,11 @@ impl ResidWriter {
         self.pos
     }
 
-    /// Writes header and footer and renames the file into place.
+    /// Writes header and footer and renames the file into place. From
+    /// version 2 the header is zstd-compressed (FORMAT.md 1.3).
     pub fn finish(mut self, header: &Header) -> Result<u64> {
-        let text = serde_json::to_vec(header).expect("header serialises");
+        let json = serde_json::to_vec(header).expect("header serialises");
+        let text = encode_header(header.version, &json);
         self.file.write_all(&text)?;
         self.file.write_all(&footer(self.pos, &text))?;
         let total = self.pos + text.len() as u64 + FOOTER;

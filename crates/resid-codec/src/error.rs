@@ -56,6 +56,9 @@ pub enum CodecError {
     /// The header's bytes fail the footer's checksum.
     #[error("{path}: header checksum mismatch (file altered)")]
     HeaderChecksum { path: PathBuf },
+    /// A version-2 header is not a valid zstd frame, or expands beyond the limit.
+    #[error("{path}: compressed header does not decode: {reason}")]
+    HeaderDecompress { path: PathBuf, reason: String },
     /// The header is not JSON of the specified shape (unknown field, wrong type...).
     #[error("{path}: header is not a valid residual header: {reason}")]
     HeaderSyntax { path: PathBuf, reason: String },
@@ -85,6 +88,22 @@ pub enum CodecError {
         block: usize,
         problem: BlockProblem,
     },
+    /// A stored file's block passed its checksum but does not decode to its size.
+    #[error("{path}: stored file '{file}': {problem}")]
+    CorruptFile {
+        path: PathBuf,
+        file: String,
+        problem: BlockProblem,
+    },
+    /// A stored file decodes to bytes whose sha256 differs from the recorded one.
+    #[error("{path}: stored file '{file}' fails its sha256 (file altered or damaged)")]
+    FileChecksum { path: PathBuf, file: String },
+    /// A rebuilt shard kept with its original header fails the original's sha256.
+    #[error("{path}: rebuilt {shard} differs from the original file (sha256 mismatch: file altered, or another base)")]
+    OriginalChecksum { path: PathBuf, shard: String },
+    /// The output folder already holds a file unpack would have to replace.
+    #[error("{path}: already exists; unpack does not overwrite files it did not create")]
+    OutputExists { path: PathBuf },
     /// The base lacks a tensor the residual was made against.
     #[error("{path}: tensor '{tensor}': the base {base} has no such tensor; this residual was made against another base")]
     BaseLacksTensor {
@@ -93,14 +112,12 @@ pub enum CodecError {
         base: PathBuf,
     },
     /// The base's tensor has another dtype or shape than the one recorded.
-    #[error("{path}: tensor '{tensor}': base tensor is {got_dtype} {got_shape:?} but the residual was made against {want_dtype} {want_shape:?} (another base)")]
+    #[error("{path}: tensor '{tensor}': base tensor is {got} but the residual was made against {want} (another base)")]
     BaseTensorDiffers {
         path: PathBuf,
         tensor: String,
-        got_dtype: String,
-        got_shape: Vec<u64>,
-        want_dtype: String,
-        want_shape: Vec<u64>,
+        got: Box<TensorLayout>,
+        want: Box<TensorLayout>,
     },
     /// The base's tensor bytes differ from the recorded fingerprint.
     #[error("{path}: tensor '{tensor}': fingerprint mismatch: the base tensor in {base_file} differs from the one this residual was made against (another base?)")]
@@ -135,6 +152,19 @@ pub enum CodecError {
     Settings(SettingsProblem),
 }
 
+/// A tensor's dtype and shape, as errors show them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorLayout {
+    pub dtype: String,
+    pub shape: Vec<u64>,
+}
+
+impl std::fmt::Display for TensorLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}", self.dtype, self.shape)
+    }
+}
+
 /// Whole-file header rules (FORMAT.md 2, 2.1, 2.2).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum HeaderRule {
@@ -152,6 +182,40 @@ pub enum HeaderRule {
     ShardsInUnsharded,
     #[error("{0} tensors (limit {max})", max = crate::container::MAX_TENSORS)]
     TooManyTensors(usize),
+    #[error("field '{0}' is not part of format version 1")]
+    NotInVersion1(&'static str),
+    #[error("shard '{shard}': original header: {reason}")]
+    OriginalHeader { shard: String, reason: String },
+    #[error("stored file '{path}': {problem}")]
+    FilePath { path: String, problem: PathProblem },
+    #[error("stored files in a file not packed from a folder")]
+    FilesWithoutFolder,
+    #[error("{0} stored files (limit {max})", max = crate::container::MAX_FILES)]
+    TooManyFiles(usize),
+    #[error("sha256 '{0}' is not 64 lower-case hex digits")]
+    Sha256Text(String),
+}
+
+/// Why a stored file's name is refused (FORMAT.md 2.4): it must stay inside
+/// the output folder and name one file only.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PathProblem {
+    #[error("empty name")]
+    Empty,
+    #[error("absolute path")]
+    Absolute,
+    #[error("'..' or '.' component")]
+    DotComponent,
+    #[error("empty component")]
+    EmptyComponent,
+    #[error("backslash, NUL, ':' or control character in the name")]
+    BadCharacter,
+    #[error("names the same file as another entry (names compared ignoring ASCII case)")]
+    Duplicate,
+    #[error("names a checkpoint shard or a folder holding a stored file")]
+    Collision,
+    #[error("size {0} too large")]
+    Size(u64),
 }
 
 /// Rules of one tensor's entry (FORMAT.md 2.3, 3, 4).
@@ -240,6 +304,12 @@ pub enum BlockProblem {
     EscapeRange,
     #[error("unused escaped values (corrupt)")]
     UnusedEscapes,
+    #[error("not a zstd block")]
+    NotZstd,
+    #[error("zstd frame: {0}")]
+    Zstd(String),
+    #[error("decodes to {got} bytes, the header says {want}")]
+    DecodedSize { got: u64, want: u64 },
 }
 
 /// A pack setting out of its range.
@@ -270,6 +340,7 @@ impl Classify for CodecError {
         match self {
             Checkpoint(e) => e.class(),
             Os { .. } => ErrorClass::Io,
+            OutputExists { .. } => ErrorClass::Usage,
             NotResidual { .. } | NonFinite { .. } => ErrorClass::BadInput,
             Settings(_) => ErrorClass::Usage,
             Truncated { .. }
@@ -281,6 +352,10 @@ impl Classify for CodecError {
             | HeaderPlacement { .. }
             | HeaderChecksum { .. }
             | HeaderSyntax { .. }
+            | HeaderDecompress { .. }
+            | CorruptFile { .. }
+            | FileChecksum { .. }
+            | OriginalChecksum { .. }
             | InvalidHeader { .. }
             | InvalidEntry { .. }
             | BlockChecksum { .. }

@@ -26,6 +26,11 @@ pub struct InspectReport {
     pub weight_rel_error: f64,
     pub sharded: bool,
     pub shards: Vec<String>,
+    /// Shards kept with their original safetensors header (byte-identical rebuild).
+    pub original_headers: usize,
+    /// Stored non-tensor files of the model folder.
+    pub files: Vec<String>,
+    pub provenance: Option<Provenance>,
     pub tensors: Vec<InspectTensor>,
 }
 
@@ -93,6 +98,14 @@ pub fn inspect(path: &Path) -> Result<InspectReport> {
         weight_rel_error: h.stats.weight_rel_error,
         sharded: h.trained.sharded,
         shards: h.trained.shards.iter().map(|s| s.file.clone()).collect(),
+        original_headers: h
+            .trained
+            .shards
+            .iter()
+            .filter(|s| s.original.is_some())
+            .count(),
+        files: h.files.iter().map(|f| f.path.clone()).collect(),
+        provenance: h.provenance.clone(),
         tensors,
     })
 }

@@ -314,9 +314,7 @@ mod tests {
         assert_eq!(&b[33..38], &[232, 203, 175, 159, 134]);
         let mut present = [false; 256];
         let mut q = [0u8; 256];
-        for s in 0..10 {
-            present[s] = true;
-        }
+        present[..10].fill(true);
         present[200] = true;
         q[200] = 255;
         let f = frequencies(&present, &q);

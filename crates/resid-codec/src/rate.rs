@@ -18,16 +18,24 @@ const HIST_MIN_EXP: f64 = -48.0;
 const HIST_BINS: usize = 80 * 32;
 /// Largest level that is a plain symbol (FORMAT.md 3.4: 255 escapes).
 const MAX_SYMBOL_LEVEL: f64 = 127.0;
-/// Estimated header bytes of the file's fixed part (settings, shards, stats).
-pub const HEADER_FIXED_BYTES: f64 = 2048.0;
+// The header estimates are of the zstd-compressed version-2 header,
+// measured on the golden files' headers (FORMAT.md 1.3): about 300 bytes of
+// settings, shards and stats, 50 per tensor entry, 130 more for a lossy
+// entry's reconstruction levels, 15-25 per block record; the original
+// safetensors header adds about 30 per tensor.
+/// Estimated header bytes of the file's fixed part (settings, shards, stats, provenance).
+pub const HEADER_FIXED_BYTES: f64 = 400.0;
 /// Estimated header bytes of a losslessly coded tensor's entry, beyond its
 /// name and block records.
-pub const LOSSLESS_ENTRY_BYTES: f64 = 400.0;
-/// Estimated header bytes of a lossy tensor's entry (the sixteen
-/// reconstruction levels, steps, fingerprint), beyond its name and blocks.
-pub const LOSSY_ENTRY_BYTES: f64 = 700.0;
+pub const LOSSLESS_ENTRY_BYTES: f64 = 80.0;
+/// Estimated header bytes of a lossy tensor's entry (steps, fingerprint),
+/// beyond its name, blocks and reconstruction levels.
+pub const LOSSY_ENTRY_BYTES: f64 = 60.0;
+/// Estimated header bytes of a lossy tensor's reconstruction levels, stored
+/// only when it keeps remainder entries.
+pub const RECON_BYTES: f64 = 130.0;
 /// Estimated header bytes of one block record.
-pub const BLOCK_ENTRY_BYTES: f64 = 120.0;
+pub const BLOCK_ENTRY_BYTES: f64 = 20.0;
 /// Bytes of a block's frequency table per distinct symbol (estimate).
 const TABLE_BYTES_PER_SYMBOL: f64 = 3.0;
 /// The step is searched in `[LO, HI] x` the largest RMS residual.
@@ -272,7 +280,8 @@ fn model(p: &Problem, step: f64, fixed: Option<&[usize]>) -> (Estimate, Vec<usiz
             } else {
                 0.0
             };
-        e.bits += b + blocks * BLOCK_ENTRY_BYTES * 8.0;
+        let recon = if kp > 0.0 { RECON_BYTES } else { 0.0 };
+        e.bits += b + (blocks * BLOCK_ENTRY_BYTES + recon) * 8.0;
         e.dist += d;
         e.kept += kp;
     }

@@ -4,6 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The [`GptConfig`]'s file in a model folder. Not `config.json`: Hugging
+/// Face tooling reads a file of that name as a transformers config.
+pub const FILE_NAME: &str = "resid-config.json";
+
 /// Which tokenizer a model uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -19,6 +19,15 @@ pub enum CorpusError {
     Empty { path: String },
 }
 
+impl resid_io::Classify for CorpusError {
+    fn class(&self) -> resid_io::ErrorClass {
+        match self {
+            CorpusError::Io { .. } => resid_io::ErrorClass::Io,
+            CorpusError::Empty { .. } => resid_io::ErrorClass::BadInput,
+        }
+    }
+}
+
 /// The shipped corpus, unpacked.
 pub fn shakespeare() -> Vec<u8> {
     let mut out = Vec::with_capacity(5_100_000);

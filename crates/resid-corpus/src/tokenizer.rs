@@ -3,7 +3,7 @@
 //! Why byte-level BPE: every byte string round-trips exactly (no unknown
 //! token), and the vocabulary is a deterministic function of the corpus and
 //! the target size, so the study's ~15K-entry vocabulary can be rebuilt
-//! anywhere. The vocabulary is saved as `tokenizer.json` beside a model.
+//! anywhere. The vocabulary is saved as [`FILE_NAME`] beside a model.
 //!
 //! Training counts pairs once over the distinct pre-tokens (words), then
 //! updates the counts incrementally for the words a merge touches only, with
@@ -12,7 +12,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,30 @@ pub enum TokenizerError {
     Invalid { path: String, msg: String },
 }
 
+impl resid_io::Classify for TokenizerError {
+    fn class(&self) -> resid_io::ErrorClass {
+        match self {
+            TokenizerError::Io { .. } => resid_io::ErrorClass::Io,
+            TokenizerError::Invalid { .. } => resid_io::ErrorClass::BadInput,
+        }
+    }
+}
+
+/// The tokenizer's file beside a model. Not `tokenizer.json`: Hugging Face
+/// tooling takes a file of that name for its own tokenizers format.
+pub const FILE_NAME: &str = "resid-tokenizer.json";
+
+/// The name resid wrote before [`FILE_NAME`]; still read from older folders.
+pub const LEGACY_FILE_NAME: &str = "tokenizer.json";
+
+/// The tokenizer file in `dir`: [`FILE_NAME`], else [`LEGACY_FILE_NAME`].
+pub fn find_in(dir: &Path) -> Option<PathBuf> {
+    [FILE_NAME, LEGACY_FILE_NAME]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+}
+
 /// What kind of vocabulary a [`Tokenizer`] has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,7 +60,7 @@ pub enum Kind {
     Bpe,
 }
 
-/// On-disk form (`tokenizer.json`): ids 0..256 are bytes, id `256 + i` is
+/// On-disk form ([`FILE_NAME`]): ids 0..256 are bytes, id `256 + i` is
 /// the concatenation of the two ids of merge `i`.
 #[derive(Serialize, Deserialize)]
 struct TokenizerFile {
@@ -290,7 +314,7 @@ impl Tokenizer {
         out
     }
 
-    /// JSON text of `tokenizer.json`.
+    /// JSON text of the tokenizer file.
     pub fn to_json(&self) -> String {
         serde_json::to_string(&TokenizerFile {
             kind: self.kind,
@@ -300,7 +324,7 @@ impl Tokenizer {
         .expect("tokenizer serialises")
     }
 
-    /// Parses `tokenizer.json` text; `origin` names it in errors.
+    /// Parses the tokenizer file's text; `origin` names it in errors.
     pub fn from_json(text: &str, origin: &str) -> Result<Self, TokenizerError> {
         let invalid = |msg: String| TokenizerError::Invalid {
             path: origin.to_string(),
@@ -325,11 +349,16 @@ impl Tokenizer {
         Ok(Self::from_merges(f.kind, f.merges))
     }
 
-    /// Writes `tokenizer.json` text to `path`.
+    /// Writes the JSON text to `path`, atomically.
     pub fn save(&self, path: &Path) -> Result<(), TokenizerError> {
-        std::fs::write(path, self.to_json()).map_err(|source| TokenizerError::Io {
-            path: path.display().to_string(),
-            source,
+        resid_io::atomic::write_atomic(path, self.to_json().as_bytes()).map_err(|e| {
+            TokenizerError::Io {
+                path: path.display().to_string(),
+                source: match e {
+                    resid_io::IoError::Io { source, .. } => source,
+                    other => std::io::Error::other(other.to_string()),
+                },
+            }
         })
     }
 
@@ -400,8 +429,22 @@ mod tests {
         let bad = r#"{"kind":"bpe","vocab_size":257,"merges":[[256,1]]}"#;
         assert!(Tokenizer::from_json(bad, "mem").is_err());
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("tokenizer.json");
+        let p = dir.path().join(FILE_NAME);
         t.save(&p).unwrap();
         assert_eq!(Tokenizer::load(&p).unwrap(), t);
+    }
+
+    #[test]
+    fn the_new_name_wins_and_the_old_one_is_still_found() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(find_in(dir.path()), None);
+        let old = dir.path().join(LEGACY_FILE_NAME);
+        Tokenizer::byte().save(&old).unwrap();
+        assert_eq!(find_in(dir.path()), Some(old));
+        let new = dir.path().join(FILE_NAME);
+        Tokenizer::train_bpe(&TEXT.repeat(5), 300)
+            .save(&new)
+            .unwrap();
+        assert_eq!(find_in(dir.path()), Some(new));
     }
 }

@@ -60,30 +60,34 @@ impl Checkpoint {
     /// header: lengths, offsets, dtype x shape against byte counts, names.
     pub fn open(path: &Path) -> Result<Checkpoint> {
         let meta = std::fs::metadata(path).map_err(|e| IoError::io(path, e))?;
-        let (files, sharded) = if meta.is_dir() {
+        let (files, map) = if meta.is_dir() {
             let single = path.join("model.safetensors");
             let index = path.join("model.safetensors.index.json");
+            // A name that exists but does not resolve (a symlink loop, a
+            // dangling link) is an error about that name, not "no checkpoint".
+            for p in [&index, &single] {
+                if std::fs::symlink_metadata(p).is_ok() {
+                    std::fs::metadata(p).map_err(|e| IoError::io(p, e))?;
+                }
+            }
             if index.is_file() {
-                (shards_from_index(&index)?, true)
+                shards_from_index(&index)?
             } else if single.is_file() {
-                (vec![single], false)
+                (vec![single], None)
             } else {
                 return Err(IoError::NoCheckpoint { path: path.into() });
             }
-        } else if path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().ends_with(".index.json"))
-        {
-            (shards_from_index(path)?, true)
+        } else if is_index(path) {
+            shards_from_index(path)?
         } else {
-            (vec![path.to_path_buf()], false)
+            (vec![path.to_path_buf()], None)
         };
         let mut ck = Checkpoint {
             root: path.to_path_buf(),
             shards: Vec::new(),
             tensors: Vec::new(),
             by_name: HashMap::new(),
-            sharded,
+            sharded: map.is_some(),
         };
         for (i, f) in files.iter().enumerate() {
             let (shard, entries) = open_shard(f, i)?;
@@ -100,7 +104,41 @@ impl Checkpoint {
             }
             ck.shards.push(shard);
         }
+        if let Some((index, map)) = &map {
+            ck.check_weight_map(index, map)?;
+        }
         Ok(ck)
+    }
+
+    /// Every tensor of the index's weight map lies in the shard it names,
+    /// and every tensor of the shards is in the map.
+    fn check_weight_map(&self, index: &Path, map: &BTreeMap<String, String>) -> Result<()> {
+        let bad = |reason: String| IoError::BadIndex {
+            path: index.to_path_buf(),
+            reason,
+        };
+        if let Some(t) = self.tensors.iter().find(|t| !map.contains_key(&t.name)) {
+            return Err(bad(format!(
+                "tensor '{}' of {} is missing from the weight map",
+                t.name,
+                self.file_of(t).display()
+            )));
+        }
+        for (name, file) in map {
+            let Some(t) = self.get(name) else {
+                return Err(bad(format!(
+                    "tensor '{name}' is mapped to {file}, which does not hold it"
+                )));
+            };
+            let holder = self.file_of(t);
+            if holder.file_name().is_none_or(|f| f != file.as_str()) {
+                return Err(bad(format!(
+                    "tensor '{name}' is mapped to {file} but lies in {}",
+                    holder.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The path it was opened from.
@@ -222,7 +260,14 @@ impl Checkpoint {
     }
 }
 
-fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
+fn is_index(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().ends_with(".index.json"))
+}
+
+/// The index's weight map (tensor name -> shard file name), each shard name
+/// a plain file name inside the index's folder.
+fn weight_map(index: &Path) -> Result<BTreeMap<String, String>> {
     let bad = |reason: String| IoError::BadIndex {
         path: index.to_path_buf(),
         reason,
@@ -234,24 +279,33 @@ fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| bad("no \"weight_map\" object".into()))?;
-    let dir = index.parent().unwrap_or(Path::new("."));
-    let mut files: Vec<String> = Vec::new();
+    let mut out = BTreeMap::new();
     for (name, f) in map {
         let f = f
             .as_str()
             .ok_or_else(|| bad(format!("tensor '{name}' maps to a non-string")))?;
-        if f.contains('/') || f.contains('\\') || f == ".." {
+        if f.is_empty() || f.contains('/') || f.contains('\\') || f == "." || f == ".." {
             return Err(bad(format!("shard name '{f}' is not a plain file name")));
         }
-        if !files.iter().any(|x| x == f) {
-            files.push(f.to_string());
-        }
+        out.insert(name.clone(), f.to_string());
     }
-    if files.is_empty() {
+    if out.is_empty() {
         return Err(bad("weight_map is empty".into()));
     }
+    Ok(out)
+}
+
+/// The index's shards (sorted, each once) and the index with its weight map.
+type Sharding = (Vec<PathBuf>, Option<(PathBuf, BTreeMap<String, String>)>);
+
+fn shards_from_index(index: &Path) -> Result<Sharding> {
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let map = weight_map(index)?;
+    let mut files: Vec<&String> = map.values().collect();
     files.sort();
-    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+    files.dedup();
+    let files = files.into_iter().map(|f| dir.join(f)).collect();
+    Ok((files, Some((index.to_path_buf(), map))))
 }
 
 fn open_shard(path: &Path, shard: usize) -> Result<(Shard, Vec<TensorEntry>)> {

@@ -1,92 +1,49 @@
-//! Times training steps of a preset on the shipped corpus (no checkpoints).
-//! `cargo run --release -p resid-lm --example step_speed -- tiny 30`
+//! Times training steps of a preset on the shipped corpus (byte tokens, no
+//! checkpoints): `cargo run --release -p resid-lm --example step_speed -- tiny 30 [batch] [native|burn]`.
+//! Prints one JSON line with tokens/s, so `bench/train-speed.sh` can set it beside PyTorch.
 
 use std::time::Instant;
 
 use resid_corpus::config::{GptConfig, TokenizerKind};
-use resid_lm::backend::{self, Infer, Train};
 use resid_lm::data::{byte_tokens, sample_batch};
-use resid_lm::optim::AdamW;
-use resid_lm::train::inference_view;
+use resid_lm::engine::Engine;
+use resid_lm::EngineKind;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let mut cfg = GptConfig::preset(args.get(1).map_or("tiny", |s| s.as_str())).unwrap();
-    let steps: usize = args.get(2).map_or(20, |s| s.parse().unwrap());
-    if let Some(b) = args.get(3) {
-        cfg.batch_size = b.parse().unwrap();
+    let preset = args.get(1).map_or("tiny", |s| s.as_str());
+    let mut cfg = GptConfig::preset(preset).expect("preset: tiny or paper");
+    let steps: usize = args.get(2).map_or(20, |s| s.parse().expect("steps"));
+    if let Some(b) = args.get(3).filter(|s| *s != "-") {
+        cfg.batch_size = b.parse().expect("batch");
     }
+    let kind = match args.get(4).map(|s| s.as_str()) {
+        Some("burn") => EngineKind::Burn,
+        _ => EngineKind::Native,
+    };
     cfg.tokenizer = TokenizerKind::Byte;
     cfg.vocab_size = 256;
-    let dev = backend::device();
-    let c = resid_corpus::corpus::shakespeare();
-    let toks = byte_tokens(&c);
+    let toks = byte_tokens(&resid_corpus::corpus::shakespeare());
     let w = resid_lm::random_weights(&cfg, 0);
-    let map: std::collections::BTreeMap<_, _> = w
-        .iter()
-        .map(|(n, s, d)| (n.clone(), (s.clone(), d.clone())))
-        .collect();
-    let m0 = resid_lm::Gpt::<Infer>::from_weights(&cfg, |n| map.get(n).cloned(), &dev).unwrap();
-    let mut model = resid_lm::Gpt::<Train>::from_params(
-        cfg.clone(),
-        m0.params()
-            .into_iter()
-            .map(|p| burn::tensor::Tensor::from_inner(p).require_grad())
-            .collect(),
-    );
-    let shapes: Vec<[usize; 2]> = model.params().iter().map(|p| p.dims()).collect();
-    let decay = cfg
-        .param_specs()
-        .iter()
-        .map(|(_, s)| s.len() == 2)
-        .collect();
-    let mut opt = AdamW::<Infer>::new(&shapes, decay, 0.1, &dev);
-    let (mut tf, mut tb, mut to) = (0.0, 0.0, 0.0);
-    let t_all = Instant::now();
-    for step in 0..steps {
+    let frozen = vec![false; w.len()];
+    let mut engine = Engine::new(kind, &cfg, &w, &frozen, None).expect("engine");
+    // One warm-up step (first-touch of the buffers), not timed.
+    let hb = sample_batch(&toks, cfg.batch_size, cfg.context, 0, 0);
+    engine.step(&hb, 1e-3, 1.0);
+    let t0 = Instant::now();
+    let mut last = 0.0;
+    for step in 1..=steps {
         let hb = sample_batch(&toks, cfg.batch_size, cfg.context, 0, step as u64);
-        let (x, y) = hb.to_device::<Train>(&dev);
-        let t = Instant::now();
-        let loss = model.loss(x, y);
-        let l: f32 = loss.clone().into_scalar();
-        tf += t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let g = loss.backward();
-        tb += t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let (p, _) = opt.step(model.params(), &g, 1e-3, 1.0);
-        model = resid_lm::Gpt::from_params(cfg.clone(), p);
-        to += t.elapsed().as_secs_f64();
-        if step == 0 || step + 1 == steps {
-            eprintln!("step {step} loss {l:.4}");
-        }
+        last = engine.step(&hb, 1e-3, 1.0).0;
     }
-    let el = t_all.elapsed().as_secs_f64();
+    let el = t0.elapsed().as_secs_f64();
     let tok = (steps * cfg.batch_size * cfg.context) as f64;
     println!(
-        "{} params {} batch {} ctx {}: {:.0} tok/s, per step fwd {:.3}s bwd {:.3}s opt {:.3}s",
-        cfg.preset,
+        "{{\"preset\":\"{preset}\",\"engine\":\"{}\",\"params\":{},\"batch\":{},\"context\":{},\"steps\":{steps},\"seconds\":{el:.3},\"tokens_per_s\":{:.0},\"last_loss\":{last:.4}}}",
+        kind.describe(),
         cfg.n_params(),
         cfg.batch_size,
         cfg.context,
-        tok / el,
-        tf / steps as f64,
-        tb / steps as f64,
-        to / steps as f64
-    );
-    let t = Instant::now();
-    let r = resid_lm::eval::heldout_loss(
-        &inference_view(&model),
-        &toks[..65_537],
-        1.0,
-        16,
-        65_536,
-        &dev,
-    );
-    println!(
-        "eval 64K tokens: {:.2}s ({:.0} tok/s) loss {:.3}",
-        t.elapsed().as_secs_f64(),
-        65536.0 / t.elapsed().as_secs_f64(),
-        r.nats_per_token
+        tok / el
     );
 }

@@ -42,6 +42,9 @@ pub struct CheckpointMeta {
     pub heldout_nats_per_byte: Option<f64>,
     /// Held-out tokens the loss was measured on.
     pub heldout_tokens: Option<usize>,
+    /// Parameters the run keeps frozen (names or dot-ended prefixes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frozen: Vec<String>,
 }
 
 /// A checkpoint read back.

@@ -10,9 +10,11 @@ use resid_corpus::config::GptConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, Infer};
-use crate::data::eval_batches;
+use crate::cpu::Native;
+use crate::data::{eval_batches, HostBatch};
+use crate::engine::{native_heldout, EngineKind};
 use crate::model::Gpt;
-use crate::Result;
+use crate::{LmError, Result};
 
 /// A held-out measurement.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,12 +36,23 @@ pub fn heldout_loss<B: Fused>(
     max_tokens: usize,
     device: &B::Device,
 ) -> EvalReport {
-    let (mut sum, mut n) = (0.0f64, 0usize);
-    for hb in eval_batches(tokens, batch, model.cfg.context, max_tokens) {
+    let windows = eval_batches(tokens, batch, model.cfg.context, max_tokens);
+    mean_loss(windows, bytes_per_token, |hb| {
         let (x, y) = hb.to_device::<B>(device);
-        let loss = model.loss(x, y).into_scalar().to_f64();
+        model.loss(x, y).into_scalar().to_f64()
+    })
+}
+
+/// The token-weighted mean of `loss` (a batch's mean loss) over `batches`.
+pub fn mean_loss(
+    batches: Vec<HostBatch>,
+    bytes_per_token: f64,
+    mut loss: impl FnMut(&HostBatch) -> f64,
+) -> EvalReport {
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for hb in &batches {
         let k = hb.batch * hb.t;
-        sum += loss * k as f64;
+        sum += loss(hb) * k as f64;
         n += k;
     }
     let nats_per_token = sum / n.max(1) as f64;
@@ -51,7 +64,8 @@ pub fn heldout_loss<B: Fused>(
 }
 
 /// Held-out loss of arbitrary weights (torch layout, name -> values; shapes
-/// from `cfg.param_specs()`), forward-only on the default device.
+/// from `cfg.param_specs()`), forward-only: on resid's CPU path, or on burn's
+/// device when built with `cuda`.
 pub fn eval_weights(
     cfg: &GptConfig,
     weights: &BTreeMap<String, Vec<f32>>,
@@ -59,6 +73,23 @@ pub fn eval_weights(
     bytes_per_token: f64,
     max_tokens: usize,
 ) -> Result<EvalReport> {
+    if EngineKind::default() == EngineKind::Native {
+        let named = cfg
+            .param_specs()
+            .into_iter()
+            .map(|(n, s)| match weights.get(&n) {
+                Some(d) => Ok((n, s, d.clone())),
+                None => Err(LmError::Shape(format!("missing tensor {n}"))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut model = Native::inference(cfg, &named, 16)?;
+        return Ok(native_heldout(
+            &mut model,
+            tokens,
+            bytes_per_token,
+            max_tokens,
+        ));
+    }
     let device = backend::device();
     let shapes: BTreeMap<String, Vec<usize>> = cfg.param_specs().into_iter().collect();
     let model = Gpt::<Infer>::from_weights(

@@ -9,6 +9,11 @@
 //! `batch * heads * t * t` floats).
 
 use gemm::{gemm, Parallelism};
+
+use crate::cpu::math::exp;
+use crate::cpu::ops::{
+    column_sums, layer_norm, layer_norm_backward as layer_norm_backward_rows, LnOut,
+};
 use rayon::prelude::*;
 
 /// A raw pointer that may cross threads; each task writes a disjoint region.
@@ -28,7 +33,7 @@ impl Ptr {
 /// row/column strides for each operand.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-unsafe fn mm(
+pub(crate) unsafe fn mm(
     m: usize,
     n: usize,
     k: usize,
@@ -88,8 +93,91 @@ impl AttnShape {
     }
 }
 
-/// Scores `S = scale * Q K^T` for one slot, then the causal softmax in place;
-/// returns nothing, fills `p` (`t x t`) and, when given, `lse` (`t`).
+/// Rows of the causal triangle are handled in blocks of this many: rows
+/// `[r0, r1)` need columns `[0, r1)` only, so the products skip most of the
+/// masked half (3/8 of the square at t = 128, 7/16 at t = 512).
+const BLOCK: usize = 32;
+
+/// Row blocks `(r0, r1)` of a `t x t` causal matrix.
+fn row_blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..t)
+        .step_by(BLOCK)
+        .map(move |r0| (r0, (r0 + BLOCK).min(t)))
+}
+
+/// The columns row `i` of a blocked causal matrix holds (`[0, r1)`).
+fn row_end(i: usize, t: usize) -> usize {
+    ((i / BLOCK + 1) * BLOCK).min(t)
+}
+
+/// `m[i, j] = a[i] . b[j]` for the causal blocks (`m` is `t x t`, `a`, `b`
+/// are one head's columns of `[t, d]` buffers).
+unsafe fn scores(s: &AttnShape, m: *mut f32, a: *const f32, b: *const f32) {
+    let (t, d, hd) = (s.t, s.d, s.hd());
+    for (r0, r1) in row_blocks(t) {
+        unsafe {
+            mm(
+                r1 - r0,
+                r1,
+                hd,
+                m.add(r0 * t),
+                (t, 1),
+                a.add(r0 * d),
+                (d, 1),
+                b,
+                (1, d),
+                false,
+            )
+        };
+    }
+}
+
+/// `out = m b` over the causal blocks of `m` (`out`, `b`: one head of `[t, d]`).
+unsafe fn causal_times(s: &AttnShape, out: *mut f32, m: *const f32, b: *const f32) {
+    let (t, d, hd) = (s.t, s.d, s.hd());
+    for (r0, r1) in row_blocks(t) {
+        unsafe {
+            mm(
+                r1 - r0,
+                hd,
+                r1,
+                out.add(r0 * d),
+                (d, 1),
+                m.add(r0 * t),
+                (t, 1),
+                b,
+                (d, 1),
+                false,
+            )
+        };
+    }
+}
+
+/// `out = m^T b` over the causal blocks of `m`: column block `[c0, c1)` of
+/// `m` is nonzero in rows `c0..t` only.
+unsafe fn causal_transpose_times(s: &AttnShape, out: *mut f32, m: *const f32, b: *const f32) {
+    let (t, d, hd) = (s.t, s.d, s.hd());
+    for (c0, c1) in row_blocks(t) {
+        unsafe {
+            mm(
+                c1 - c0,
+                hd,
+                t - c0,
+                out.add(c0 * d),
+                (d, 1),
+                m.add(c0 * t + c0),
+                (1, t),
+                b.add(c0 * d),
+                (d, 1),
+                false,
+            )
+        };
+    }
+}
+
+/// Scores `S = scale * Q K^T` for one slot, then the causal softmax in place
+/// (on the causal blocks of `p`, `t x t`, zero above the diagonal); fills
+/// `lse` (`t`) when given, or uses the `saved` one.
 unsafe fn probs(
     s: &AttnShape,
     q: *const f32,
@@ -98,72 +186,121 @@ unsafe fn probs(
     lse: Option<&mut [f32]>,
     saved: Option<&[f32]>,
 ) {
-    let (t, d, hd) = (s.t, s.d, s.hd());
-    unsafe {
-        mm(
-            t,
-            t,
-            hd,
-            p.as_mut_ptr(),
-            (t, 1),
-            q,
-            (d, 1),
-            k,
-            (1, d),
-            false,
-        )
-    };
+    let t = s.t;
+    unsafe { scores(s, p.as_mut_ptr(), q, k) };
     let scale = s.scale();
     let mut lse = lse;
-    for i in 0..t {
-        let row = &mut p[i * t..(i + 1) * t];
-        let (live, dead) = row.split_at_mut(i + 1);
-        dead.fill(0.0);
-        let l = match saved {
-            Some(sv) => sv[i],
-            None => {
-                let m = live
-                    .iter()
-                    .fold(f32::NEG_INFINITY, |a, &x| a.max(x * scale));
-                let z: f32 = live.iter().map(|&x| (x * scale - m).exp()).sum();
-                m + z.ln()
+    crate::cpu::math::vectorized(|| {
+        for i in 0..t {
+            let row = &mut p[i * t..i * t + row_end(i, t)];
+            let (live, dead) = row.split_at_mut(i + 1);
+            dead.fill(0.0);
+            let l = match saved {
+                Some(sv) => sv[i],
+                None => {
+                    let m = live
+                        .iter()
+                        .fold(f32::NEG_INFINITY, |a, &x| a.max(x * scale));
+                    let z: f32 = live.iter().map(|&x| exp(x * scale - m)).sum();
+                    m + z.ln()
+                }
+            };
+            for x in live.iter_mut() {
+                *x = exp(*x * scale - l);
             }
-        };
-        for x in live.iter_mut() {
-            *x = (*x * scale - l).exp();
+            if let Some(ls) = lse.as_deref_mut() {
+                ls[i] = l;
+            }
         }
-        if let Some(ls) = lse.as_deref_mut() {
-            ls[i] = l;
+    })
+}
+
+/// Forward of one (sequence, head) slot: writes that head's columns of `y`
+/// and the slot's `t` log-sum-exps; `p` is `t * t` scratch.
+///
+/// # Safety
+/// `q`, `k`, `v` and `y` point to `[batch * t, d]` buffers of shape `s`.
+pub unsafe fn attention_slot_forward(
+    s: &AttnShape,
+    slot: usize,
+    (q, k, v): (*const f32, *const f32, *const f32),
+    y: *mut f32,
+    lse: &mut [f32],
+    p: &mut [f32],
+) {
+    let o = s.off(slot);
+    unsafe {
+        probs(s, q.add(o), k.add(o), p, Some(lse), None);
+        causal_times(s, y.add(o), p.as_ptr(), v.add(o));
+    }
+}
+
+/// Backward of one slot: writes that head's columns of `dq`, `dk`, `dv`;
+/// `p` and `dp` are `t * t` scratch.
+///
+/// # Safety
+/// Every pointer is a `[batch * t, d]` buffer of shape `s`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn attention_slot_backward(
+    s: &AttnShape,
+    slot: usize,
+    (q, k, v): (*const f32, *const f32, *const f32),
+    lse: &[f32],
+    dy: *const f32,
+    (dq, dk, dv): (*mut f32, *mut f32, *mut f32),
+    p: &mut [f32],
+    dp: &mut [f32],
+) {
+    let t = s.t;
+    let o = s.off(slot);
+    let scale = s.scale();
+    unsafe {
+        let (qo, ko, vo, dyo) = (q.add(o), k.add(o), v.add(o), dy.add(o));
+        probs(s, qo, ko, p, None, Some(lse));
+        // dV = P^T dY ; dP = dY V^T
+        causal_transpose_times(s, dv.add(o), p.as_ptr(), dyo);
+        scores(s, dp.as_mut_ptr(), dyo, vo);
+    }
+    // dS = P * (dP - rowsum(P * dP)) * scale, zero above the diagonal.
+    crate::cpu::math::vectorized(|| {
+        for i in 0..t {
+            let (pr, dpr) = (
+                &p[i * t..i * t + i + 1],
+                &mut dp[i * t..i * t + row_end(i, t)],
+            );
+            let di: f32 = pr.iter().zip(dpr.iter()).map(|(a, b)| a * b).sum();
+            let (live, dead) = dpr.split_at_mut(i + 1);
+            for (x, &pj) in live.iter_mut().zip(pr) {
+                *x = pj * (*x - di) * scale;
+            }
+            dead.fill(0.0);
         }
+    });
+    unsafe {
+        // dQ = dS K ; dK = dS^T Q
+        causal_times(s, dq.add(o), dp.as_ptr(), k.add(o));
+        causal_transpose_times(s, dk.add(o), dp.as_ptr(), q.add(o));
     }
 }
 
 /// Forward: `y = softmax(causal(scale Q K^T)) V` per head; returns `(y, lse)`
 /// with `lse` laid out `[batch * n_head, t]`.
 pub fn attention_forward(s: AttnShape, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let (t, d, hd) = (s.t, s.d, s.hd());
-    let mut y = vec![0.0f32; s.batch * t * d];
+    let t = s.t;
+    let mut y = vec![0.0f32; s.batch * t * s.d];
     let mut lse = vec![0.0f32; s.batch * s.n_head * t];
     let yp = Ptr(y.as_mut_ptr());
     lse.par_chunks_mut(t).enumerate().for_each_init(
         || vec![0.0f32; t * t],
-        |p, (slot, lse)| {
-            let o = s.off(slot);
-            unsafe {
-                probs(&s, q.as_ptr().add(o), k.as_ptr().add(o), p, Some(lse), None);
-                mm(
-                    t,
-                    hd,
-                    t,
-                    yp.at(o),
-                    (d, 1),
-                    p.as_ptr(),
-                    (t, 1),
-                    v.as_ptr().add(o),
-                    (d, 1),
-                    false,
-                );
-            }
+        |p, (slot, lse)| unsafe {
+            attention_slot_forward(
+                &s,
+                slot,
+                (q.as_ptr(), k.as_ptr(), v.as_ptr()),
+                yp.at(0),
+                lse,
+                p,
+            )
         },
     );
     (y, lse)
@@ -178,93 +315,27 @@ pub fn attention_backward(
     lse: &[f32],
     dy: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (t, d, hd) = (s.t, s.d, s.hd());
-    let n = s.batch * t * d;
+    let t = s.t;
+    let n = s.batch * t * s.d;
     let (mut dq, mut dk, mut dv) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
     let (dqp, dkp, dvp) = (
         Ptr(dq.as_mut_ptr()),
         Ptr(dk.as_mut_ptr()),
         Ptr(dv.as_mut_ptr()),
     );
-    let scale = s.scale();
     (0..s.batch * s.n_head).into_par_iter().for_each_init(
         || (vec![0.0f32; t * t], vec![0.0f32; t * t]),
-        |(p, dp), slot| {
-            let o = s.off(slot);
-            unsafe {
-                let (qo, ko, vo, dyo) = (
-                    q.as_ptr().add(o),
-                    k.as_ptr().add(o),
-                    v.as_ptr().add(o),
-                    dy.as_ptr().add(o),
-                );
-                probs(&s, qo, ko, p, None, Some(&lse[slot * t..(slot + 1) * t]));
-                // dV = P^T dY
-                mm(
-                    t,
-                    hd,
-                    t,
-                    dvp.at(o),
-                    (d, 1),
-                    p.as_ptr(),
-                    (1, t),
-                    dyo,
-                    (d, 1),
-                    false,
-                );
-                // dP = dY V^T
-                mm(
-                    t,
-                    t,
-                    hd,
-                    dp.as_mut_ptr(),
-                    (t, 1),
-                    dyo,
-                    (d, 1),
-                    vo,
-                    (1, d),
-                    false,
-                );
-            }
-            // dS = P * (dP - rowsum(P * dP)) * scale, zero above the diagonal.
-            for i in 0..t {
-                let (pr, dpr) = (&p[i * t..i * t + i + 1], &mut dp[i * t..(i + 1) * t]);
-                let di: f32 = pr.iter().zip(dpr.iter()).map(|(a, b)| a * b).sum();
-                for (j, x) in dpr.iter_mut().enumerate() {
-                    *x = if j <= i {
-                        pr[j] * (*x - di) * scale
-                    } else {
-                        0.0
-                    };
-                }
-            }
-            unsafe {
-                // dQ = dS K ; dK = dS^T Q
-                mm(
-                    t,
-                    hd,
-                    t,
-                    dqp.at(o),
-                    (d, 1),
-                    dp.as_ptr(),
-                    (t, 1),
-                    k.as_ptr().add(o),
-                    (d, 1),
-                    false,
-                );
-                mm(
-                    t,
-                    hd,
-                    t,
-                    dkp.at(o),
-                    (d, 1),
-                    dp.as_ptr(),
-                    (1, t),
-                    q.as_ptr().add(o),
-                    (d, 1),
-                    false,
-                );
-            }
+        |(p, dp), slot| unsafe {
+            attention_slot_backward(
+                &s,
+                slot,
+                (q.as_ptr(), k.as_ptr(), v.as_ptr()),
+                &lse[slot * t..(slot + 1) * t],
+                dy.as_ptr(),
+                (dqp.at(0), dkp.at(0), dvp.at(0)),
+                p,
+                dp,
+            )
         },
     );
     (dq, dk, dv)
@@ -278,24 +349,12 @@ pub fn layer_norm_forward(
     d: usize,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let n = x.len() / d;
-    let mut y = vec![0.0f32; x.len()];
-    let mut stats = vec![(0.0f32, 0.0f32); n];
-    y.par_chunks_mut(d * 64)
-        .zip(stats.par_chunks_mut(64))
-        .enumerate()
-        .for_each(|(c, (yc, sc))| {
-            for (r, (yr, st)) in yc.chunks_mut(d).zip(sc.iter_mut()).enumerate() {
-                let xr = &x[(c * 64 + r) * d..(c * 64 + r + 1) * d];
-                let mean = xr.iter().sum::<f32>() / d as f32;
-                let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-                let rstd = 1.0 / (var + 1e-5).sqrt();
-                for j in 0..d {
-                    yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
-                }
-                *st = (mean, rstd);
-            }
-        });
-    let (mean, rstd) = stats.into_iter().unzip();
+    let (mut y, mut mean, mut rstd) = (vec![0.0f32; x.len()], vec![0.0f32; n], vec![0.0f32; n]);
+    const ROWS: usize = 64;
+    y.par_chunks_mut(d * ROWS)
+        .zip(mean.par_chunks_mut(ROWS).zip(rstd.par_chunks_mut(ROWS)))
+        .zip(x.par_chunks(d * ROWS))
+        .for_each(|((y, (mean, rstd)), x)| layer_norm(LnOut { y, mean, rstd }, x, w, b));
     (y, mean, rstd)
 }
 
@@ -309,39 +368,30 @@ pub fn layer_norm_backward(
     d: usize,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut dx = vec![0.0f32; x.len()];
-    let rows = 64;
+    const ROWS: usize = 64;
     let partial: Vec<(Vec<f32>, Vec<f32>)> = dx
-        .par_chunks_mut(d * rows)
+        .par_chunks_mut(d * ROWS)
         .enumerate()
         .map(|(c, dxc)| {
             let (mut dw, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
-            let mut xh = vec![0.0f32; d];
-            for (r, dxr) in dxc.chunks_mut(d).enumerate() {
-                let i = c * rows + r;
-                let (xr, dyr) = (&x[i * d..(i + 1) * d], &dy[i * d..(i + 1) * d]);
-                let (mut s1, mut s2) = (0.0f32, 0.0f32);
-                for j in 0..d {
-                    xh[j] = (xr[j] - mean[i]) * rstd[i];
-                    let g = dyr[j] * w[j];
-                    s1 += g;
-                    s2 += g * xh[j];
-                    dw[j] += dyr[j] * xh[j];
-                    db[j] += dyr[j];
-                }
-                let (s1, s2) = (s1 / d as f32, s2 / d as f32);
-                for j in 0..d {
-                    dxr[j] = rstd[i] * (dyr[j] * w[j] - s1 - xh[j] * s2);
-                }
-            }
+            let (r0, r1) = (c * ROWS, c * ROWS + dxc.len() / d);
+            layer_norm_backward_rows(
+                dxc,
+                Some(&mut dw),
+                Some(&mut db),
+                &dy[r0 * d..r1 * d],
+                &x[r0 * d..r1 * d],
+                w,
+                &mean[r0..r1],
+                &rstd[r0..r1],
+            );
             (dw, db)
         })
         .collect();
     let (mut dw, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
     for (pw, pb) in partial {
-        for j in 0..d {
-            dw[j] += pw[j];
-            db[j] += pb[j];
-        }
+        column_sums(&mut dw, &pw);
+        column_sums(&mut db, &pb);
     }
     (dx, dw, db)
 }

@@ -8,7 +8,9 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod cpu;
 pub mod data;
+pub mod engine;
 pub mod eval;
 pub mod fused;
 pub mod init;
@@ -18,6 +20,7 @@ pub mod optim;
 pub mod train;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, CheckpointMeta};
+pub use engine::EngineKind;
 pub use eval::{eval_weights, EvalReport};
 pub use init::{initial_weights, mimetic_weights, random_weights, InitKind};
 pub use model::Gpt;
@@ -36,6 +39,18 @@ pub enum LmError {
     Shape(String),
     #[error("{0}")]
     Config(String),
+}
+
+/// `File` wraps a failed read or write of a checkpoint file (its cause is
+/// kept as text only, so it counts as I/O).
+impl resid_io::Classify for LmError {
+    fn class(&self) -> resid_io::ErrorClass {
+        match self {
+            LmError::File { .. } => resid_io::ErrorClass::Io,
+            LmError::Shape(_) => resid_io::ErrorClass::BadInput,
+            LmError::Config(_) => resid_io::ErrorClass::Usage,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, LmError>;

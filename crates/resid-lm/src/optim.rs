@@ -11,6 +11,7 @@ use burn::prelude::ToElement;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 
+use crate::model::{from_burn_layout, to_burn_layout};
 use crate::NamedTensors;
 
 /// Learning rate at `step` (0-based): linear warmup to `lr` over `warmup`
@@ -34,6 +35,8 @@ pub struct AdamW<B: Backend> {
     pub weight_decay: f64,
     /// Which parameters decay (torch-shape rank 2).
     pub decay: Vec<bool>,
+    /// Which parameters stay as they are (no update, no part in the norm).
+    pub frozen: Vec<bool>,
     /// Steps taken (bias correction).
     pub t: usize,
     m: Vec<Tensor<B, 2>>,
@@ -54,6 +57,7 @@ impl<B: Backend> AdamW<B> {
             beta2: 0.95,
             eps: 1e-8,
             weight_decay,
+            frozen: vec![false; decay.len()],
             decay,
             t: 0,
             m: zeros(),
@@ -76,9 +80,10 @@ impl<B: Backend> AdamW<B> {
     {
         let gs: Vec<Tensor<B, 2>> = params
             .iter()
-            .map(|p| {
-                p.grad(grads)
-                    .unwrap_or_else(|| p.clone().inner().zeros_like())
+            .zip(&self.frozen)
+            .map(|(p, &frozen)| match p.grad(grads) {
+                Some(g) if !frozen => g,
+                _ => p.clone().inner().zeros_like(),
             })
             .collect();
         // Global L2 norm with one device->host sync.
@@ -95,6 +100,10 @@ impl<B: Backend> AdamW<B> {
         let step_size = lr / bc1;
         let mut out = Vec::with_capacity(params.len());
         for (i, (p, g)) in params.into_iter().zip(gs).enumerate() {
+            if self.frozen[i] {
+                out.push(p);
+                continue;
+            }
             let g = if scale != 1.0 { g.mul_scalar(scale) } else { g };
             let m =
                 self.m[i].clone().mul_scalar(self.beta1) + g.clone().mul_scalar(1.0 - self.beta1);
@@ -113,20 +122,20 @@ impl<B: Backend> AdamW<B> {
         (out, norm)
     }
 
-    /// The moments as named host tensors `m.<name>` / `v.<name>` (burn layout,
-    /// flattened shape recorded as 2-D).
-    pub fn to_named(&self, names: &[String]) -> NamedTensors {
+    /// The moments as named host tensors `m.<name>` / `v.<name>` in torch
+    /// layout and shape (`specs`: `param_specs()`), as the native path saves them.
+    pub fn to_named(&self, specs: &[(String, Vec<usize>)]) -> NamedTensors {
         let mut out = Vec::new();
         for (prefix, list) in [("m", &self.m), ("v", &self.v)] {
-            for (n, t) in names.iter().zip(list) {
-                let shape = t.dims().to_vec();
+            for ((n, shape), t) in specs.iter().zip(list) {
                 let data = t
                     .clone()
                     .into_data()
                     .convert::<f32>()
                     .into_vec::<f32>()
                     .expect("f32");
-                out.push((format!("{prefix}.{n}"), shape, data));
+                let data = from_burn_layout(n, shape, data);
+                out.push((format!("{prefix}.{n}"), shape.clone(), data));
             }
         }
         out
@@ -135,24 +144,24 @@ impl<B: Backend> AdamW<B> {
     /// Restores moments saved by [`AdamW::to_named`]; `t` comes from the sidecar.
     pub fn load_named(
         &mut self,
-        names: &[String],
+        specs: &[(String, Vec<usize>)],
         saved: &NamedTensors,
         t: usize,
         device: &B::Device,
     ) -> crate::Result<()> {
         let find = |key: &str| saved.iter().find(|(n, _, _)| n == key);
-        for (i, n) in names.iter().enumerate() {
+        for (i, (n, shape)) in specs.iter().enumerate() {
             for (prefix, list) in [("m", &mut self.m), ("v", &mut self.v)] {
                 let key = format!("{prefix}.{n}");
-                let (_, shape, data) = find(&key)
+                let (_, got, data) = find(&key)
                     .ok_or_else(|| crate::LmError::Shape(format!("optimizer state lacks {key}")))?;
-                if shape[..] != list[i].dims()[..] {
+                if got != shape {
                     return Err(crate::LmError::Shape(format!(
-                        "optimizer {key}: shape {shape:?}"
+                        "optimizer {key}: shape {got:?}, the model needs {shape:?}"
                     )));
                 }
-                list[i] =
-                    Tensor::from_data(TensorData::new(data.clone(), [shape[0], shape[1]]), device);
+                let (d, s) = to_burn_layout(n, shape, data.clone());
+                list[i] = Tensor::from_data(TensorData::new(d, s), device);
             }
         }
         self.t = t;

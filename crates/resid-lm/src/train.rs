@@ -12,19 +12,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::prelude::ToElement;
-use burn::tensor::{Tensor, TensorData};
 use resid_corpus::config::GptConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{self, Infer, Train};
 use crate::checkpoint::{load_checkpoint, save_checkpoint, CheckpointMeta};
 use crate::data::sample_batch;
-use crate::eval::{heldout_loss, EvalReport};
+use crate::engine::{Engine, EngineKind};
+use crate::eval::EvalReport;
 use crate::init::{initial_weights, InitKind};
-use crate::model::{to_burn_layout, Gpt};
-use crate::optim::{lr_at, AdamW};
-use crate::{LmError, NamedTensors, Result};
+use crate::optim::lr_at;
+use crate::{LmError, Result};
 
 /// What to train and where to write it.
 #[derive(Clone, Debug)]
@@ -45,8 +42,14 @@ pub struct TrainOptions {
     pub resume: Option<PathBuf>,
     /// Stop after this many steps in this invocation (tests of resume; None: run to the end).
     pub stop_after: Option<usize>,
-    /// `tokenizer.json` text written into every checkpoint folder (None: byte-level, nothing written).
+    /// Tokenizer file text written into every checkpoint folder (None: byte-level, nothing written).
     pub tokenizer_json: Option<String>,
+    /// Parameters left as they start: exact names of `param_specs()` or
+    /// prefixes ending in a dot (`blocks.0.` freezes the first block). A
+    /// resumed run keeps the set its checkpoint recorded.
+    pub frozen: Vec<String>,
+    /// Which implementation trains (resid's CPU path unless built with `cuda`).
+    pub engine: EngineKind,
 }
 
 impl TrainOptions {
@@ -65,6 +68,8 @@ impl TrainOptions {
             resume: None,
             stop_after: None,
             tokenizer_json: None,
+            frozen: Vec::new(),
+            engine: EngineKind::default(),
         }
     }
 }
@@ -111,24 +116,19 @@ pub struct TrainSummary {
     pub backend: String,
 }
 
-/// Builds the autodiff model from torch-layout weights.
-fn model_from(cfg: &GptConfig, w: &NamedTensors, device: &backend::Device) -> Gpt<Train> {
-    let params = w
+/// Per parameter of `cfg`: whether a pattern of `frozen` names it.
+pub fn frozen_mask(cfg: &GptConfig, frozen: &[String]) -> Result<Vec<bool>> {
+    let names: Vec<String> = cfg.param_specs().into_iter().map(|(n, _)| n).collect();
+    let hits = |p: &String, n: &String| n == p || (p.ends_with('.') && n.starts_with(p.as_str()));
+    if let Some(p) = frozen.iter().find(|p| !names.iter().any(|n| hits(p, n))) {
+        return Err(LmError::Config(format!(
+            "frozen parameter {p:?} names no parameter of the model (names look like blocks.0.attn.q.weight; a prefix ends in '.')"
+        )));
+    }
+    Ok(names
         .iter()
-        .map(|(name, shape, data)| {
-            let (d, s) = to_burn_layout(name, shape, data.clone());
-            Tensor::<Train, 2>::from_data(TensorData::new(d, s), device).require_grad()
-        })
-        .collect();
-    Gpt::from_params(cfg.clone(), params)
-}
-
-/// The forward-only view of a training model (shares storage).
-pub fn inference_view(model: &Gpt<Train>) -> Gpt<Infer> {
-    Gpt::from_params(
-        model.cfg.clone(),
-        model.params().into_iter().map(|p| p.inner()).collect(),
-    )
+        .map(|n| frozen.iter().any(|p| hits(p, n)))
+        .collect())
 }
 
 /// Trains. `train_tokens` / `heldout_tokens` are the two splits already
@@ -140,9 +140,8 @@ pub fn train(
     bytes_per_token: f64,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<TrainSummary> {
-    let device = backend::device();
     // Start: fresh or resumed.
-    let (cfg, seed, init_name, start_step, mut tokens_seen, weights, opt_state, total) =
+    let (cfg, seed, init_name, start_step, mut tokens_seen, weights, opt_state, total, frozen) =
         match &opts.resume {
             Some(dir) => {
                 let ck = load_checkpoint(dir)?;
@@ -156,6 +155,7 @@ pub fn train(
                     ck.weights,
                     ck.optimizer,
                     m.total_steps,
+                    m.frozen,
                 )
             }
             None => {
@@ -169,6 +169,7 @@ pub fn train(
                     w,
                     None,
                     opts.cfg.steps,
+                    opts.frozen.clone(),
                 )
             }
         };
@@ -177,18 +178,9 @@ pub fn train(
             "byte tokenizer needs vocab_size >= 256".into(),
         ));
     }
-    let names: Vec<String> = cfg.param_specs().into_iter().map(|(n, _)| n).collect();
-    let mut model = model_from(&cfg, &weights, &device);
-    let shapes: Vec<[usize; 2]> = model.params().iter().map(|p| p.dims()).collect();
-    let decay = cfg
-        .param_specs()
-        .iter()
-        .map(|(_, s)| s.len() == 2)
-        .collect();
-    let mut opt = AdamW::<Infer>::new(&shapes, decay, cfg.weight_decay, &device);
-    if let Some(st) = &opt_state {
-        opt.load_named(&names, st, start_step, &device)?;
-    }
+    let mask = frozen_mask(&cfg, &frozen)?;
+    let opt = opt_state.as_ref().map(|st| (st, start_step));
+    let mut engine = Engine::new(opts.engine, &cfg, &weights, &mask, opt)?;
     let tokenizer = match cfg.tokenizer {
         resid_corpus::config::TokenizerKind::Byte => "byte",
         resid_corpus::config::TokenizerKind::Bpe => "bpe",
@@ -206,25 +198,17 @@ pub fn train(
         heldout_loss: None,
         heldout_nats_per_byte: None,
         heldout_tokens: None,
+        frozen,
     };
-    let eval = |m: &Gpt<Train>, max: usize| {
-        heldout_loss(
-            &inference_view(m),
-            heldout_tokens,
-            bytes_per_token,
-            16,
-            max,
-            &device,
-        )
-    };
+    let eval = |e: &mut Engine, max: usize| e.heldout(heldout_tokens, bytes_per_token, max);
     let mut curve = Vec::new();
     let t0 = Instant::now();
     let mut initial_heldout = None;
     if opts.resume.is_none() {
-        let r = eval(&model, opts.eval_tokens);
+        let r = eval(&mut engine, opts.eval_tokens);
         initial_heldout = Some(r);
         set_eval(&mut meta, &r);
-        save(&opts.out.join("step-0"), &model, &meta, &opt, &names, opts)?;
+        save(&opts.out.join("step-0"), &engine, &meta, opts)?;
         curve.push(point(0, 0, 0.0, 0.0, None, Some(r)));
     }
     let end = opts
@@ -236,19 +220,14 @@ pub fn train(
     for step in start_step..end {
         let lr = lr_at(step, cfg.lr, cfg.warmup_steps, total);
         let hb = sample_batch(train_tokens, cfg.batch_size, cfg.context, seed, step as u64);
-        let (x, y) = hb.to_device::<Train>(&device);
-        let loss = model.loss(x, y);
-        let grads = loss.backward();
-        let loss_v = loss.into_scalar().to_f64();
-        let (params, gnorm) = opt.step(model.params(), &grads, lr, cfg.grad_clip);
-        model = Gpt::from_params(cfg.clone(), params);
+        let (loss_v, gnorm) = engine.step(&hb, lr, cfg.grad_clip);
         tokens_seen += tokens_per_step;
         win_sum += loss_v;
         win_n += 1;
         let done = step + 1;
         let is_last = done == end;
         let heldout = (opts.eval_every > 0 && done % opts.eval_every == 0 && !is_last)
-            .then(|| eval(&model, opts.eval_tokens));
+            .then(|| eval(&mut engine, opts.eval_tokens));
         let elapsed = train_start.elapsed().as_secs_f64();
         let steps_run = done - start_step;
         let tps = (steps_run as u64 * tokens_per_step) as f64 / elapsed.max(1e-9);
@@ -279,18 +258,11 @@ pub fn train(
             meta.step = done;
             meta.tokens_seen = tokens_seen;
             meta.train_loss = last_train;
-            save(
-                &opts.out.join(format!("step-{done}")),
-                &model,
-                &meta,
-                &opt,
-                &names,
-                opts,
-            )?;
+            save(&opts.out.join(format!("step-{done}")), &engine, &meta, opts)?;
         }
     }
     let seconds = train_start.elapsed().as_secs_f64();
-    let final_heldout = eval(&model, opts.final_eval_tokens);
+    let final_heldout = eval(&mut engine, opts.final_eval_tokens);
     if let Some(p) = curve.last_mut() {
         if p.step == end {
             p.heldout_nats_per_token = Some(final_heldout.nats_per_token);
@@ -301,7 +273,7 @@ pub fn train(
     meta.tokens_seen = tokens_seen;
     meta.train_loss = last_train;
     set_eval(&mut meta, &final_heldout);
-    save(&opts.out, &model, &meta, &opt, &names, opts)?;
+    save(&opts.out, &engine, &meta, opts)?;
     let steps_run = end - start_step;
     let summary = TrainSummary {
         steps: end,
@@ -312,13 +284,10 @@ pub fn train(
         final_heldout,
         final_train_loss: last_train,
         curve,
-        backend: backend::NAME.into(),
+        backend: opts.engine.describe().into(),
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
-    std::fs::write(opts.out.join("curve.json"), json).map_err(|e| LmError::File {
-        path: opts.out.join("curve.json").display().to_string(),
-        msg: e.to_string(),
-    })?;
+    crate::checkpoint::write_atomic(&opts.out.join("curve.json"), &json)?;
     Ok(summary)
 }
 
@@ -347,18 +316,18 @@ fn point(
     }
 }
 
-fn save(
-    dir: &Path,
-    model: &Gpt<Train>,
-    meta: &CheckpointMeta,
-    opt: &AdamW<Infer>,
-    names: &[String],
-    opts: &TrainOptions,
-) -> Result<()> {
-    let w = inference_view(model).to_weights();
-    save_checkpoint(dir, &w, meta, Some(&opt.to_named(names)))?;
+fn save(dir: &Path, engine: &Engine, meta: &CheckpointMeta, opts: &TrainOptions) -> Result<()> {
+    save_checkpoint(
+        dir,
+        &engine.weights(),
+        meta,
+        Some(&engine.optimizer_state()),
+    )?;
     if let Some(t) = &opts.tokenizer_json {
-        crate::checkpoint::write_atomic(&dir.join("tokenizer.json"), t.as_bytes())?;
+        crate::checkpoint::write_atomic(
+            &dir.join(resid_corpus::tokenizer::FILE_NAME),
+            t.as_bytes(),
+        )?;
     }
     Ok(())
 }

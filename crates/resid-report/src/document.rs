@@ -107,6 +107,19 @@ pub enum ReportError {
     DuplicateFigure(String),
 }
 
+impl resid_io::Classify for ReportError {
+    fn class(&self) -> resid_io::ErrorClass {
+        use resid_io::ErrorClass;
+        match self {
+            ReportError::Io(e) => e.class(),
+            ReportError::Folder { .. } => ErrorClass::Io,
+            ReportError::Plot(e) => e.class(),
+            ReportError::Json(_) => ErrorClass::BadInput,
+            ReportError::DuplicateFigure(_) => ErrorClass::Usage,
+        }
+    }
+}
+
 /// Writes `dir/index.html`, `dir/report.md` with its `dir/fig-*.svg`, and
 /// `dir/report.json` when `json` is given. The folder is created if
 /// missing; each file appears whole or not at all.

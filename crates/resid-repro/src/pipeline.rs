@@ -212,6 +212,18 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
     if opts.mimetic {
         inits.push(("mimetic", InitKind::Mimetic));
     }
+    let to_train = inits
+        .iter()
+        .filter(|(n, _)| !out.join(format!("train-{n}.json")).exists())
+        .count();
+    if to_train > 0 {
+        on(ReproEvent::Note(estimate(
+            opts,
+            &cfg,
+            to_train,
+            inits.len(),
+        )?));
+    }
     let mut runs = Vec::new();
     for (name, init) in inits {
         let step = format!("train-{name}");
@@ -488,7 +500,38 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
     Ok(report)
 }
 
-/// The tokenizer for the preset, trained once and kept in `out/tokenizer.json`.
+/// Seconds the steps other than training and scoring took in the default
+/// tiny run (corpus base, analyses, residual files; BENCHMARKS.md).
+const OTHER_STEPS_S: f64 = 60.0;
+
+/// A line saying how long the run will take: this model's training speed
+/// measured now (three steps), times the tokens to train and to score.
+fn estimate(opts: &ReproOptions, cfg: &GptConfig, to_train: usize, runs: usize) -> Result<String> {
+    let kind = resid_lm::EngineKind::default();
+    let tps = resid_lm::engine::measure_tokens_per_s(kind, cfg, 2)
+        .map_err(|e| ReproError::at("estimate", e))?;
+    let per_run = (cfg.steps * cfg.batch_size * cfg.context) as f64;
+    let train_s = to_train as f64 * per_run / tps;
+    // Held-out tokens scored per run: eleven evals of half the slice while
+    // training, then the ends, every residual file and both needle variants.
+    let evals =
+        5.5 + 1.0 + 2.0 + (1 + opts.rates.len()) as f64 + 2.0 * opts.needle_fracs.len() as f64;
+    // A forward pass costs about a third of a training step.
+    let score_s = runs as f64 * evals * opts.eval_tokens as f64 / (3.0 * tps);
+    let total = train_s + score_s + OTHER_STEPS_S;
+    Ok(format!(
+        "about {:.1} min: {to_train} training run(s) of {} steps at {:.0} tokens/s (measured now) {:.0} s, scoring {:.0} s, base and analyses ~{:.0} s",
+        total / 60.0,
+        cfg.steps,
+        tps,
+        train_s,
+        score_s,
+        OTHER_STEPS_S
+    ))
+}
+
+/// The tokenizer for the preset, trained once and kept in `out/resid-tokenizer.json`
+/// (an older run's `out/tokenizer.json` is reused).
 /// Figure options of the analysis reports the reproduction writes.
 fn figure_options(opts: &ReproOptions) -> resid::report::analysis::FigureOptions {
     resid::report::analysis::FigureOptions {
@@ -515,10 +558,10 @@ fn analysis_report(
 }
 
 fn tokenizer(out: &Path, cfg: &GptConfig, train_text: &[u8]) -> Result<Tokenizer> {
-    let path = out.join("tokenizer.json");
-    if path.exists() {
+    if let Some(path) = resid_corpus::tokenizer::find_in(out) {
         return Tokenizer::load(&path).map_err(|e| ReproError::at("tokenizer", e));
     }
+    let path = out.join(resid_corpus::tokenizer::FILE_NAME);
     let t = Tokenizer::for_config(cfg, train_text);
     t.save(&path).map_err(|e| ReproError::at("tokenizer", e))?;
     Ok(t)

@@ -9,12 +9,14 @@ use std::path::PathBuf;
 use anyhow::Context;
 use resid::analysis::{analyze, analyze_subspace, Margins, Options, Subspace};
 use resid::io::atomic::AtomicFile;
-use resid::io::{Checkpoint, Layout};
+use resid::io::Layout;
 
 /// Arguments of `resid analyze`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Base checkpoint: a .safetensors file, or a folder with model.safetensors or model.safetensors.index.json.
+    /// Base checkpoint: a .safetensors file, a folder with model.safetensors
+    /// or model.safetensors.index.json, or a repo id org/name[@revision]
+    /// found in the local Hugging Face cache (a path that exists wins).
     #[arg(
         long,
         required_unless_present = "subspace_of",
@@ -39,7 +41,7 @@ pub struct Args {
     pub json: Option<PathBuf>,
     /// Also write a report folder: index.html (self-contained, figures
     /// inline), report.md with its SVG figures, and report.json.
-    #[arg(long, value_name = "DIR")]
+    #[arg(short = 'o', long = "out", visible_aliases = ["output", "report"], value_name = "DIR")]
     pub report: Option<PathBuf>,
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long)]
@@ -83,23 +85,29 @@ pub struct Args {
     #[arg(long, value_parser = super::pack::parse_bytes)]
     pub max_memory: Option<usize>,
     /// No progress bar.
-    #[arg(long, short)]
+    #[arg(short, long)]
     pub quiet: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.k.is_some() && args.subspace_of.is_none() {
-        anyhow::bail!("--k sets the directions of --subspace-of; it means nothing with --base");
+        crate::exit::usage_bail!(
+            "--k sets the directions of --subspace-of; it means nothing with --base"
+        );
     }
     let layout = match &args.layout {
         Some(p) => Layout::from_file(p)?,
         None => Layout::builtin(),
     };
-    let base = args.base.as_deref().map(Checkpoint::open).transpose()?;
-    let trained = Checkpoint::open(&args.trained)?;
+    let base = args
+        .base
+        .as_deref()
+        .map(|b| crate::input::open(b, args.quiet))
+        .transpose()?;
+    let trained = crate::input::open(&args.trained, args.quiet)?;
     let subspace = match &args.subspace_of {
         Some(p) => {
-            let ck = Checkpoint::open(p)?;
+            let ck = crate::input::open(p, args.quiet)?;
             Some(Subspace::from_checkpoint(
                 &ck,
                 &layout,

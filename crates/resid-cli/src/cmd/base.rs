@@ -1,13 +1,13 @@
 //! `resid base`: derive the corpus-derived weight base (CSB) for the small
 //! GPT, or write the mimetic / random init, as a checkpoint folder
-//! (`model.safetensors`, `base.json`, `config.json`, `model.json`,
-//! `tokenizer.json`), and print how each tensor was made and the step-0
+//! (`model.safetensors`, `base.json`, `resid-config.json`, `model.json`,
+//! `resid-tokenizer.json`), and print how each tensor was made and the step-0
 //! held-out loss beside the count models.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use resid_corpus::base::{self, forward};
 use resid_corpus::{config::GptConfig, corpus, counts, tokenizer::Tokenizer};
 
@@ -26,7 +26,12 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Output folder.
-    #[arg(short, long)]
+    #[arg(
+        short = 'o',
+        long = "out",
+        visible_alias = "output",
+        value_name = "DIR"
+    )]
     pub out: PathBuf,
     /// Held-out windows (of context + 1 tokens) for the step-0 loss; 0 skips it.
     #[arg(long, default_value_t = 32)]
@@ -34,13 +39,14 @@ pub struct Args {
     /// Write the provenance and step-0 figures as JSON; `-` for stdout.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    #[arg(long)]
+    /// Print nothing but errors (and the JSON asked for).
+    #[arg(short, long)]
     pub quiet: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let Some(mut cfg) = GptConfig::preset(&a.preset) else {
-        bail!("unknown preset '{}' (tiny or paper)", a.preset);
+        crate::exit::usage_bail!("unknown preset '{}' (tiny or paper)", a.preset);
     };
     let to_stdout = a.json.as_deref() == Some(std::path::Path::new("-"));
     let say = |s: String| {
@@ -71,7 +77,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "csb" => base::derive_base(&tr, &cfg, a.seed),
         "mimetic" => base::mimetic_init(&cfg, a.seed),
         "random" => base::random_init(&cfg, a.seed),
-        other => bail!("unknown init '{other}' (csb, mimetic or random)"),
+        other => crate::exit::usage_bail!("unknown init '{other}' (csb, mimetic or random)"),
     };
     say(format!(
         "{} weights in {:.1}s",
@@ -85,7 +91,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.eval_windows > 0 {
         let windows = forward::even_windows(&he, cfg.context + 1, a.eval_windows);
         if windows.is_empty() {
-            bail!("held-out split shorter than one context window");
+            return Err(crate::exit::bad_input(
+                "held-out split shorter than one context window",
+            ));
         }
         let n: usize = windows.iter().map(|w| w.len() - 1).sum();
         let bytes: usize = windows
@@ -133,12 +141,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(p) = &a.json {
         let doc = serde_json::json!({ "provenance": b.provenance, "step0": figures });
-        let s = serde_json::to_string_pretty(&doc)?;
-        if to_stdout {
-            println!("{s}");
-        } else {
-            std::fs::write(p, s).with_context(|| format!("writing {}", p.display()))?;
-        }
+        crate::output::write_json(p, &serde_json::to_string_pretty(&doc)?)?;
     }
     say(format!("wrote {}", a.out.display()));
     Ok(())

@@ -4,15 +4,15 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use resid::io::Checkpoint;
 
 /// Arguments of `resid bench-codec`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Base checkpoint.
+    /// Base checkpoint: a file, a folder, or a repo id org/name[@revision]
+    /// in the local Hugging Face cache.
     #[arg(long)]
     pub base: PathBuf,
-    /// Trained checkpoint.
+    /// Trained checkpoint (same forms as --base).
     #[arg(long)]
     pub trained: PathBuf,
     /// Lossy rates (bits per parameter), comma-separated.
@@ -29,13 +29,13 @@ pub struct Args {
     pub json: Option<PathBuf>,
     /// Also write a report folder: index.html (self-contained), report.md
     /// with the rate-distortion figure, and report.json (the rows).
-    #[arg(long, value_name = "DIR")]
+    #[arg(short = 'o', long = "out", visible_aliases = ["output", "report"], value_name = "DIR")]
     pub report: Option<PathBuf>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
     /// No progress spinner.
-    #[arg(long, short)]
+    #[arg(short, long)]
     pub quiet: bool,
 }
 
@@ -45,8 +45,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .num_threads(n.max(1))
             .build_global();
     }
-    let base = Checkpoint::open(&args.base)?;
-    let trained = Checkpoint::open(&args.trained)?;
+    let base = crate::input::open(&args.base, args.quiet)?;
+    let trained = crate::input::open(&args.trained, args.quiet)?;
     let dir = match &args.tmp {
         Some(p) => tempfile_in(p)?,
         None => tempfile_in(&std::env::temp_dir())?,

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use resid_corpus::tokenizer::Tokenizer;
 
@@ -26,7 +26,8 @@ pub struct Args {
     /// Write the figures as JSON; `-` for stdout.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    #[arg(long)]
+    /// Accepted for uniformity: eval shows no progress.
+    #[arg(short, long)]
     pub quiet: bool,
 }
 
@@ -34,17 +35,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     super::train::set_threads(a.threads);
     let ck = resid_lm::load_checkpoint(&a.model)
         .with_context(|| format!("loading {}", a.model.display()))?;
-    let tok_path = a.model.join("tokenizer.json");
-    let tokenizer = if tok_path.exists() {
-        Tokenizer::load(&tok_path).with_context(|| format!("{}", tok_path.display()))?
+    let tokenizer = if let Some(p) = resid_corpus::tokenizer::find_in(&a.model) {
+        Tokenizer::load(&p)?
     } else if ck.meta.tokenizer == "byte" {
         Tokenizer::byte()
     } else {
-        bail!(
-            "{}: a {} model needs its tokenizer.json",
-            a.model.display(),
-            ck.meta.tokenizer
-        );
+        return Err(resid::io::IoError::Io {
+            path: a.model.join(resid_corpus::tokenizer::FILE_NAME),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("a {} model needs its tokenizer file", ck.meta.tokenizer),
+            ),
+        }
+        .into());
     };
     let corpus = resid_corpus::corpus::load(a.corpus.as_deref())?;
     let (tr, ho) = resid_corpus::corpus::split(&corpus);
@@ -98,12 +101,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     if let Some(j) = &a.json {
-        let s = serde_json::to_string_pretty(&out)?;
-        if to_stdout {
-            println!("{s}");
-        } else {
-            std::fs::write(j, s).with_context(|| format!("{}", j.display()))?;
-        }
+        crate::output::write_json(j, &serde_json::to_string_pretty(&out)?)?;
     }
     Ok(())
 }

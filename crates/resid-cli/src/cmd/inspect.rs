@@ -11,6 +11,9 @@ pub struct Args {
     /// Write the description as JSON here ('-' for stdout; the summary then goes to stderr).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Accepted for uniformity: inspect shows no progress.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

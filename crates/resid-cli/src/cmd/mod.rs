@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod base;
 pub mod bench_codec;
+pub mod completions;
 #[cfg(feature = "lm")]
 pub mod eval;
 pub mod inspect;

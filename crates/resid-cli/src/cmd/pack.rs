@@ -4,21 +4,26 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use resid::codec::{Mode, PackOptions};
-use resid::io::Checkpoint;
 
 /// Arguments of `resid pack`.
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("mode").required(true).multiple(false)
     .args(["lossless", "bits_per_param", "keep", "max_error"])))]
 pub struct Args {
-    /// Base checkpoint (file or folder).
+    /// Base checkpoint: a file, a folder, or a repo id org/name[@revision]
+    /// in the local Hugging Face cache.
     #[arg(long)]
     pub base: PathBuf,
-    /// Trained checkpoint (file or folder).
+    /// Trained checkpoint (same forms as --base).
     #[arg(long)]
     pub trained: PathBuf,
     /// Output residual file.
-    #[arg(short, long)]
+    #[arg(
+        short = 'o',
+        long = "out",
+        visible_alias = "output",
+        value_name = "PATH"
+    )]
     pub output: PathBuf,
     /// Bit-exact rebuild.
     #[arg(long)]
@@ -49,7 +54,7 @@ pub struct Args {
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// No progress bar.
-    #[arg(long, short)]
+    #[arg(short, long)]
     pub quiet: bool,
 }
 
@@ -68,10 +73,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else if let Some(x) = args.max_error {
         Mode::MaxError(x)
     } else {
-        anyhow::bail!("give one of --lossless, --bits-per-param, --keep, --max-error")
+        crate::exit::usage_bail!("give one of --lossless, --bits-per-param, --keep, --max-error")
     };
-    let base = Checkpoint::open(&args.base)?;
-    let trained = Checkpoint::open(&args.trained)?;
+    let base = crate::input::open(&args.base, args.quiet)?;
+    let trained = crate::input::open(&args.trained, args.quiet)?;
     base.advise_sequential();
     trained.advise_sequential();
     let opts = PackOptions {

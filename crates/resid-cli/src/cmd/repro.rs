@@ -1,5 +1,6 @@
 //! `resid repro`: the study end to end on the shipped corpus (see `resid-repro`).
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use indicatif::ProgressBar;
@@ -18,7 +19,13 @@ pub struct Args {
     #[arg(long, default_value = "tiny")]
     preset: String,
     /// Output folder; finished steps found there are reused (resume).
-    #[arg(short, long, default_value = "repro-out")]
+    #[arg(
+        short = 'o',
+        long = "out",
+        visible_alias = "output",
+        value_name = "DIR",
+        default_value = "repro-out"
+    )]
     out: PathBuf,
     /// Training steps per run (default: 250 for tiny, the preset's for paper).
     #[arg(long)]
@@ -35,8 +42,12 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// No progress bars.
+    /// Also write the report (report.json's content) here ('-' for stdout;
+    /// the summary then goes to stderr).
     #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bars or notes on stderr.
+    #[arg(short, long)]
     quiet: bool,
 }
 
@@ -93,10 +104,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some((_, b)) = bar.take() {
         b.finish_and_clear();
     }
-    println!("{}", resid_repro::summary::terminal(&report));
-    eprintln!(
-        "report: {0}/index.html (open in a browser), {0}/REPORT.md, {0}/report.json; each residual's analysis in {0}/analysis-*/",
-        a.out.display()
-    );
+    writeln!(
+        crate::output::human(a.json.as_deref()),
+        "{}",
+        resid_repro::summary::terminal(&report)
+    )?;
+    if !quiet {
+        eprintln!(
+            "report: {0}/index.html (open in a browser), {0}/REPORT.md, {0}/report.json; each residual's analysis in {0}/analysis-*/",
+            a.out.display()
+        );
+    }
+    if let Some(j) = &a.json {
+        crate::output::write_json(j, &serde_json::to_string_pretty(&report)?)?;
+    }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use resid::io::synth::{write_pair, Arch, ResidualKind, SynthOptions};
 use resid::io::Dtype;
 
@@ -28,25 +28,33 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Output folder; `base/` and `trained/` are written inside it.
-    #[arg(short, long)]
+    #[arg(
+        short = 'o',
+        long = "out",
+        visible_alias = "output",
+        value_name = "DIR"
+    )]
     out: PathBuf,
-    /// No progress bar.
+    /// Write what was generated as JSON here ('-' for stdout).
     #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(short, long)]
     quiet: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let Some(arch) = Arch::named(&a.shape) else {
-        bail!("unknown --shape '{}'", a.shape)
+        crate::exit::usage_bail!("unknown --shape '{}'", a.shape)
     };
     let dtype = match a.dtype.to_ascii_lowercase().as_str() {
         "f32" => Dtype::F32,
         "f16" => Dtype::F16,
         "bf16" => Dtype::BF16,
-        d => bail!("--dtype '{d}': choose f32, f16 or bf16"),
+        d => crate::exit::usage_bail!("--dtype '{d}': choose f32, f16 or bf16"),
     };
     let Some(residual) = ResidualKind::parse(&a.residual) else {
-        bail!(
+        crate::exit::usage_bail!(
             "--residual '{}': choose sparse, dense or lowrank",
             a.residual
         )
@@ -66,12 +74,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         pb.set_position(done);
     })?;
     pb.finish_and_clear();
-    eprintln!(
-        "wrote {} parameters ({}) to {}/base and {}/trained",
-        o.arch.n_params(),
-        dtype,
-        a.out.display(),
-        a.out.display()
-    );
+    if !a.quiet {
+        eprintln!(
+            "wrote {} parameters ({}) to {}/base and {}/trained",
+            o.arch.n_params(),
+            dtype,
+            a.out.display(),
+            a.out.display()
+        );
+    }
+    if let Some(j) = &a.json {
+        let doc = serde_json::json!({
+            "shape": a.shape,
+            "params": o.arch.n_params(),
+            "dtype": dtype.to_string(),
+            "residual": a.residual,
+            "scale": a.scale,
+            "seed": a.seed,
+            "base": a.out.join("base").display().to_string(),
+            "trained": a.out.join("trained").display().to_string(),
+        });
+        crate::output::write_json(j, &serde_json::to_string_pretty(&doc)?)?;
+    }
     Ok(())
 }

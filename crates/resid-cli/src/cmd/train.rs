@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use resid_corpus::config::{GptConfig, TokenizerKind};
@@ -25,7 +25,12 @@ pub struct Args {
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Output folder: final model in it, step-0/ and step-N/ below it.
-    #[arg(short, long)]
+    #[arg(
+        short = 'o',
+        long = "out",
+        visible_alias = "output",
+        value_name = "DIR"
+    )]
     pub out: PathBuf,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -74,14 +79,16 @@ pub struct Args {
     /// Write the run summary (curve, tokens/s, losses) as JSON; `-` for stdout.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    #[arg(long)]
+    /// No progress bar or notes on stderr.
+    #[arg(short, long)]
     pub quiet: bool,
 }
 
 /// The config after the preset and every override.
 pub fn config_from(a: &Args) -> anyhow::Result<GptConfig> {
-    let mut c = GptConfig::preset(&a.preset)
-        .with_context(|| format!("unknown preset {:?} (tiny or paper)", a.preset))?;
+    let Some(mut c) = GptConfig::preset(&a.preset) else {
+        crate::exit::usage_bail!("unknown preset {:?} (tiny or paper)", a.preset);
+    };
     macro_rules! set {
         ($($f:ident),*) => { $(if let Some(v) = a.$f { c.$f = v; })* };
     }
@@ -104,14 +111,14 @@ pub fn config_from(a: &Args) -> anyhow::Result<GptConfig> {
         c.tokenizer = match t.as_str() {
             "byte" => TokenizerKind::Byte,
             "bpe" => TokenizerKind::Bpe,
-            o => bail!("unknown tokenizer {o:?} (byte or bpe)"),
+            o => crate::exit::usage_bail!("unknown tokenizer {o:?} (byte or bpe)"),
         };
         if c.tokenizer == TokenizerKind::Byte && a.vocab_size.is_none() {
             c.vocab_size = 256;
         }
     }
     if c.d_model % c.n_head != 0 {
-        bail!(
+        crate::exit::usage_bail!(
             "d_model {} is not a multiple of n_head {}",
             c.d_model,
             c.n_head
@@ -142,12 +149,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .clone()
         .or_else(|| (a.init != "random" && a.init != "mimetic").then(|| PathBuf::from(&a.init)));
     let beside_tok = beside.and_then(|d| {
-        let here = d.join("tokenizer.json");
-        let parent = d.parent().map(|p| p.join("tokenizer.json"));
-        [Some(here), parent]
-            .into_iter()
-            .flatten()
-            .find(|p| p.exists())
+        let parent = d.parent().and_then(resid_corpus::tokenizer::find_in);
+        resid_corpus::tokenizer::find_in(&d).or(parent)
     });
     let tokenizer = match beside_tok {
         Some(p) => Tokenizer::load(&p).with_context(|| format!("{}", p.display()))?,
@@ -163,14 +166,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     };
     if a.resume.is_none() && tokenizer.vocab_size() != cfg.vocab_size {
-        bail!(
+        crate::exit::usage_bail!(
             "the tokenizer has {} entries but the model's vocab_size is {}",
             tokenizer.vocab_size(),
             cfg.vocab_size
         );
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("{}", a.out.display()))?;
-    let tok_path = a.out.join("tokenizer.json");
+    let tok_path = a.out.join(resid_corpus::tokenizer::FILE_NAME);
     tokenizer
         .save(&tok_path)
         .with_context(|| format!("{}", tok_path.display()))?;
@@ -201,7 +204,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "training {} ({} params, {}) on {} train / {} held-out tokens -> {}",
             cfg.preset,
             cfg.n_params(),
-            resid_lm::backend::NAME,
+            opts.engine.describe(),
             tr.len(),
             ho.len(),
             a.out.display()
@@ -233,12 +236,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     if let Some(j) = &a.json {
-        let s = serde_json::to_string_pretty(&summary)?;
-        if j.as_os_str() == "-" {
-            println!("{s}");
-        } else {
-            std::fs::write(j, s).with_context(|| format!("{}", j.display()))?;
-        }
+        crate::output::write_json(j, &serde_json::to_string_pretty(&summary)?)?;
     }
     Ok(())
 }

@@ -1,20 +1,26 @@
 //! `resid unpack`: rebuild the trained checkpoint from the base and a residual file.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use resid::io::Checkpoint;
 
 /// Arguments of `resid unpack`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Base checkpoint the residual was made against.
+    /// Base checkpoint the residual was made against: a file, a folder, or
+    /// a repo id org/name[@revision] in the local Hugging Face cache.
     #[arg(long)]
     pub base: PathBuf,
     /// Residual file.
     pub file: PathBuf,
     /// Output: a .safetensors file, or a folder when the trained side was sharded.
-    #[arg(short, long)]
+    #[arg(
+        short = 'o',
+        long = "out",
+        visible_alias = "output",
+        value_name = "PATH"
+    )]
     pub output: PathBuf,
     /// Worker threads (default: all cores).
     #[arg(long)]
@@ -23,8 +29,11 @@ pub struct Args {
     /// quarter of the memory available now, at most 1G).
     #[arg(long, value_parser = super::pack::parse_bytes)]
     pub max_memory: Option<usize>,
+    /// Write what was rebuilt as JSON here ('-' for stdout; the summary then goes to stderr).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
     /// No progress bar.
-    #[arg(long, short)]
+    #[arg(short, long)]
     pub quiet: bool,
 }
 
@@ -34,7 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .num_threads(n.max(1))
             .build_global();
     }
-    let base = Checkpoint::open(&args.base)?;
+    let base = crate::input::open(&args.base, args.quiet)?;
     base.advise_sequential();
     let pb = crate::progress::bytes_bar(0, "unpack", args.quiet);
     let t0 = std::time::Instant::now();
@@ -48,13 +57,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     .with_context(|| format!("unpacking {}", args.file.display()))?;
     pb.finish_and_clear();
     let s = t0.elapsed().as_secs_f64();
-    println!(
+    let mb_s = rep.bytes as f64 / 1e6 / s.max(1e-9);
+    writeln!(
+        crate::output::human(args.json.as_deref()),
         "{}: {} tensors, {} bytes in {:.2} s ({:.0} MB/s)",
         rep.outputs.join(", "),
         rep.tensors,
         rep.bytes,
         s,
-        rep.bytes as f64 / 1e6 / s.max(1e-9)
-    );
+        mb_s
+    )?;
+    if let Some(j) = &args.json {
+        let doc = serde_json::json!({
+            "file": args.file.display().to_string(),
+            "base": args.base.display().to_string(),
+            "outputs": rep.outputs,
+            "tensors": rep.tensors,
+            "bytes": rep.bytes,
+            "seconds": s,
+            "mb_per_s": mb_s,
+        });
+        crate::output::write_json(j, &serde_json::to_string_pretty(&doc)?)?;
+    }
     Ok(())
 }

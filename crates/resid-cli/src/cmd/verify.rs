@@ -42,8 +42,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut o = crate::output::human(args.json.as_deref());
     writeln!(
         o,
-        "{}: ok: format version {}, {} mode, {} tensors ({} bit-exact, {} lossy), {} bytes rebuilt and checked",
-        rep.file, rep.version, rep.mode, rep.tensors, rep.bit_exact, rep.lossy, rep.bytes
+        "{}: ok: format version {}, {} mode, {} tensors ({} bit-exact, {} lossy), {} bytes rebuilt and checked; {} shard files byte-identical to the original (sha256), {} stored files checked",
+        rep.file,
+        rep.version,
+        rep.mode,
+        rep.tensors,
+        rep.bit_exact,
+        rep.lossy,
+        rep.bytes,
+        rep.original_files,
+        rep.stored_files
     )?;
     if let Some(a) = &rep.against {
         writeln!(

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use super::files;
 use crate::container::*;
 use crate::error::{CodecError, EntryRule, HeaderRule, Result};
 
@@ -57,6 +58,21 @@ pub fn validate(path: &Path, h: &Header, version: u32, header_offset: u64) -> Re
     if h.tensors.len() > MAX_TENSORS {
         return Err(bad(HeaderRule::TooManyTensors(h.tensors.len())));
     }
+    if version < VERSION_FILES {
+        let v2 = [
+            ("provenance", h.provenance.is_some()),
+            ("files", !h.files.is_empty()),
+            ("trained.folder", h.trained.folder),
+            (
+                "trained.shards.original",
+                h.trained.shards.iter().any(|s| s.original.is_some()),
+            ),
+        ];
+        if let Some((field, _)) = v2.iter().find(|x| x.1) {
+            return Err(bad(HeaderRule::NotInVersion1(field)));
+        }
+    }
+    files::validate_paths(h).map_err(bad)?;
     let mut names = HashSet::new();
     let mut ranges: Vec<(u64, u64, usize)> = Vec::new();
     for (ti, t) in h.tensors.iter().enumerate() {
@@ -74,12 +90,27 @@ pub fn validate(path: &Path, h: &Header, version: u32, header_offset: u64) -> Re
             ranges.push((b.offset, b.offset + b.len, ti));
         }
     }
+    for si in 0..h.trained.shards.len() {
+        files::validate_original(h, si).map_err(bad)?;
+    }
+    for f in &h.files {
+        validate_block(&f.block, header_offset).map_err(|rule| CodecError::InvalidEntry {
+            path: path.into(),
+            tensor: format!("(stored file {})", f.path),
+            rule,
+        })?;
+        ranges.push((f.block.offset, f.block.offset + f.block.len, usize::MAX));
+    }
     ranges.sort_unstable();
     for w in ranges.windows(2) {
         if w[1].0 < w[0].1 {
+            let i = if w[1].2 == usize::MAX { w[0].2 } else { w[1].2 };
             return Err(CodecError::InvalidEntry {
                 path: path.into(),
-                tensor: h.tensors[w[1].2].name.clone(),
+                tensor: h
+                    .tensors
+                    .get(i)
+                    .map_or_else(|| "(stored files)".into(), |t| t.name.clone()),
                 rule: EntryRule::BlockOverlap,
             });
         }

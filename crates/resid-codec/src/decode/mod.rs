@@ -7,6 +7,7 @@
 //! tensor from its blocks (3).
 
 pub mod block;
+pub mod files;
 pub mod header;
 pub mod tensor;
 
@@ -114,15 +115,42 @@ fn read_footer(path: &Path, bytes: &[u8]) -> Result<Footer> {
     Ok(foot)
 }
 
+/// FORMAT.md 1.3: "From version 2 the header bytes are a zstd frame whose
+/// content is the JSON header, at most 256 MiB."
+fn decompress_header(path: &Path, stored: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let bad = |reason: String| CodecError::HeaderDecompress {
+        path: path.into(),
+        reason,
+    };
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(stored)
+        .map_err(|e| bad(e.to_string()))?
+        .take(MAX_HEADER + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| bad(e.to_string()))?;
+    if out.len() as u64 > MAX_HEADER {
+        return Err(bad(format!("expands beyond {MAX_HEADER} bytes")));
+    }
+    Ok(out)
+}
+
 /// FORMAT.md 1.2 and 2: "`header_xxh3`: xxh3 of the header bytes; must
 /// match. One JSON object; unknown fields anywhere are refused", then every
 /// rule of sections 2-4 ([`header::validate`]).
 fn read_header(path: &Path, bytes: &[u8], foot: &Footer, version: u32) -> Result<Header> {
     let start = foot.header_offset as usize;
-    let text = &bytes[start..start + foot.header_len as usize];
-    if xxh3(text) != foot.header_xxh3 {
+    let stored = &bytes[start..start + foot.header_len as usize];
+    if xxh3(stored) != foot.header_xxh3 {
         return Err(CodecError::HeaderChecksum { path: path.into() });
     }
+    let json;
+    let text = if version >= VERSION_FILES {
+        json = decompress_header(path, stored)?;
+        &json[..]
+    } else {
+        stored
+    };
     let h: Header = serde_json::from_slice(text).map_err(|e| CodecError::HeaderSyntax {
         path: path.into(),
         reason: e.to_string(),
@@ -159,6 +187,21 @@ impl ResidFile {
                 path: self.path.clone(),
                 tensor: tensor.into(),
                 block: index,
+                offset: b.offset,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// The raw bytes of a block that is not a tensor's (a stored file's),
+    /// checksum verified.
+    pub fn file_block(&self, file: &str, b: &Block) -> Result<&[u8]> {
+        let bytes = &self.map[b.offset as usize..(b.offset + b.len) as usize];
+        if hex(xxh3(bytes)) != b.xxh3 {
+            return Err(CodecError::BlockChecksum {
+                path: self.path.clone(),
+                tensor: format!("(stored file {file})"),
+                block: 0,
                 offset: b.offset,
             });
         }

@@ -9,7 +9,7 @@ use resid_io::Checkpoint;
 use super::block::{decode_escapes, decode_symbols};
 use super::ResidFile;
 use crate::container::*;
-use crate::error::{BlockProblem, CodecError, Result};
+use crate::error::{BlockProblem, CodecError, Result, TensorLayout};
 use crate::rans::from_zigzag;
 
 /// FORMAT.md 2.3: "`base`: fingerprint of the base tensor it was made
@@ -33,10 +33,14 @@ pub fn checked_base<'a>(
         return Err(CodecError::BaseTensorDiffers {
             path: rf.path.clone(),
             tensor: t.name.clone(),
-            got_dtype: b.dtype_name.clone(),
-            got_shape: shape,
-            want_dtype: fp.dtype.name().into(),
-            want_shape: fp.shape.clone(),
+            got: Box::new(TensorLayout {
+                dtype: b.dtype_name.clone(),
+                shape,
+            }),
+            want: Box::new(TensorLayout {
+                dtype: fp.dtype.name().into(),
+                shape: fp.shape.clone(),
+            }),
         });
     }
     let bytes = base.bytes(b);

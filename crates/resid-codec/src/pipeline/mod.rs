@@ -5,6 +5,7 @@
 //! and written in order, so memory stays bounded and the bytes do not depend
 //! on the thread count.
 
+mod folder;
 mod pack;
 mod unpack;
 mod verify;
@@ -50,6 +51,12 @@ pub struct PackOptions {
     /// Trained bytes per batch of tensors coded together.
     pub batch_bytes: usize,
     pub dead_zone: f64,
+    /// Store the trained model folder's non-tensor files (config, tokenizer,
+    /// module folders...) when the trained checkpoint is a folder.
+    pub files: bool,
+    /// Where base and trained came from, when known (recorded as given; the
+    /// resid version is filled in).
+    pub provenance: crate::container::Provenance,
 }
 
 impl Default for PackOptions {
@@ -61,6 +68,8 @@ impl Default for PackOptions {
             allow_nonfinite: false,
             batch_bytes: 64 << 20,
             dead_zone: crate::encode::lossy::DEAD_ZONE,
+            files: true,
+            provenance: crate::container::Provenance::default(),
         }
     }
 }

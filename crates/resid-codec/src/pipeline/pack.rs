@@ -210,7 +210,13 @@ fn plan_lossy(
                     );
                     release(base, trained, &items[i]);
                     let nb = lc.factors.len() + lc.remainder.len() + lc.escapes.iter().count();
-                    let bytes = lc.coded_bytes() as f64 + rate::BLOCK_ENTRY_BYTES * nb as f64;
+                    let recon = if lc.remainder.is_empty() {
+                        0.0
+                    } else {
+                        rate::RECON_BYTES
+                    };
+                    let bytes =
+                        lc.coded_bytes() as f64 + rate::BLOCK_ENTRY_BYTES * nb as f64 + recon;
                     (bytes * 8.0, lc.dist, lc.kept as f64)
                 })
                 .collect();
@@ -242,6 +248,9 @@ pub fn pack_with_progress(
     let target = opts.mode.target();
     let tt = trained.tensors();
     let mut items = pairings(base, trained, target.is_some());
+    // Each shard's tensors in data order: a shard kept with its original
+    // header is rebuilt by writing them in this order (FORMAT.md 2.2).
+    items.sort_by_key(|it| (tt[it.ti].shard, tt[it.ti].start));
     let trained_bytes: u64 = tt.iter().map(|t| t.nbytes() as u64).sum();
     let params: u64 = tt.iter().map(|t| t.numel() as u64).sum();
 
@@ -380,7 +389,12 @@ pub fn pack_with_progress(
                             rank: lc.rank as u64,
                             factor_step: lc.factor_step,
                             step: step.expect("lossy tensors come from a lossy plan"),
-                            recon: lc.recon.clone(),
+                            // Nothing for a tensor that stores no remainder.
+                            recon: if lc.remainder.is_empty() {
+                                Vec::new()
+                            } else {
+                                lc.recon.clone()
+                            },
                             factors: put(&lc.factors)?,
                             remainder: put(&lc.remainder)?,
                             escapes: match &lc.escapes {
@@ -428,6 +442,15 @@ pub fn pack_with_progress(
         Ok(())
     })?;
     let coded_bytes = w.position() - PREAMBLE;
+    let folder = if opts.files {
+        super::folder::model_folder(trained)
+    } else {
+        None
+    };
+    let files = match &folder {
+        Some(root) => store_files(&mut w, root, &trained.shard_paths())?,
+        None => Vec::new(),
+    };
     let resid_sumsq = planned.as_ref().map_or(0.0, |p| p.resid_sumsq);
     let ratio_or_zero = |a: f64, b: f64| if b > 0.0 { (a / b).sqrt() } else { 0.0 };
     let residual_rel_error = ratio_or_zero(err_sumsq, resid_sumsq);
@@ -451,7 +474,7 @@ pub fn pack_with_progress(
             threads_independent: true,
             rate: rate_settings,
         },
-        trained: trained_info(trained),
+        trained: trained_info(trained, target.is_none(), folder.is_some())?,
         tensors: headers,
         stats: Stats {
             params,
@@ -461,6 +484,11 @@ pub fn pack_with_progress(
             residual_rel_error,
             weight_rel_error,
         },
+        provenance: Some(Provenance {
+            resid_version: env!("CARGO_PKG_VERSION").into(),
+            ..opts.provenance.clone()
+        }),
+        files,
     };
     let file_bytes = w.finish(&header)?;
     Ok(PackReport {
@@ -480,20 +508,79 @@ pub fn pack_with_progress(
     })
 }
 
-fn trained_info(trained: &Checkpoint) -> TrainedInfo {
-    TrainedInfo {
-        sharded: trained.is_sharded(),
-        shards: trained
-            .shard_paths()
-            .iter()
-            .enumerate()
-            .map(|(i, p)| ShardInfo {
+/// zstd level of stored files: the small ones (configs, tokenizers) get the
+/// strongest; large ones a fast level so that pack stays near read speed.
+fn file_level(size: usize) -> i32 {
+    if size <= 4 << 20 {
+        19
+    } else {
+        3
+    }
+}
+
+/// Writes the model folder's non-tensor files as zstd blocks (FORMAT.md 2.4).
+fn store_files(w: &mut ResidWriter, root: &Path, shards: &[&Path]) -> Result<Vec<StoredFile>> {
+    let mut out = Vec::new();
+    for (rel, full) in super::folder::collect(root, shards)? {
+        let bytes = std::fs::read(&full).map_err(|e| CodecError::io(&full, e))?;
+        let mut body = vec![crate::rans::KIND_ZSTD];
+        body.extend(zstd::bulk::compress(&bytes, file_level(bytes.len())).expect("zstd in memory"));
+        out.push(StoredFile {
+            path: rel,
+            size: bytes.len() as u64,
+            sha256: crate::decode::files::sha256_hex(&bytes),
+            block: w.write_block(&body, bytes.len() as u64, 0.0)?,
+        });
+    }
+    Ok(out)
+}
+
+/// A shard file's own safetensors header text, and (for lossless files) the
+/// sha256 of the whole file, so that unpack rebuilds it byte-identically.
+fn original_header(path: &Path, with_sha256: bool) -> Result<Option<OriginalHeader>> {
+    use std::io::Read;
+    let io = |e| CodecError::io(path, e);
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(io)?;
+    let n = u64::from_le_bytes(len);
+    let mut text = Vec::new();
+    (&mut f).take(n).read_to_end(&mut text).map_err(io)?;
+    let Ok(header) = String::from_utf8(text) else {
+        return Ok(None);
+    };
+    let sha256 = if with_sha256 {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(len);
+        h.update(header.as_bytes());
+        std::io::copy(&mut f, &mut h).map_err(io)?;
+        Some(crate::decode::files::hex_bytes(&h.finalize()))
+    } else {
+        None
+    };
+    Ok(Some(OriginalHeader { header, sha256 }))
+}
+
+fn trained_info(trained: &Checkpoint, lossless: bool, folder: bool) -> Result<TrainedInfo> {
+    let shards = trained
+        .shard_paths()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Ok(ShardInfo {
                 file: p
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "model.safetensors".into()),
                 metadata: trained.metadata(i).clone(),
+                original: original_header(p, lossless)?,
             })
-            .collect(),
-    }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TrainedInfo {
+        sharded: trained.is_sharded(),
+        shards,
+        folder,
+    })
 }

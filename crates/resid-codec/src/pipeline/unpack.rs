@@ -8,9 +8,11 @@ use resid_io::write::{SafetensorsWriter, TensorSpec};
 use resid_io::Checkpoint;
 
 use super::batches;
+use crate::container::{FileMode, OriginalHeader};
 use crate::decode::tensor::decode_batch;
 use crate::decode::ResidFile;
 use crate::error::{CodecError, Result};
+use resid_io::atomic::AtomicFile;
 
 /// What an unpack did.
 #[derive(Clone, Debug, Serialize)]
@@ -39,7 +41,7 @@ pub fn unpack_with_progress(
     let shards = &h.trained.shards;
     let mut paths = Vec::new();
     let mut created_dir = false;
-    if h.trained.sharded {
+    if h.trained.sharded || h.trained.folder {
         if !out.exists() {
             std::fs::create_dir_all(out).map_err(|e| CodecError::io(out, e))?;
             created_dir = true;
@@ -50,8 +52,31 @@ pub fn unpack_with_progress(
     } else {
         paths.push(out.to_path_buf());
     }
+    // Folders made for stored files, removed again if the unpack fails.
+    let mut made: Vec<std::path::PathBuf> = Vec::new();
     let result = (|| -> Result<UnpackReport> {
-        let mut writers: Vec<SafetensorsWriter> = Vec::new();
+        // Stored files first, to temporaries: a damaged one stops the unpack
+        // before any shard is in place.
+        let mut stored = Vec::new();
+        for f in &h.files {
+            let p = super::folder::output_path(out, &f.path)?;
+            if p.exists() {
+                return Err(CodecError::OutputExists { path: p });
+            }
+            let bytes = crate::decode::files::decode_file(&rf, f)?;
+            if let Some(dir) = p.parent() {
+                let mut missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
+                missing.reverse();
+                for m in missing {
+                    std::fs::create_dir(m).map_err(|e| CodecError::io(m, e))?;
+                    made.push(m.to_path_buf());
+                }
+            }
+            let mut a = AtomicFile::create(&p)?;
+            a.write_all(&bytes)?;
+            stored.push(a);
+        }
+        let mut writers: Vec<ShardWriter> = Vec::new();
         for (si, s) in shards.iter().enumerate() {
             let specs = h
                 .tensors
@@ -63,22 +88,21 @@ pub fn unpack_with_progress(
                     shape: t.shape.iter().map(|&x| x as usize).collect(),
                 })
                 .collect();
-            let p = if h.trained.sharded {
-                &paths[si]
-            } else {
-                &paths[0]
-            };
-            writers.push(SafetensorsWriter::create(p, specs, &s.metadata)?);
+            let p = &paths[si.min(paths.len() - 1)];
+            writers.push(match &s.original {
+                Some(o) => ShardWriter::original(p, o, h.mode == FileMode::Lossless)?,
+                None => ShardWriter::Canonical(SafetensorsWriter::create(p, specs, &s.metadata)?),
+            });
         }
         let sizes: Vec<usize> = h.tensors.iter().map(|t| t.nbytes() as usize).collect();
         // Decoding batch k+1 (and reading its base from disk) overlaps
         // writing batch k on a writer thread; at most one decoded batch
         // waits between them.
         let all = batches(&sizes, batch_bytes);
-        let (total, writers) = std::thread::scope(|s| -> Result<(u64, Vec<SafetensorsWriter>)> {
+        let (total, writers) = std::thread::scope(|s| -> Result<(u64, Vec<ShardWriter>)> {
             let (tx, rx) =
                 std::sync::mpsc::sync_channel::<(std::ops::Range<usize>, Vec<Result<Vec<u8>>>)>(1);
-            let writer = s.spawn(move || -> Result<(u64, Vec<SafetensorsWriter>)> {
+            let writer = s.spawn(move || -> Result<(u64, Vec<ShardWriter>)> {
                 let mut writers = writers;
                 let mut total = 0u64;
                 for (r, outs) in rx {
@@ -122,9 +146,16 @@ pub fn unpack_with_progress(
             writer.join().expect("writer thread")
         })?;
         for w in writers {
-            w.finish()?;
+            w.finish(&rf.path)?;
         }
-        if h.trained.sharded {
+        for a in stored {
+            a.commit()?;
+        }
+        let index_stored = h
+            .files
+            .iter()
+            .any(|f| f.path == "model.safetensors.index.json");
+        if h.trained.sharded && !index_stored {
             let map: Vec<(String, String)> = h
                 .tensors
                 .iter()
@@ -142,8 +173,79 @@ pub fn unpack_with_progress(
             outputs: paths.iter().map(|p| p.display().to_string()).collect(),
         })
     })();
-    if result.is_err() && created_dir {
-        let _ = std::fs::remove_dir(out);
+    if result.is_err() {
+        for m in made.iter().rev() {
+            let _ = std::fs::remove_dir(m);
+        }
+        if created_dir {
+            let _ = std::fs::remove_dir(out);
+        }
     }
     result
+}
+
+/// A rebuilt shard being written: in the canonical layout (FORMAT.md 6), or
+/// behind the trained file's own header (2.2), then checked against the
+/// original's sha256 when the file is lossless.
+enum ShardWriter {
+    Canonical(SafetensorsWriter),
+    Original {
+        file: AtomicFile,
+        hash: Option<(sha2::Sha256, String)>,
+        name: String,
+    },
+}
+
+impl ShardWriter {
+    fn original(path: &Path, o: &OriginalHeader, lossless: bool) -> Result<Self> {
+        use sha2::Digest;
+        let mut file = AtomicFile::create(path)?;
+        let len = (o.header.len() as u64).to_le_bytes();
+        file.write_all(&len)?;
+        file.write_all(o.header.as_bytes())?;
+        let hash = match (&o.sha256, lossless) {
+            (Some(want), true) => {
+                let mut h = sha2::Sha256::new();
+                h.update(len);
+                h.update(o.header.as_bytes());
+                Some((h, want.clone()))
+            }
+            _ => None,
+        };
+        Ok(ShardWriter::Original {
+            file,
+            hash,
+            name: path.display().to_string(),
+        })
+    }
+
+    fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        match self {
+            ShardWriter::Canonical(w) => Ok(w.write_tensor(name, bytes)?),
+            ShardWriter::Original { file, hash, .. } => {
+                if let Some((h, _)) = hash {
+                    sha2::Digest::update(h, bytes);
+                }
+                Ok(file.write_all(bytes)?)
+            }
+        }
+    }
+
+    fn finish(self, resid: &Path) -> Result<()> {
+        match self {
+            ShardWriter::Canonical(w) => Ok(w.finish()?),
+            ShardWriter::Original { file, hash, name } => {
+                if let Some((h, want)) = hash {
+                    let got = crate::decode::files::hex_bytes(&sha2::Digest::finalize(h));
+                    if got != want {
+                        return Err(CodecError::OriginalChecksum {
+                            path: resid.into(),
+                            shard: name,
+                        });
+                    }
+                }
+                Ok(file.commit()?)
+            }
+        }
+    }
 }

@@ -28,6 +28,10 @@ pub struct VerifyReport {
     pub bit_exact: usize,
     /// Tensors rebuilt approximately (lossy).
     pub lossy: usize,
+    /// Shards rebuilt byte-identical to the original file (sha256 checked; v2 lossless).
+    pub original_files: usize,
+    /// Stored non-tensor files decoded and checked (v2).
+    pub stored_files: usize,
     /// The comparison with the original checkpoint, when given.
     pub against: Option<AgainstReport>,
 }
@@ -60,10 +64,44 @@ pub fn verify(
     let mut identical = 0;
     let (mut err, mut norm) = (0.0f64, 0.0f64);
     let (mut got, mut want) = (Vec::new(), Vec::new());
+    let against_folder = against.and_then(super::folder::model_folder);
+    for f in &h.files {
+        let bytes = crate::decode::files::decode_file(&rf, f)?;
+        progress(bytes.len() as u64);
+        if let Some(dir) = &against_folder {
+            let p = dir.join(&f.path);
+            let theirs = std::fs::read(&p).map_err(|e| CodecError::io(&p, e))?;
+            if theirs != bytes {
+                return Err(CodecError::AgainstDiffers {
+                    path: rf.path.clone(),
+                    tensor: format!("(stored file {})", f.path),
+                    against: p,
+                });
+            }
+        }
+    }
+    // FORMAT.md 6: a lossless shard with its original header rebuilds to the
+    // original file, whose sha256 the header records.
+    let mut hashers: Vec<Option<(sha2::Sha256, String)>> = h
+        .trained
+        .shards
+        .iter()
+        .map(|s| {
+            let o = s.original.as_ref()?;
+            let want = o.sha256.clone().filter(|_| h.mode == FileMode::Lossless)?;
+            let mut d = <sha2::Sha256 as sha2::Digest>::new();
+            sha2::Digest::update(&mut d, (o.header.len() as u64).to_le_bytes());
+            sha2::Digest::update(&mut d, o.header.as_bytes());
+            Some((d, want))
+        })
+        .collect();
     for r in batches(&sizes, batch_bytes) {
         for (ti, out) in r.clone().zip(decode_batch(&rf, base, r)) {
             let out = out?;
             let t = &h.tensors[ti];
+            if let Some((d, _)) = &mut hashers[t.shard as usize] {
+                sha2::Digest::update(d, &out);
+            }
             bytes += out.len() as u64;
             progress(out.len() as u64);
             let exact = t.trained_xxh3.is_some();
@@ -102,6 +140,18 @@ pub fn verify(
             }
         }
     }
+    let mut original_files = 0;
+    for (s, hs) in h.trained.shards.iter().zip(hashers) {
+        if let Some((d, want)) = hs {
+            if crate::decode::files::hex_bytes(&sha2::Digest::finalize(d)) != want {
+                return Err(CodecError::OriginalChecksum {
+                    path: rf.path.clone(),
+                    shard: s.file.clone(),
+                });
+            }
+            original_files += 1;
+        }
+    }
     Ok(VerifyReport {
         file: resid.display().to_string(),
         version: h.version,
@@ -110,6 +160,8 @@ pub fn verify(
         bytes,
         bit_exact,
         lossy: h.tensors.len() - bit_exact,
+        original_files,
+        stored_files: h.files.len(),
         against: against.map(|ck| AgainstReport {
             checkpoint: ck.path().display().to_string(),
             identical,

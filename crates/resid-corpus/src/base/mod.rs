@@ -526,9 +526,18 @@ pub enum WriteError {
     Checkpoint(#[from] resid_io::IoError),
 }
 
-/// Writes `model.safetensors`, `base.json` (provenance), `config.json`
+impl resid_io::Classify for WriteError {
+    fn class(&self) -> resid_io::ErrorClass {
+        match self {
+            WriteError::Io { .. } => resid_io::ErrorClass::Io,
+            WriteError::Checkpoint(e) => resid_io::Classify::class(e),
+        }
+    }
+}
+
+/// Writes `model.safetensors`, `base.json` (provenance), `resid-config.json`
 /// (the [`GptConfig`]), `model.json` (resid-lm's step-0 checkpoint sidecar)
-/// and `tokenizer.json` into `dir` (created if needed).
+/// and `resid-tokenizer.json` into `dir` (created if needed), each atomically.
 pub fn write_base(
     dir: &Path,
     base: &Base,
@@ -564,12 +573,11 @@ pub fn write_base(
     });
     for (name, text) in [
         ("base.json", json(&base.provenance)),
-        ("config.json", json(cfg)),
+        (crate::config::FILE_NAME, json(cfg)),
         ("model.json", json(&model_json)),
-        ("tokenizer.json", tokenizer.to_json()),
+        (crate::tokenizer::FILE_NAME, tokenizer.to_json()),
     ] {
-        let p = dir.join(name);
-        std::fs::write(&p, text).map_err(io(&p))?;
+        resid_io::atomic::write_atomic(&dir.join(name), text.as_bytes())?;
     }
     Ok(())
 }
@@ -789,15 +797,16 @@ mod tests {
         for f in [
             "model.safetensors",
             "base.json",
-            "config.json",
+            "resid-config.json",
             "model.json",
-            "tokenizer.json",
+            "resid-tokenizer.json",
         ] {
             assert!(dir.path().join(f).exists(), "{f}");
         }
-        let back: GptConfig =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
-                .unwrap();
+        let back: GptConfig = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("resid-config.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(back, cfg);
         let prov: Provenance =
             serde_json::from_str(&std::fs::read_to_string(dir.path().join("base.json")).unwrap())

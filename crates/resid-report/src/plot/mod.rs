@@ -43,6 +43,13 @@ pub struct PlotError {
     pub message: String,
 }
 
+/// A figure fails on the data it was given (non-finite or empty series).
+impl resid_io::Classify for PlotError {
+    fn class(&self) -> resid_io::ErrorClass {
+        resid_io::ErrorClass::BadInput
+    }
+}
+
 impl PlotError {
     pub(crate) fn new(figure: &str, e: impl std::fmt::Display) -> Self {
         PlotError {

@@ -1,8 +1,10 @@
-//! Wrote the version-1 golden files of `tests/golden/v1` (run once, with the
-//! version-1 writer, before version 2 existed; kept as the record of how they
-//! were made). The files are frozen: `tests/golden.rs` decodes them forever.
+//! Wrote the version-2 golden files of `tests/golden/v2` (run once with the
+//! version-2 writer; the files are frozen: `tests/golden.rs` decodes them
+//! forever). The per-dtype pairs are those of version 1 (their bases are
+//! `tests/golden/v1/base-*.safetensors`); the model folder is the one
+//! `tests/golden/v2/py/make.py` wrote with the Python `safetensors` library.
 //!
-//! `cargo run -p resid-codec --example make_golden_v1 -- OUT_DIR`
+//! `cargo run -p resid-codec --example make_golden_v2 -- tests/golden/v2`
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -120,11 +122,17 @@ fn main() {
             trained.push(("long".into(), "BF16".into(), vec![4500], floats(d, &lt)));
         }
         let meta: BTreeMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-        let bp = out.join(format!("base-{dn}.safetensors"));
         let tmp = tempfile::tempdir().unwrap();
+        let bp = tmp.path().join("base.safetensors");
         let tp = tmp.path().join("trained.safetensors");
         write(&bp, &base, &BTreeMap::new());
         write(&tp, &trained, &meta);
+        let v1_base = format!("../v1/base-{dn}.safetensors");
+        assert_eq!(
+            std::fs::read(&bp).unwrap(),
+            std::fs::read(out.join(&v1_base)).unwrap(),
+            "the pairs are version 1's"
+        );
         let b = Checkpoint::open(&bp).unwrap();
         let t = Checkpoint::open(&tp).unwrap();
         // Each rate kind; targets that make the low-rank part, the sparse
@@ -154,11 +162,12 @@ fn main() {
                 .collect();
             let rebuilt_sha = sha(&std::fs::read(&r).unwrap());
             if label == "lossless" {
+                // Version 2 keeps the trained header: the original file back.
                 assert_eq!(rebuilt_sha, sha(&std::fs::read(&tp).unwrap()));
             }
             cases.push(json!({
                 "file": name,
-                "base": format!("base-{dn}.safetensors"),
+                "base": v1_base,
                 "mode": label,
                 "dtype": d.name(),
                 "rebuilt_sha256": rebuilt_sha,
@@ -166,90 +175,156 @@ fn main() {
             }));
         }
     }
-    // Error files, each made from the F32 lossless file.
-    let good = std::fs::read(out.join("lossless-f32.resid")).unwrap();
-    let n = good.len();
-    let foot = |f: &[u8]| -> (usize, usize) {
-        let f = &f[f.len() - 32..];
-        (
-            u64::from_le_bytes(f[0..8].try_into().unwrap()) as usize,
-            u64::from_le_bytes(f[8..16].try_into().unwrap()) as usize,
-        )
-    };
-    let (hoff, hlen) = foot(&good);
-    let with_header = |text: &[u8]| -> Vec<u8> {
-        let mut v = good[..hoff].to_vec();
-        v.extend_from_slice(text);
-        v.extend_from_slice(&(hoff as u64).to_le_bytes());
-        v.extend_from_slice(&(text.len() as u64).to_le_bytes());
-        v.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(text).to_le_bytes());
-        v.extend_from_slice(b"RESIDEND");
-        v
-    };
-    let header: serde_json::Value = serde_json::from_slice(&good[hoff..hoff + hlen]).unwrap();
+    // The model folder written by the Python safetensors library.
+    let py = out.join("py");
+    let pb = Checkpoint::open(&py.join("base.safetensors")).unwrap();
+    let pt = Checkpoint::open(&py.join("trained")).unwrap();
+    for (label, mode) in [("lossless", Mode::Lossless), ("lossy", Mode::Keep(0.5))] {
+        let name = format!("{label}-folder.resid");
+        let f = out.join(&name);
+        let opts = PackOptions {
+            mode,
+            chunk: 1 << 12,
+            provenance: resid_codec::container::Provenance {
+                base_repo: Some("resid/golden-base".into()),
+                base_revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
+                ..Default::default()
+            },
+            ..PackOptions::default()
+        };
+        pack(&pb, &pt, &f, &opts).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path().join("out");
+        unpack(&pb, &f, &r).unwrap();
+        let mut outputs = serde_json::Map::new();
+        for rel in [
+            "model.safetensors",
+            "config.json",
+            "tokenizer.json",
+            "chat_template.jinja",
+            "1_Pooling/config.json",
+        ] {
+            let got = std::fs::read(r.join(rel)).unwrap();
+            if label == "lossless" || rel != "model.safetensors" {
+                assert_eq!(
+                    got,
+                    std::fs::read(py.join("trained").join(rel)).unwrap(),
+                    "{rel}"
+                );
+            }
+            outputs.insert(rel.into(), json!(sha(&got)));
+        }
+        let rebuilt = Checkpoint::open(&r).unwrap();
+        let tensors: serde_json::Map<String, serde_json::Value> = rebuilt
+            .tensors()
+            .iter()
+            .map(|e| (e.name.clone(), json!(sha(rebuilt.bytes(e)))))
+            .collect();
+        cases.push(json!({
+            "file": name,
+            "base": "py/base.safetensors",
+            "mode": label,
+            "dtype": "F32,F16,I64",
+            "outputs": outputs,
+            "tensor_sha256": tensors,
+        }));
+    }
+    // Error files, each made from the lossless folder file, the header edited
+    // and every checksum fixed up so that only the edited rule can refuse it.
+    let good = std::fs::read(out.join("lossless-folder.resid")).unwrap();
+    let header: serde_json::Value =
+        serde_json::from_slice(&resid_codec::container::header_json(&good).unwrap()).unwrap();
     let edit = |f: &dyn Fn(&mut serde_json::Value)| -> Vec<u8> {
         let mut h = header.clone();
         f(&mut h);
-        with_header(&serde_json::to_vec(&h).unwrap())
+        resid_codec::container::replace_header(&good, &serde_json::to_vec(&h).unwrap())
+    };
+    let file_index = |h: &serde_json::Value, p: &str| -> usize {
+        h["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|f| f["path"] == p)
+            .unwrap()
     };
     let mut bad: Vec<(&str, Vec<u8>, &str)> = Vec::new();
-    let mut v = good.clone();
-    v[0] = b'X';
-    bad.push(("bad-magic", v, "not a residual file"));
-    bad.push(("truncated", good[..n - 7].to_vec(), "truncated"));
-    let mut v = good.clone();
-    v[8..12].copy_from_slice(&99u32.to_le_bytes());
-    bad.push(("future-version", v, "format version 99 is newer"));
-    let mut v = good.clone();
-    v[12] = 1;
-    bad.push(("flags", v, "reserved flags"));
-    let mut v = good.clone();
-    v[hoff + 3] ^= 0x20;
-    bad.push(("header-checksum", v, "header checksum mismatch"));
-    let mut v = good.clone();
-    v[16 + 1] ^= 1;
-    bad.push(("block-checksum", v, "fails its checksum"));
     bad.push((
-        "unknown-field",
+        "dotdot-name",
         edit(&|h| {
-            h["surprise"] = json!(1);
+            let i = file_index(h, "config.json");
+            h["files"][i]["path"] = json!("../x");
         }),
-        "unknown field",
+        "stored file '../x': '..' or '.' component",
     ));
     bad.push((
-        "duplicate-name",
+        "absolute-name",
         edit(&|h| {
-            let t = h["tensors"][0].clone();
-            h["tensors"].as_array_mut().unwrap().push(t);
+            let i = file_index(h, "config.json");
+            h["files"][i]["path"] = json!("/tmp/resid-golden-x");
         }),
-        "empty or duplicate name",
+        "absolute path",
     ));
     bad.push((
-        "block-outside",
+        "case-duplicate-name",
         edit(&|h| {
-            h["tensors"][0]["encoding"]["blocks"][0]["offset"] = json!(n as u64);
+            let i = file_index(h, "config.json");
+            let j = file_index(h, "tokenizer.json");
+            h["files"][j]["path"] = json!("CONFIG.json");
+            let _ = i;
         }),
-        "outside the data section",
+        "names the same file",
     ));
     bad.push((
-        "bad-chunk",
+        "file-sha256",
         edit(&|h| {
-            h["settings"]["chunk"] = json!(1000);
+            let i = file_index(h, "config.json");
+            h["files"][i]["sha256"] = json!("0".repeat(64));
         }),
-        "not a power of two",
+        "fails its sha256",
+    ));
+    bad.push((
+        "original-header",
+        edit(&|h| {
+            let s = h["trained"]["shards"][0]["original"]["header"]
+                .as_str()
+                .unwrap()
+                .replace("\"F16\"", "\"BF16\"");
+            h["trained"]["shards"][0]["original"]["header"] = json!(s);
+        }),
+        "original header",
+    ));
+    let n = good.len();
+    let hoff = u64::from_le_bytes(good[n - 32..n - 24].try_into().unwrap()) as usize;
+    let mut garbage = good[..hoff].to_vec();
+    let junk = b"this is not a zstd frame";
+    garbage.extend_from_slice(junk);
+    garbage.extend_from_slice(&resid_codec::container::footer(hoff as u64, junk));
+    bad.push((
+        "header-not-zstd",
+        garbage,
+        "compressed header does not decode",
     ));
     for (name, bytes, msg) in bad {
         let file = format!("error-{name}.resid");
         std::fs::write(out.join(&file), bytes).unwrap();
-        errors.push(json!({"file": file, "base": "base-f32.safetensors", "error": msg}));
+        errors.push(json!({"file": file, "base": "py/base.safetensors", "error": msg}));
     }
-    // A good file against another base: refused by its fingerprints.
+    // A version-2 field in a version-1 file.
+    let v1 = std::fs::read(out.join("../v1/lossless-f32.resid")).unwrap();
+    let mut h: serde_json::Value =
+        serde_json::from_slice(&resid_codec::container::header_json(&v1).unwrap()).unwrap();
+    h["provenance"] = json!({"resid_version": "0.0.0"});
+    std::fs::write(
+        out.join("error-v1-with-provenance.resid"),
+        resid_codec::container::replace_header(&v1, &serde_json::to_vec(&h).unwrap()),
+    )
+    .unwrap();
     errors.push(json!({
-        "file": "lossless-f32.resid",
-        "base": "base-bf16.safetensors",
-        "error": "another base",
+        "file": "error-v1-with-provenance.resid",
+        "base": "../v1/base-f32.safetensors",
+        "error": "'provenance' is not part of format version 1",
     }));
-    let manifest = json!({"version": 1, "cases": cases, "errors": errors});
+    let manifest = json!({"version": 2, "cases": cases, "errors": errors});
     std::fs::write(
         out.join("manifest.json"),
         serde_json::to_string_pretty(&manifest).unwrap() + "\n",
