@@ -21,7 +21,8 @@ pub struct Scan {
 struct Bins {
     lo: f64,
     scale: f64,
-    last: f64,
+    step: f64,
+    bins: usize,
 }
 
 impl Bins {
@@ -30,14 +31,15 @@ impl Bins {
         Bins {
             lo,
             scale: if w > 0.0 { bins as f64 / w } else { 0.0 },
-            last: bins as f64 - 1.0,
+            step: if w > 0.0 { w / bins as f64 } else { 0.0 },
+            bins,
         }
     }
 
     /// The same binning as [`entropy::add_chunk`] (v finite).
     #[inline]
     fn bin(self, v: f64) -> usize {
-        ((v - self.lo) * self.scale).clamp(0.0, self.last) as u32 as usize
+        entropy::bin(v, self.lo, self.scale, self.step, self.bins)
     }
 }
 

@@ -75,6 +75,7 @@ pub fn analyze(
             margins: Margins::default(),
             allow_nonfinite: !deny_nonfinite,
             memory_budget: Some(memory_budget(max_memory)),
+            ..Options::default()
         };
         let on = |p: &resid::analysis::Progress| sh.set(p.done as u64, p.total as u64, p.name);
         let report = match (&base, &subspace) {
