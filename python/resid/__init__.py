@@ -14,7 +14,8 @@ return what its ``--json`` writes::
 
 A checkpoint is a ``.safetensors`` file or a Hugging Face folder
 (``model.safetensors``, or ``model.safetensors.index.json`` with its
-shards); paths may be ``str`` or ``os.PathLike``. Long calls release the GIL,
+shards), or a repo id (``org/name[@revision]``) already in the local Hugging
+Face cache (nothing is downloaded); paths may be ``str`` or ``os.PathLike``. Long calls release the GIL,
 draw a progress bar on ``sys.stderr`` (``progress=False`` turns it off) and
 stop at the next tensor on Ctrl-C, leaving no half-written output. Errors
 raise :class:`ResidError` subclasses (see :mod:`resid.errors`).

@@ -84,3 +84,16 @@ def test_bad_checkpoint_is_bad_input(pair, tmp_path):
     bad.write_bytes((1000).to_bytes(8, "little") + b"{")
     with pytest.raises(resid.BadInputError, match="bad.safetensors"):
         resid.analyze(pair[0], bad, progress=False)
+
+
+def test_exception_class_is_the_clis_exit_code(pair, packed, other_base, tmp_path):
+    """The same ErrorClass picks the CLI's exit code and the exception."""
+    cases = [
+        (lambda: resid.inspect(tmp_path / "nope.resid"), ("inspect", tmp_path / "nope.resid")),
+        (lambda: resid.unpack(other_base, packed, tmp_path / "o", progress=False),
+         ("unpack", "--base", other_base, packed, "-o", tmp_path / "o", "--quiet")),
+    ]
+    for call, args in cases:
+        with pytest.raises(resid.ResidError) as e:
+            call()
+        assert run_cli(*args, check=False).returncode == e.value.exit_code

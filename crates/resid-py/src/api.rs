@@ -2,7 +2,7 @@
 //! same library functions, options and defaults as the CLI's subcommands,
 //! each returning the JSON the CLI's `--json` writes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pyo3::prelude::*;
 use resid::analysis::{analyze as analyze_pair, analyze_subspace, Margins, Options, Subspace};
@@ -12,6 +12,12 @@ use resid::io::{Checkpoint, ErrorClass, Layout};
 
 use crate::blocking::{run, Shared};
 use crate::errors::Failure;
+
+/// Opens the checkpoint `arg` names: a path, or a repo id (`org/name[@rev]`)
+/// found in the local Hugging Face cache, as the CLI resolves it.
+pub fn open_checkpoint(arg: &Path) -> Result<Checkpoint, Failure> {
+    Ok(Checkpoint::open(resid::io::hub::locate(arg)?.path())?)
+}
 
 /// Runs `f` in a rayon pool of `threads` threads (the global pool when None).
 fn in_pool<T: Send>(
@@ -58,14 +64,10 @@ pub fn analyze(
             ));
         }
         let layout = Layout::builtin();
-        let base = base.as_deref().map(Checkpoint::open).transpose()?;
-        let trained = Checkpoint::open(&trained)?;
+        let base = base.as_deref().map(open_checkpoint).transpose()?;
+        let trained = open_checkpoint(&trained)?;
         let subspace = match &subspace_of {
-            Some(p) => Some(Subspace::from_checkpoint(
-                &Checkpoint::open(p)?,
-                &layout,
-                k,
-            )?),
+            Some(p) => Some(Subspace::from_checkpoint(&open_checkpoint(p)?, &layout, k)?),
             None => None,
         };
         let opts = Options {
@@ -121,8 +123,8 @@ pub fn pack(
     };
     run(py, progress.as_ref(), move |sh: &Shared| {
         in_pool(threads, || {
-            let base = Checkpoint::open(&base)?;
-            let trained = Checkpoint::open(&trained)?;
+            let base = open_checkpoint(&base)?;
+            let trained = open_checkpoint(&trained)?;
             base.advise_sequential();
             trained.advise_sequential();
             let opts = PackOptions {
@@ -159,7 +161,7 @@ pub fn unpack(
     run(py, progress.as_ref(), move |sh: &Shared| {
         in_pool(threads, || {
             let context = format!("unpacking {}", file.display());
-            let base = Checkpoint::open(&base)?;
+            let base = open_checkpoint(&base)?;
             base.advise_sequential();
             // The header alone, for the progress total; unpack validates it again.
             let total = resid::codec::inspect(&file)

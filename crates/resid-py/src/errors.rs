@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyType;
 use resid::analysis::AnalysisError;
 use resid::codec::CodecError;
+use resid::io::hub::HubError;
 use resid::io::{Classify, ErrorClass, IoError};
 
 /// Why a call failed, carried from the worker thread back to the caller.
@@ -86,35 +87,15 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     msg
 }
 
-impl From<IoError> for Failure {
-    fn from(e: IoError) -> Self {
-        let class = e.class();
-        Failure::from_error(&e, class)
-    }
+/// Every library error type classifies itself (`resid_io::Classify`).
+macro_rules! from_classified {
+    ($($t:ty),* $(,)?) => {$(
+        impl From<$t> for Failure {
+            fn from(e: $t) -> Self {
+                let class = e.class();
+                Failure::from_error(&e, class)
+            }
+        }
+    )*};
 }
-
-impl From<CodecError> for Failure {
-    fn from(e: CodecError) -> Self {
-        let class = e.class();
-        Failure::from_error(&e, class)
-    }
-}
-
-impl From<AnalysisError> for Failure {
-    fn from(e: AnalysisError) -> Self {
-        let class = analysis_class(&e);
-        Failure::from_error(&e, class)
-    }
-}
-
-// Until resid-analysis implements `Classify` itself.
-fn analysis_class(e: &AnalysisError) -> ErrorClass {
-    match e {
-        AnalysisError::Io(e) => e.class(),
-        AnalysisError::Pool(_) => ErrorClass::Io,
-        AnalysisError::NonFinite { .. }
-        | AnalysisError::NothingInCommon { .. }
-        | AnalysisError::NoEmbedding { .. }
-        | AnalysisError::Subspace(_) => ErrorClass::BadInput,
-    }
-}
+from_classified!(IoError, HubError, CodecError, AnalysisError);

@@ -26,7 +26,7 @@ impl Reader {
     #[new]
     fn new(py: Python<'_>, base: PathBuf, file: PathBuf) -> PyResult<Self> {
         run(py, None, move |_| {
-            let base = Checkpoint::open(&base)?;
+            let base = crate::api::open_checkpoint(&base)?;
             let file = ResidFile::open(&file)?;
             Ok(Reader { file, base })
         })
