@@ -143,6 +143,23 @@ def no_duplicates(pairs):
     return dict(pairs)
 
 
+def one_zstd_frame(stream, limit):
+    """4.4 (and 1.3): exactly one Zstandard frame, nothing after it; its
+    content, decoded up to `limit` bytes (None when it holds more)."""
+    if stream[:4] != b"\x28\xb5\x2f\xfd":
+        raise Refused("not a Zstandard frame (bad magic)")
+    d = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        out = d.decompress(stream)
+    except zstandard.ZstdError as e:
+        raise Refused("zstd frame does not decode: %s" % e)
+    if not d.eof:
+        raise Refused("incomplete zstd frame")
+    if d.unused_data:
+        raise Refused("%d bytes after the zstd frame" % len(d.unused_data))
+    return out if len(out) <= limit else None
+
+
 def read_header(b, hoff, hlen, hsum, version, schemas):
     """1.2 checksum, 1.3 (version 2: a zstd frame), then 2: strict JSON,
     the schema, the cross-field rules."""
@@ -151,11 +168,10 @@ def read_header(b, hoff, hlen, hsum, version, schemas):
         raise Refused("header checksum mismatch")
     if version >= 2:
         try:
-            d = zstandard.ZstdDecompressor().decompressobj()
-            text = d.decompress(text)
-        except zstandard.ZstdError as e:
+            text = one_zstd_frame(text, 256 << 20)
+        except Refused as e:
             raise Refused("compressed header does not decode: %s" % e)
-        if len(text) > 256 << 20:
+        if text is None:
             raise Refused("compressed header expands beyond 256 MiB")
     schema = schemas[version]
     try:
@@ -171,6 +187,13 @@ def read_header(b, hoff, hlen, hsum, version, schemas):
     shards = h["trained"]["shards"]
     if not h["trained"]["sharded"] and len(shards) != 1:
         raise Refused("several shards in an unsharded file")
+    shard_names = {"model.safetensors.index.json"}
+    for s in shards:
+        if s["file"] in ("", ".", "..") or "/" in s["file"] or "\\" in s["file"]:
+            raise Refused("shard name %r is not a plain file name" % s["file"])
+        if s["file"].lower() in shard_names:
+            raise Refused("shard %r names the same file as another shard or the shard index" % s["file"])
+        shard_names.add(s["file"].lower())
     if version == 1:
         for field in ("provenance", "files"):
             if field in h:
@@ -308,6 +331,8 @@ def validate_entry(h, t, hoff):
             raise Refused("tensor %r: lossy coding of a non-float dtype" % name)
         if base is None or base["shape"] != t["shape"]:
             raise Refused("tensor %r: lossy coding without a base of the same shape" % name)
+        if base["dtype"] not in ("F32", "F16", "BF16", "F64"):
+            raise Refused("tensor %r: lossy coding against a base of non-float dtype" % name)
         rows, cols, rank = e["rows"], e["cols"], e["rank"]
         if rows * cols != numel:
             raise Refused("tensor %r: rows x cols != numel" % name)
@@ -497,13 +522,13 @@ def decode_escapes(body, n):
     """4.4: a zstd frame of n LEB128 zigzag varints."""
     if not body or body[0] != 2:
         raise Refused("escape block is not a zstd block")
-    raw = zstandard.ZstdDecompressor().decompress(body[1:], max_output_size=16 * n + 16)
-    if len(raw) > 16 * n + 16:
+    raw = one_zstd_frame(body[1:], 16 * n + 16)
+    if raw is None:
         raise Refused("escape block too large")
     out, z, shift = [], 0, 0
     for byte in raw:
-        if shift >= 64:
-            raise Refused("escape varint too long")
+        if shift > 63 or (shift == 63 and byte & 0x7F > 1):
+            raise Refused("escape varint longer than 64 bits")
         z |= (byte & 0x7F) << shift
         shift += 7
         if not byte & 0x80:
@@ -629,7 +654,11 @@ def decode_lossy(f, h, t, e, base):
             r[k] = f32(r[k] + v)
     bd, _, braw = base[t["name"]]
     w = to_f32_values(bd, braw)
-    return from_f32_values(t["dtype"], [f32(a + b) for a, b in zip(w, r)])
+    y = [f32(a + b) for a, b in zip(w, r)]
+    for i, v in enumerate(y):
+        if not math.isfinite(v):
+            raise Refused("tensor %r: lossy rebuild of element %d is not finite" % (t["name"], i))
+    return from_f32_values(t["dtype"], y)
 
 
 def decode_tensor(f, h, t, base):
@@ -657,10 +686,10 @@ def decode_stored_file(f, sf):
     if not body or body[0] != 2:
         raise Refused("stored file %r: not a zstd block" % sf["path"])
     try:
-        raw = zstandard.ZstdDecompressor().decompressobj().decompress(body[1:])
-    except zstandard.ZstdError as e:
+        raw = one_zstd_frame(body[1:], sf["size"])
+    except Refused as e:
         raise Refused("stored file %r: %s" % (sf["path"], e))
-    if len(raw) != sf["size"]:
+    if raw is None or len(raw) != sf["size"]:
         raise Refused("stored file %r: decodes to the wrong size" % sf["path"])
     if sha(raw) != sf["sha256"]:
         raise Refused("stored file %r: fails its sha256" % sf["path"])

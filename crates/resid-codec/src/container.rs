@@ -20,6 +20,8 @@ pub const END_MAGIC: [u8; 8] = *b"RESIDEND";
 pub const VERSION: u32 = 2;
 /// The first version with a compressed header, files, original headers and provenance.
 pub const VERSION_FILES: u32 = 2;
+/// The shard index a sharded rebuild writes (FORMAT.md 6).
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
 /// Most stored files a header may list.
 pub const MAX_FILES: usize = 100_000;
 pub const PREAMBLE: u64 = 16;

@@ -126,6 +126,14 @@ pub enum CodecError {
         tensor: String,
         base_file: PathBuf,
     },
+    /// A lossy tensor's rebuilt value is NaN or infinite (FORMAT.md 3.5):
+    /// IEEE 754 does not fix such a result's bits, so it is refused.
+    #[error("{path}: tensor '{tensor}': lossy rebuild of element {index} is not finite (file damaged or crafted)")]
+    NonFiniteRebuild {
+        path: PathBuf,
+        tensor: String,
+        index: u64,
+    },
     /// The rebuilt tensor fails the trained checksum.
     #[error("{path}: tensor '{tensor}': rebuilt bytes fail the trained checksum (file altered, or another base)")]
     TrainedChecksum { path: PathBuf, tensor: String },
@@ -180,6 +188,8 @@ pub enum HeaderRule {
     ShardName(String),
     #[error("several shards in an unsharded file")]
     ShardsInUnsharded,
+    #[error("shard '{0}' names the same file as another shard or the shard index (names compared ignoring ASCII case)")]
+    ShardCollision(String),
     #[error("{0} tensors (limit {max})", max = crate::container::MAX_TENSORS)]
     TooManyTensors(usize),
     #[error("field '{0}' is not part of format version 1")]
@@ -251,6 +261,8 @@ pub enum EntryRule {
     LossyNonFloat(String),
     #[error("lossy coding without a base tensor of the same shape")]
     LossyWithoutBase,
+    #[error("lossy coding against a base of non-float dtype {0}")]
+    LossyBaseNotFloat(String),
     #[error("rows {rows} x cols {cols} != {numel} elements")]
     RowsCols { rows: u64, cols: u64, numel: u64 },
     #[error("rank {0} too large")]
@@ -294,7 +306,7 @@ pub enum BlockProblem {
     EscapesNotZstd,
     #[error("escape block: {0}")]
     EscapesZstd(String),
-    #[error("escape varint too long")]
+    #[error("escape varint longer than 64 bits")]
     EscapeVarint,
     #[error("escape block holds {got} values, header says {want}")]
     EscapeCount { got: usize, want: u64 },
@@ -364,6 +376,7 @@ impl Classify for CodecError {
             | BaseTensorDiffers { .. }
             | BaseFingerprint { .. }
             | TrainedChecksum { .. }
+            | NonFiniteRebuild { .. }
             | AgainstLacksTensor { .. }
             | AgainstDiffers { .. } => ErrorClass::Mismatch,
         }

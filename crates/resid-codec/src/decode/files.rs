@@ -154,6 +154,7 @@ pub fn decode_file(rf: &ResidFile, f: &StoredFile) -> Result<Vec<u8>> {
     if body.first() != Some(&crate::rans::KIND_ZSTD) {
         return Err(corrupt(BlockProblem::NotZstd));
     }
+    super::block::one_zstd_frame(&body[1..]).map_err(|e| corrupt(BlockProblem::Zstd(e)))?;
     let mut out = Vec::new();
     zstd::stream::read::Decoder::new(&body[1..])
         .map_err(|e| corrupt(BlockProblem::Zstd(e.to_string())))?

@@ -23,7 +23,8 @@ fn chunk_lens(n: u64, c: u64) -> impl Iterator<Item = u64> {
 /// FORMAT.md 2: "`version` equals the preamble version"; 2.1: "`chunk` a
 /// power of two in `[2^12, 2^24]`"; "`rate` ... lossy only" (a lossy file
 /// must carry it: it holds the dead zone); 2.2: "`shards` at least 1; `file`
-/// a plain file name (no `/`, `\`, `..`)"; an unsharded file lists one shard;
+/// a plain file name (no `/`, `\`, `.`, `..`), unique ignoring ASCII case and
+/// not the shard index's name"; an unsharded file lists one shard;
 /// 2: "at most 1,000,000 tensors"; then each entry ([`validate_entry`]) and
 /// 4: "blocks of the whole file do not overlap".
 pub fn validate(path: &Path, h: &Header, version: u32, header_offset: u64) -> Result<()> {
@@ -50,9 +51,18 @@ pub fn validate(path: &Path, h: &Header, version: u32, header_offset: u64) -> Re
     if !h.trained.sharded && h.trained.shards.len() > 1 {
         return Err(bad(HeaderRule::ShardsInUnsharded));
     }
+    let mut shard_names = HashSet::from([INDEX_FILE.to_string()]);
     for s in &h.trained.shards {
-        if s.file.is_empty() || s.file.contains('/') || s.file.contains('\\') || s.file == ".." {
+        if s.file.is_empty()
+            || s.file.contains('/')
+            || s.file.contains('\\')
+            || s.file == ".."
+            || s.file == "."
+        {
             return Err(bad(HeaderRule::ShardName(s.file.clone())));
+        }
+        if !shard_names.insert(s.file.to_ascii_lowercase()) {
+            return Err(bad(HeaderRule::ShardCollision(s.file.clone())));
         }
     }
     if h.tensors.len() > MAX_TENSORS {
@@ -261,8 +271,11 @@ fn validate_lossy(
     }
     // Decode never needs a base that is absent, and `numel` is tied to the
     // base file's size even when no remainder blocks are stored (section 5).
-    if t.base.as_ref().is_none_or(|b| b.shape != t.shape) {
+    let Some(base) = t.base.as_ref().filter(|b| b.shape == t.shape) else {
         return Err(EntryRule::LossyWithoutBase);
+    };
+    if base.dtype.float().is_none() {
+        return Err(EntryRule::LossyBaseNotFloat(base.dtype.name().into()));
     }
     if rows.checked_mul(*cols) != Some(numel) {
         return Err(EntryRule::RowsCols {

@@ -323,6 +323,15 @@ fn decode_lossy(rf: &ResidFile, base: &Checkpoint, t: &TensorHeader) -> Result<V
     for (x, y) in bv.iter_mut().zip(&r) {
         *x += y;
     }
+    // FORMAT.md 3.5 step 4: "every `y` must be finite": IEEE 754 fixes the
+    // bits of every finite result, not those of a NaN.
+    if let Some(i) = bv.iter().position(|y| !y.is_finite()) {
+        return Err(CodecError::NonFiniteRebuild {
+            path: rf.path.clone(),
+            tensor: t.name.clone(),
+            index: i as u64,
+        });
+    }
     let mut out = Vec::new();
     t.dtype
         .float()

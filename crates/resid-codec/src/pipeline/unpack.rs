@@ -154,7 +154,7 @@ pub fn unpack_with_progress(
         let index_stored = h
             .files
             .iter()
-            .any(|f| f.path == "model.safetensors.index.json");
+            .any(|f| f.path == crate::container::INDEX_FILE);
         if h.trained.sharded && !index_stored {
             let map: Vec<(String, String)> = h
                 .tensors
@@ -162,7 +162,7 @@ pub fn unpack_with_progress(
                 .map(|t| (t.name.clone(), shards[t.shard as usize].file.clone()))
                 .collect();
             resid_io::write::write_index(
-                &out.join("model.safetensors.index.json"),
+                &out.join(crate::container::INDEX_FILE),
                 &map,
                 total as usize,
             )?;
