@@ -283,6 +283,8 @@ pub enum EntryRule {
     BlockOutside { offset: u64, len: u64 },
     #[error("a block overlaps another block")]
     BlockOverlap,
+    #[error("resize: {0}")]
+    Resize(String),
 }
 
 /// What is wrong inside a block whose checksum matched (FORMAT.md 3.4, 4).

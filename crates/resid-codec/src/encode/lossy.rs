@@ -374,13 +374,18 @@ pub fn plan_for_rank(
 }
 
 /// The residual of a lossy pairing in f32 (trained - base).
+/// Of a resized tensor, the shared rows only (FORMAT.md 2.6).
 pub fn residual(base: &Checkpoint, trained: &Checkpoint, it: &Pairing) -> Vec<f32> {
     let t = &trained.tensors()[it.ti];
     let b = &base.tensors()[it.bi.expect("lossy pairings have a base")];
     let mut tv = Vec::new();
     let mut bv = Vec::new();
-    float(&t.dtype_name).to_f32(trained.bytes(t), &mut tv);
-    float(&b.dtype_name).to_f32(base.bytes(b), &mut bv);
+    float(&t.dtype_name).to_f32(it.trained_shared(trained), &mut tv);
+    float(&b.dtype_name).to_f32(
+        it.base_shared(base, trained)
+            .expect("lossy pairings have a base"),
+        &mut bv,
+    );
     for (x, y) in tv.iter_mut().zip(&bv) {
         *x -= y;
     }
@@ -418,8 +423,12 @@ fn weight_error(base: &Checkpoint, trained: &Checkpoint, it: &Pairing, rhat: &[f
     let d = float(&t.dtype_name);
     let mut tv = Vec::new();
     let mut bv = Vec::new();
-    d.to_f32(trained.bytes(t), &mut tv);
-    float(&b.dtype_name).to_f32(base.bytes(b), &mut bv);
+    d.to_f32(it.trained_shared(trained), &mut tv);
+    float(&b.dtype_name).to_f32(
+        it.base_shared(base, trained)
+            .expect("lossy pairings have a base"),
+        &mut bv,
+    );
     for (x, r) in bv.iter_mut().zip(rhat) {
         *x += r;
     }
@@ -469,7 +478,9 @@ impl Lossy<'_> {
             });
         }
         let b = &base.tensors()[it.bi.expect("lossy pairings have a base")];
-        if b.dtype_name == t.dtype_name && base.bytes(b) == trained.bytes(t) {
+        if b.dtype_name == t.dtype_name
+            && it.base_shared(base, trained) == Some(it.trained_shared(trained))
+        {
             return Ok(CodedTensor {
                 coded: Coded::Same,
                 err_sumsq: 0.0,

@@ -9,9 +9,10 @@ use resid_io::{Checkpoint, Dtype};
 
 use super::{batches, release, Mode, PackOptions};
 use crate::container::*;
+use crate::encode::lossless::code_plain;
 use crate::encode::lossless::{code_lossless, has_nonfinite, Lossless};
 use crate::encode::lossy::{self, Lossy, TensorPlan};
-use crate::encode::{Coded, CodedBlock, Pairing, TensorCoder};
+use crate::encode::{Coded, CodedBlock, Pairing, RowSplit, TensorCoder};
 use crate::error::{CodecError, Result, SettingsProblem};
 use crate::rate;
 
@@ -83,7 +84,10 @@ pub fn pack(
     pack_with_progress(base, trained, out, opts, &|_| {})
 }
 
-/// Pairs each trained tensor with the base tensor of its name and shape.
+/// Pairs each trained tensor with the base tensor of its name and shape, or
+/// of its name and a shape with another first dimension (a resized
+/// vocabulary, FORMAT.md 2.6) when the dtypes match, or in a lossy pack are
+/// both floats.
 fn pairings(base: &Checkpoint, trained: &Checkpoint, lossy_mode: bool) -> Vec<Pairing> {
     let is_float = |d: &str| Dtype::parse(d).is_some();
     trained
@@ -91,14 +95,38 @@ fn pairings(base: &Checkpoint, trained: &Checkpoint, lossy_mode: bool) -> Vec<Pa
         .iter()
         .enumerate()
         .map(|(ti, t)| {
-            let bi = base
-                .index_of(&t.name)
-                .filter(|&bi| base.tensors()[bi].shape == t.shape);
+            let found = base.index_of(&t.name).map(|bi| (bi, &base.tensors()[bi]));
+            let mut rows = None;
+            let bi = found.and_then(|(bi, b)| {
+                if b.shape == t.shape {
+                    return Some(bi);
+                }
+                let resizable = !t.shape.is_empty()
+                    && b.shape.len() == t.shape.len()
+                    && b.shape[1..] == t.shape[1..]
+                    && t.shape[0] >= 1
+                    && b.shape[0] >= 1
+                    && (b.dtype_name == t.dtype_name
+                        || (lossy_mode && is_float(&b.dtype_name) && is_float(&t.dtype_name)));
+                resizable.then(|| {
+                    rows = Some(RowSplit {
+                        base_rows: b.shape[0],
+                        shared: b.shape[0].min(t.shape[0]),
+                        row: t.shape[1..].iter().product(),
+                    });
+                    bi
+                })
+            });
             let lossy = lossy_mode
                 && t.numel() > 0
                 && is_float(&t.dtype_name)
                 && bi.is_some_and(|bi| is_float(&base.tensors()[bi].dtype_name));
-            Pairing { ti, bi, lossy }
+            Pairing {
+                ti,
+                bi,
+                lossy,
+                rows,
+            }
         })
         .collect()
 }
@@ -153,7 +181,7 @@ fn plan_lossy(
             .map(|&i| {
                 let t = &tt[items[i].ti];
                 let res = lossy::residual(base, trained, &items[i]);
-                let (rows, cols) = lossy::matrix_dims(&t.shape);
+                let (rows, cols) = lossy::matrix_dims(&items[i].shared_shape(trained));
                 release(base, trained, &items[i]);
                 (
                     i,
@@ -182,6 +210,12 @@ fn plan_lossy(
     }
     for it in items.iter().filter(|it| it.lossy) {
         fixed_bytes += rate::LOSSY_ENTRY_BYTES + tt[it.ti].name.len() as f64;
+    }
+    // The added rows of resized tensors are stored as they are (2.6).
+    for it in items.iter().filter(|it| it.rows.is_some()) {
+        let bl = code_plain(it.added(trained), &tt[it.ti].dtype_name, opts.chunk);
+        fixed_bytes += bl.iter().map(|b| b.bytes.len()).sum::<usize>() as f64
+            + rate::BLOCK_ENTRY_BYTES * bl.len() as f64;
     }
     let problem = rate::Problem {
         plans: &plans,
@@ -369,8 +403,8 @@ pub fn pack_with_progress(
                         .map(|b| w.write_block(&b.bytes, b.n, b.bits))
                         .collect()
                 };
-                let bits: f64 = c.coded.blocks().iter().map(|b| b.bits).sum();
-                let bytes: u64 = c.coded.blocks().iter().map(|b| b.bytes.len() as u64).sum();
+                let mut bits: f64 = c.coded.blocks().iter().map(|b| b.bits).sum();
+                let mut bytes: u64 = c.coded.blocks().iter().map(|b| b.bytes.len() as u64).sum();
                 err_sumsq += c.err_sumsq;
                 w_sumsq += c.weight_sumsq;
                 let step = planned.as_ref().map(|p| p.choice.step);
@@ -382,7 +416,7 @@ pub fn pack_with_progress(
                     },
                     Coded::Lossy(lc) => {
                         kept_total += lc.kept;
-                        let (rows, cols) = lossy::matrix_dims(&t.shape);
+                        let (rows, cols) = lossy::matrix_dims(&it.shared_shape(trained));
                         Encoding::Lossy {
                             rows: rows as u64,
                             cols: cols as u64,
@@ -397,12 +431,22 @@ pub fn pack_with_progress(
                             },
                             factors: put(&lc.factors)?,
                             remainder: put(&lc.remainder)?,
-                            escapes: match &lc.escapes {
-                                Some(b) => Some(w.write_block(&b.bytes, b.n, b.bits)?),
-                                None => None,
-                            },
+                            escapes: put(lc.escapes.as_slice())?.pop(),
                         }
                     }
+                };
+                // FORMAT.md 2.6: the rows beyond the base's, as they are.
+                let resize = match it.rows {
+                    Some(rs) => {
+                        let added = code_plain(it.added(trained), &t.dtype_name, opts.chunk);
+                        bytes += added.iter().map(|b| b.bytes.len() as u64).sum::<u64>();
+                        bits += added.iter().map(|b| b.bits).sum::<f64>();
+                        Some(Resize {
+                            base_rows: rs.base_rows as u64,
+                            added: put(&added)?,
+                        })
+                    }
+                    None => None,
                 };
                 entropy_bits_total += bits;
                 let bit_exact = !matches!(encoding, Encoding::Lossy { .. });
@@ -434,6 +478,7 @@ pub fn pack_with_progress(
                     }),
                     trained_xxh3: bit_exact.then_some(trained_hash),
                     encoding,
+                    resize,
                 });
                 release(base, trained, it);
                 progress(t.nbytes() as u64);
