@@ -101,6 +101,15 @@ pub enum CodecError {
     /// A rebuilt shard kept with its original header fails the original's sha256.
     #[error("{path}: rebuilt {shard} differs from the original file (sha256 mismatch: file altered, or another base)")]
     OriginalChecksum { path: PathBuf, shard: String },
+    /// The rebuild would not fit the output's file system (checked before
+    /// anything is written).
+    #[error("{path}: the rebuild needs {need} bytes but the file system of {fs} has {free} bytes free; nothing was written")]
+    NoSpace {
+        path: PathBuf,
+        need: u64,
+        free: u64,
+        fs: PathBuf,
+    },
     /// The output folder already holds a file unpack would have to replace.
     #[error("{path}: already exists; unpack does not overwrite files it did not create")]
     OutputExists { path: PathBuf },
@@ -355,6 +364,7 @@ impl Classify for CodecError {
             Checkpoint(e) => e.class(),
             Os { .. } => ErrorClass::Io,
             OutputExists { .. } => ErrorClass::Usage,
+            NoSpace { .. } => ErrorClass::Io,
             NotResidual { .. } | NonFinite { .. } => ErrorClass::BadInput,
             Settings(_) => ErrorClass::Usage,
             Truncated { .. }

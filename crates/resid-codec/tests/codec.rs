@@ -143,6 +143,7 @@ fn lossless_file_is_near_its_shannon_bound_and_bit_exact() {
             r.entropy_bytes
         );
         let o = d.path().join("o.safetensors");
+        let _ = std::fs::remove_file(&o); // unpack keeps existing files
         unpack(&b, &f, &o).unwrap();
         let oc = Checkpoint::open(&o).unwrap();
         for x in t.tensors() {
@@ -160,6 +161,7 @@ fn error_at_fixed_rate_falls_as_the_residual_gets_sparser() {
         let f = d.path().join("x.resid");
         pack(&b, &t, &f, &lossy(Mode::BitsPerParam(1.0))).unwrap();
         let o = d.path().join("o.safetensors");
+        let _ = std::fs::remove_file(&o); // unpack keeps existing files
         unpack(&b, &f, &o).unwrap();
         errs.push(rel_error(&b, &t, &o));
     }
@@ -177,6 +179,7 @@ fn an_all_zero_residual_costs_almost_nothing() {
         assert_eq!(r.coded_bytes, 0, "{mode:?}");
         assert!(r.file_bytes < 8 * 400, "{mode:?}: {} bytes", r.file_bytes);
         let o = d.path().join("o.safetensors");
+        let _ = std::fs::remove_file(&o); // unpack keeps existing files
         unpack(&b, &f, &o).unwrap();
         assert_eq!(rel_error(&b, &b, &o), 0.0);
     }
@@ -253,6 +256,7 @@ proptest! {
         let opts = PackOptions { allow_nonfinite: true, chunk: 1 << 12, ..Default::default() };
         pack(&b, &t, &f, &opts).unwrap();
         let o = dir.path().join("o");
+        let _ = std::fs::remove_file(&o); // unpack keeps existing files
         unpack(&b, &f, &o).unwrap();
         let oc = Checkpoint::open(&o).unwrap();
         prop_assert_eq!(oc.bytes(&oc.tensors()[0]), t.bytes(&t.tensors()[0]));
@@ -266,6 +270,7 @@ proptest! {
         let f = dir.path().join("x.resid");
         pack(&b, &t, &f, &lossy(Mode::MaxError(e))).unwrap();
         let o = dir.path().join("o.safetensors");
+        let _ = std::fs::remove_file(&o); // unpack keeps existing files
         unpack(&b, &f, &o).unwrap();
         let got = rel_error(&b, &t, &o);
         prop_assert!(got <= e * 1.001, "asked {}, got {}", e, got);

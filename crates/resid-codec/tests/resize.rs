@@ -93,6 +93,7 @@ fn pack_resized(dir: &Path, rows: usize, mode: Mode, dtype: Dtype) -> u64 {
         }
     }
     let out = dir.join(format!("out-{rows}.safetensors"));
+    let _ = std::fs::remove_file(&out); // unpack keeps existing files
     unpack(&base, &f, &out).unwrap();
     let got = Checkpoint::open(&out).unwrap();
     for name in ["embed.weight", "lm_head.weight"] {
