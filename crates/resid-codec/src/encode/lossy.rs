@@ -553,7 +553,9 @@ mod tests {
             );
             assert!(s.len() <= full.len(), "{s} {full}");
             longer += (s.len() < full.len()) as usize;
-            x = f32::from_bits(x.to_bits().wrapping_mul(2_654_435_761) % 0x3f80_0000 | 0x3000_0000);
+            x = f32::from_bits(
+                (x.to_bits().wrapping_mul(2_654_435_761) % 0x3f80_0000) | 0x3000_0000,
+            );
         }
         // Most f32 values need about 9 digits, their f64 widening 17.
         assert!(longer > 15_000, "{longer}");
