@@ -228,7 +228,7 @@ def main(folder):
         fails += 1
     for fname, base, mutate, what in ACCEPTS:
         try:
-            doc, tensors = run_one(folder, fname, base, mutate)
+            doc, tensors, _ = run_one(folder, fname, base, mutate)
         except R.Refused as e:
             print("FAIL  refused (%s); FORMAT.md %s" % (e, what))
             fails += 1
