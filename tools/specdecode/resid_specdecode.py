@@ -409,7 +409,8 @@ def check_trained(t, version):
             if "sha256" in o:
                 _sha256_field(o["sha256"], "trained.shards[%d].original.sha256" % i)
         f = _str(sh["file"], "trained.shards[%d].file" % i)
-        if f == "" or "/" in f or "\\" in f or f == "..":
+        # GAP (E): "." passes 2.2's rule but names no file; refused here.
+        if f == "" or "/" in f or "\\" in f or f in ("..", "."):
             raise Refused("2.2", "shard file name %r is not a plain file name" % f)
         # GAP: FORMAT.md does not say shard names are distinct, nor that none is
         # the index's name; two equal names would overwrite each other (6).

@@ -466,6 +466,7 @@ V2_REFUSALS = [
     (V1_LOSSLESS, V1_BASE, v1_with("folder"), "2", "'trained.folder' is not part of format version 1"),
     (V1_LOSSLESS, V1_BASE, v1_with("original"), "2", "'shards[].original' is not part of format version 1"),
     (FOLDER, PYBASE, v2_json(lambda h: h["trained"].update(folder=1)), "2", "boolean"),
+    (FOLDER, PYBASE, v2_json(lambda h: h["trained"]["shards"][0].update(file=".")), "2.2", "plain file name"),
     # 2.4 stored files: paths
     (FOLDER, PYBASE, set_path(""), "2.4", "absolute path"),
     (FOLDER, PYBASE, set_path("a//b"), "2.4", "empty component"),
