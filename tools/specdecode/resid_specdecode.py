@@ -171,7 +171,7 @@ def decode_header_bytes(header, version):
     ones included, but no bytes after the last frame."""
     if version == 1:
         return header
-    text, frames = zstd_frames(header, 256 * MIB, "1.3", "compressed header")
+    text, _frames = zstd_frames(header, 256 * MIB, "1.3", "compressed header")
     return text
 
 
@@ -508,6 +508,86 @@ def _first_dup(obj):
     return None
 
 
+# 2.3 dtype table: safetensors spelling -> size s in bytes.
+DTYPE_SIZE = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8,
+}
+LOSSY_DTYPES = ("F32", "F16", "BF16", "F64")
+
+
+def _dtype(v, where):
+    if v not in DTYPE_SIZE:
+        raise Refused("2.3", "%s: unknown dtype %r" % (where, v))
+    return v
+
+
+def _shape(v, where):
+    """FORMAT.md 2.3 `shape`: array of int; numel = product (1 for []),
+    computed without u64 overflow."""
+    if not isinstance(v, list):
+        raise Refused("2.3", "%s: shape is not an array" % where)
+    numel = 1
+    for d in v:
+        _u64(d, where + " shape entry")
+        numel *= d
+        if numel > U64_MAX:
+            raise Refused("2.3", "%s: numel overflows u64" % where)
+    return numel
+
+
+def check_tensor_entry(t, i, mode, settings, trained):
+    """FORMAT.md 2.3 Tensor entry: name non-empty; dtype from the table;
+    shape with `numel * s < 2^48`; shard < shards.len(); base null or
+    {dtype, shape, xxh3}; trained_xxh3 null or xxh3; encoding one of 3.1-3.3.
+    Stores the derived `_numel`, `_s` on the entry."""
+    _fields(t, "tensors[%d]" % i, ("name", "dtype", "shape", "shard", "encoding"),
+            ("base", "trained_xxh3"))
+    name = _str(t["name"], "tensors[%d].name" % i)
+    if name == "":
+        raise Refused("2.3", "tensor %d: empty or duplicate name ''" % i)
+    where = "tensor %r" % name
+    s = DTYPE_SIZE[_dtype(t["dtype"], where)]
+    numel = _shape(t["shape"], where)
+    if numel * s >= (1 << 48):
+        raise Refused("2.3", "%s: numel * size >= 2^48" % where)
+    if _u64(t["shard"], where + " shard") >= len(trained["shards"]):
+        raise Refused("2.3", "%s: shard %d does not exist" % (where, t["shard"]))
+    base = t["base"]
+    if base is not None:
+        _fields(base, where + " base", ("dtype", "shape", "xxh3"))
+        _dtype(base["dtype"], where + " base")
+        base["_numel"] = _shape(base["shape"], where + " base")
+        _xxh3_field(base["xxh3"], where + " base.xxh3")
+    if t["trained_xxh3"] is not None:
+        _xxh3_field(t["trained_xxh3"], where + " trained_xxh3")
+    t["_numel"], t["_s"] = numel, s
+    enc = t["encoding"]
+    if not isinstance(enc, dict) or "kind" not in enc:
+        raise Refused("2.3", "%s: encoding is not an object with a kind" % where)
+    kind = enc["kind"]
+    if kind == "same":
+        check_same(t, where)
+    elif kind == "planes":
+        check_planes(t, where, settings["chunk"])
+    elif kind == "lossy":
+        check_lossy(t, where, mode, settings["chunk"])
+    else:
+        raise Refused("2.3", "%s: unknown encoding kind %r" % (where, kind))
+
+
+def _base_same_dtype_shape(t):
+    b = t["base"]
+    return b is not None and b["dtype"] == t["dtype"] and b["shape"] == t["shape"]
+
+
+# ---------------------------------------------------------------------------
+# 2.4 `files`, 2.5 `provenance` (v2)
+# ---------------------------------------------------------------------------
+
+
 def check_provenance(p):
     """FORMAT.md 2.5 v2 `provenance`: {"resid_version": string, "base_repo"?,
     "base_revision"?, "trained_repo"?, "trained_revision"?: string}.
@@ -597,81 +677,6 @@ def check_files(files, trained):
                 raise Refused("2.4", "stored file %r: its folder %r names the same file as %s"
                               % (f["path"], folder, "another entry" if folder in entry_paths else "a shard"))
     return files
-
-
-# 2.3 dtype table: safetensors spelling -> size s in bytes.
-DTYPE_SIZE = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
-    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4,
-    "I64": 8, "U64": 8, "F64": 8,
-}
-LOSSY_DTYPES = ("F32", "F16", "BF16", "F64")
-
-
-def _dtype(v, where):
-    if v not in DTYPE_SIZE:
-        raise Refused("2.3", "%s: unknown dtype %r" % (where, v))
-    return v
-
-
-def _shape(v, where):
-    """FORMAT.md 2.3 `shape`: array of int; numel = product (1 for []),
-    computed without u64 overflow."""
-    if not isinstance(v, list):
-        raise Refused("2.3", "%s: shape is not an array" % where)
-    numel = 1
-    for d in v:
-        _u64(d, where + " shape entry")
-        numel *= d
-        if numel > U64_MAX:
-            raise Refused("2.3", "%s: numel overflows u64" % where)
-    return numel
-
-
-def check_tensor_entry(t, i, mode, settings, trained):
-    """FORMAT.md 2.3 Tensor entry: name non-empty; dtype from the table;
-    shape with `numel * s < 2^48`; shard < shards.len(); base null or
-    {dtype, shape, xxh3}; trained_xxh3 null or xxh3; encoding one of 3.1-3.3.
-    Stores the derived `_numel`, `_s` on the entry."""
-    _fields(t, "tensors[%d]" % i, ("name", "dtype", "shape", "shard", "encoding"),
-            ("base", "trained_xxh3"))
-    name = _str(t["name"], "tensors[%d].name" % i)
-    if name == "":
-        raise Refused("2.3", "tensor %d: empty or duplicate name ''" % i)
-    where = "tensor %r" % name
-    s = DTYPE_SIZE[_dtype(t["dtype"], where)]
-    numel = _shape(t["shape"], where)
-    if numel * s >= (1 << 48):
-        raise Refused("2.3", "%s: numel * size >= 2^48" % where)
-    if _u64(t["shard"], where + " shard") >= len(trained["shards"]):
-        raise Refused("2.3", "%s: shard %d does not exist" % (where, t["shard"]))
-    base = t["base"]
-    if base is not None:
-        _fields(base, where + " base", ("dtype", "shape", "xxh3"))
-        _dtype(base["dtype"], where + " base")
-        base["_numel"] = _shape(base["shape"], where + " base")
-        _xxh3_field(base["xxh3"], where + " base.xxh3")
-    if t["trained_xxh3"] is not None:
-        _xxh3_field(t["trained_xxh3"], where + " trained_xxh3")
-    t["_numel"], t["_s"] = numel, s
-    enc = t["encoding"]
-    if not isinstance(enc, dict) or "kind" not in enc:
-        raise Refused("2.3", "%s: encoding is not an object with a kind" % where)
-    kind = enc["kind"]
-    if kind == "same":
-        check_same(t, where)
-    elif kind == "planes":
-        check_planes(t, where, settings["chunk"])
-    elif kind == "lossy":
-        check_lossy(t, where, mode, settings["chunk"])
-    else:
-        raise Refused("2.3", "%s: unknown encoding kind %r" % (where, kind))
-
-
-def _base_same_dtype_shape(t):
-    b = t["base"]
-    return b is not None and b["dtype"] == t["dtype"] and b["shape"] == t["shape"]
 
 
 # ---------------------------------------------------------------------------
