@@ -435,6 +435,52 @@ def two_accented_names(body, h):
     return add_file("\u00c9.txt", b"b")(body, h)
 
 
+def sharded_two(body, h):
+    """lossless-f32 (v2) made sharded: `w` in a.safetensors, the rest in
+    b.safetensors, no `original` headers (so the canonical layout of 6)."""
+    h["trained"]["sharded"] = True
+    h["trained"]["shards"] = [{"file": "a.safetensors", "metadata": {}},
+                              {"file": "b.safetensors", "metadata": {"format": "pt"}}]
+    for t in h["tensors"]:
+        t["shard"] = 0 if t["name"] == "w" else 1
+    return body, compact(h)
+
+
+def sharded_with_stored_index(body, h):
+    """As `sharded_two`, in a folder that stores its own index file."""
+    body, _ = sharded_two(body, h)
+    h["trained"]["folder"] = True
+    h["files"] = []
+    return add_file(R.INDEX_NAME, b'{"kept": true}')(body, h)
+
+
+def check_sharded(folder, case_file):
+    """Each tensor rebuilds to the manifest's tensor_sha256; a.safetensors holds
+    `w` alone; the index maps every tensor to its shard (6)."""
+    def check(doc, tensors, outputs):
+        with open(os.path.join(folder, "manifest.json")) as fh:
+            case = next(c for c in json.load(fh)["cases"] if c["file"] == case_file)
+        for name, _, _, _, raw in tensors:
+            if hashlib.sha256(raw).hexdigest() != case["tensor_sha256"][name]:
+                return "tensor %s differs" % name
+        if sorted(outputs) != ["a.safetensors", "b.safetensors", R.INDEX_NAME]:
+            return "outputs %r" % sorted(outputs)
+        (n,) = struct.unpack_from("<Q", outputs["a.safetensors"])
+        if list(json.loads(outputs["a.safetensors"][8:8 + n])) != ["w"]:
+            return "a.safetensors holds %r" % list(json.loads(outputs["a.safetensors"][8:8 + n]))
+        index = json.loads(outputs[R.INDEX_NAME])
+        want = {name: ("a.safetensors" if name == "w" else "b.safetensors") for name, *_ in tensors}
+        total = sum(len(raw) for *_, raw in tensors)
+        if index != {"metadata": {"total_size": total}, "weight_map": want}:
+            return "index %r" % index
+        return None
+    return check
+
+
+def check_stored_index(doc, tensors, outputs):
+    return None if outputs.get(R.INDEX_NAME) == b'{"kept": true}' else "index %r" % outputs.get(R.INDEX_NAME)
+
+
 def check_empty_file(doc, tensors, outputs):
     return None if outputs.get("empty.txt") == b"" else "empty.txt not rebuilt as 0 bytes"
 
@@ -542,6 +588,10 @@ def _v2_accepts(folder):
          check_same_outputs(folder, FOLDER, PYBASE)),
         (FOLDER, PYBASE, header_skippable_first, "1.3: a skippable frame before the header's frame (SPEC-GAPS E)",
          check_same_outputs(folder, FOLDER, PYBASE)),
+        ("lossless-f32.resid", V1_BASE, sharded_two, "6: a sharded v2 file without `original` (canonical "
+         "shards and the index)", check_sharded(folder, "lossless-f32.resid")),
+        ("lossless-f32.resid", V1_BASE, sharded_with_stored_index, "6: a sharded folder that stores its own "
+         "index: the stored one is written, not a new one", check_stored_index),
         (V2_LOSSY, V1_BASE, original_edit(orig_move_empty_last),
          "2.2: a zero-length tensor listed after the tensor that shares its offset (SPEC-GAPS E)", None),
     ]
@@ -579,7 +629,7 @@ def nothing_written_cases(folder):
             after = sorted(os.listdir(out))
             elsewhere = os.path.join(tmp, "elsewhere")
             ok = rc == 3 and before == after and (not os.path.isdir(elsewhere) or os.listdir(elsewhere) == [])
-            print("%s  6 output folder with an %s: exit %d, folder before %r after %r"
+            print("%s  6 output folder holding %s: exit %d, folder before %r after %r"
                   % ("ok  " if ok else "FAIL", what, rc, before, after))
             fails += not ok
     return fails
