@@ -113,6 +113,9 @@ pub enum CodecError {
     /// The output folder already holds a file unpack would have to replace.
     #[error("{path}: already exists; unpack does not overwrite files it did not create")]
     OutputExists { path: PathBuf },
+    /// A selection of tensors to rebuild matched none of the file's.
+    #[error("{path}: no tensor of this residual file matches the selection")]
+    NoTensorSelected { path: PathBuf },
     /// The base lacks a tensor the residual was made against.
     #[error("{path}: tensor '{tensor}': the base {base} has no such tensor; this residual was made against another base")]
     BaseLacksTensor {
@@ -363,7 +366,7 @@ impl Classify for CodecError {
         match self {
             Checkpoint(e) => e.class(),
             Os { .. } => ErrorClass::Io,
-            OutputExists { .. } => ErrorClass::Usage,
+            OutputExists { .. } | NoTensorSelected { .. } => ErrorClass::Usage,
             NoSpace { .. } => ErrorClass::Io,
             NotResidual { .. } | NonFinite { .. } => ErrorClass::BadInput,
             Settings(_) => ErrorClass::Usage,

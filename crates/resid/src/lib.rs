@@ -4,7 +4,8 @@
 //! [`io`] reads and writes checkpoints, [`analysis`] measures a residual's
 //! structure, [`codec`] stores it, [`report`] shows it. None of them pulls in
 //! an ML framework; the small-LM reproduction lives in `resid-lm`. [`budget`]
-//! is the memory budget the front ends (CLI, Python) choose when given none.
+//! is the memory budget the front ends (CLI, Python) choose when given none;
+//! [`subset`] rebuilds only the tensors a caller names.
 
 pub use resid_analysis as analysis;
 pub use resid_codec as codec;
@@ -12,3 +13,4 @@ pub use resid_io as io;
 pub use resid_report as report;
 
 pub mod budget;
+pub mod subset;

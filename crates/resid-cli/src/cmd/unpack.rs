@@ -20,6 +20,10 @@ pub struct Args {
         value_name = "PATH"
     )]
     pub output: PathBuf,
+    /// Rebuild only the tensors whose names match this glob (`*`, `?`,
+    /// `[..]`; repeatable) into one .safetensors file at the output.
+    #[arg(long = "tensors", value_name = "GLOB")]
+    pub tensors: Vec<String>,
     /// Replace files that exist at the output (shards, stored files, the
     /// index). Without it unpack refuses before writing anything.
     #[arg(long)]
@@ -49,6 +53,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     base.advise_sequential();
     let pb = crate::progress::bytes_bar(0, "unpack", args.quiet);
     let t0 = std::time::Instant::now();
+    if !args.tensors.is_empty() {
+        return run_subset(&args, &base, &pb, t0);
+    }
     let opts = resid::codec::UnpackOptions {
         batch_bytes: super::pack::batch_bytes(args.max_memory),
         force: args.force,
@@ -83,6 +90,60 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "bytes": rep.bytes,
             "seconds": s,
             "mb_per_s": mb_s,
+        });
+        crate::output::write_json(j, &serde_json::to_string_pretty(&doc)?)?;
+    }
+    Ok(())
+}
+
+/// `--tensors`: the matching tensors only, into one safetensors file.
+fn run_subset(
+    args: &Args,
+    base: &resid::io::Checkpoint,
+    pb: &indicatif::ProgressBar,
+    t0: std::time::Instant,
+) -> anyhow::Result<()> {
+    let pats = args
+        .tensors
+        .iter()
+        .map(|g| {
+            glob::Pattern::new(g).map_err(|e| crate::exit::usage(format!("--tensors '{g}': {e}")))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let keep = |name: &str| pats.iter().any(|p| p.matches(name));
+    let rep =
+        resid::subset::unpack_subset(base, &args.file, &args.output, &keep, args.force, &|n| {
+            pb.inc(n)
+        })
+        .map_err(|e| {
+            let hint = match e {
+                resid::codec::CodecError::OutputExists { .. } => " (pass --force to replace it)",
+                resid::codec::CodecError::NoTensorSelected { .. } => {
+                    " (see `resid inspect` for the names)"
+                }
+                _ => "",
+            };
+            anyhow::Error::new(e).context(format!("unpacking {}{hint}", args.file.display()))
+        })?;
+    pb.finish_and_clear();
+    let s = t0.elapsed().as_secs_f64();
+    writeln!(
+        crate::output::human(args.json.as_deref()),
+        "{}: {} of the file's tensors, {} bytes in {:.2} s",
+        args.output.display(),
+        rep.tensors.len(),
+        rep.bytes,
+        s
+    )?;
+    if let Some(j) = &args.json {
+        let doc = serde_json::json!({
+            "file": args.file.display().to_string(),
+            "base": args.base.display().to_string(),
+            "outputs": [args.output.display().to_string()],
+            "tensors": rep.tensors.len(),
+            "names": rep.tensors,
+            "bytes": rep.bytes,
+            "seconds": s,
         });
         crate::output::write_json(j, &serde_json::to_string_pretty(&doc)?)?;
     }

@@ -3,7 +3,7 @@
 //! own, so a file may leave some of it unused.)
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Path of the `resid` binary cargo built for these tests.
@@ -114,4 +114,23 @@ pub fn small_pair(dir: &Path, seed: u32) -> (std::path::PathBuf, std::path::Path
     );
     write_f32(&tr, &[("w", vec![32, 24], t), ("bias", vec![24], bias)]);
     (b, tr)
+}
+
+/// [`small_pair`] and its lossless residual file `r.resid` in `dir`:
+/// `(base, trained, file)`.
+pub fn packed_pair(dir: &Path, seed: u32) -> (PathBuf, PathBuf, PathBuf) {
+    let (b, t) = small_pair(dir, seed);
+    let f = dir.join("r.resid");
+    ok(&run(&[
+        "pack",
+        "--base",
+        s(&b),
+        "--trained",
+        s(&t),
+        "-o",
+        s(&f),
+        "--lossless",
+        "-q",
+    ]));
+    (b, t, f)
 }
