@@ -1380,21 +1380,34 @@ def rebuild_lossy(data, t, base_raw, settings, where):
 def read_safetensors(path):
     """Public safetensors format: u64 LE header length N, N bytes of JSON
     {name: {dtype, shape, data_offsets}, "__metadata__": {...}}, then data.
-    Returns {name: (dtype, shape, raw bytes)}."""
+    Returns {name: (dtype, shape, raw bytes)}. A base that cannot be read,
+    or that names a tensor twice (2.3: "each name at most once"), is refused."""
+    def bad(why):
+        return Refused("2.3", "base %s: %s" % (path, why))
     with open(path, "rb") as fh:
         data = fh.read()
     if len(data) < 8:
-        raise ValueError("%s: not a safetensors file" % path)
+        raise bad("not a safetensors file")
     (n,) = struct.unpack_from("<Q", data, 0)
     if 8 + n > len(data):
-        raise ValueError("%s: header runs past the end" % path)
-    hdr = json.loads(data[8:8 + n].decode("utf-8"))
+        raise bad("its header runs past the end")
+    try:
+        hdr = json.loads(data[8:8 + n].decode("utf-8"), object_pairs_hook=_pairs_hook)
+    except (ValueError, RecursionError) as e:
+        raise bad("its header is not JSON (%s)" % e)
+    if not isinstance(hdr, dict):
+        raise bad("its header is not a JSON object")
+    if hdr.dups:
+        raise bad("it names %r twice" % hdr.dups[0])
     out = {}
     for name, e in hdr.items():
         if name == "__metadata__":
             continue
-        b, e_ = e["data_offsets"]
-        out[name] = (e["dtype"], list(e["shape"]), data[8 + n + b:8 + n + e_])
+        try:
+            b, e_ = e["data_offsets"]
+            out[name] = (e["dtype"], list(e["shape"]), data[8 + n + b:8 + n + e_])
+        except (KeyError, TypeError, ValueError):
+            raise bad("entry %r is not a safetensors entry" % name)
     return out
 
 
@@ -1405,7 +1418,7 @@ def read_base(path):
     sharded checkpoint, whose index's weight map says which shard holds each
     name (a map that disagrees with the shards' headers is refused).
     GAP (E21): a folder with neither is read as every *.safetensors in it,
-    a name in two of them refused."""
+    a name in two of them refused; an index that is not JSON is not caught."""
     if not os.path.isdir(path):
         return read_safetensors(path)
     index = os.path.join(path, INDEX_NAME)
@@ -1416,11 +1429,12 @@ def read_base(path):
         for shard in sorted(set(wm.values())):
             for name, tensor in read_safetensors(os.path.join(path, shard)).items():
                 if wm.get(name) != shard:
-                    raise ValueError("%s: %s holds %r, which the index maps to %r" % (path, shard, name, wm.get(name)))
+                    raise Refused("2.3", "base %s: %s holds %r, which the index maps to %r"
+                                  % (path, shard, name, wm.get(name)))
                 out[name] = tensor
         missing = sorted(set(wm) - set(out))
         if missing:
-            raise ValueError("%s: the index maps %r to a shard that does not hold it" % (path, missing[0]))
+            raise Refused("2.3", "base %s: the index maps %r to a shard that does not hold it" % (path, missing[0]))
         return out
     if os.path.isfile(os.path.join(path, "model.safetensors")):
         return read_safetensors(os.path.join(path, "model.safetensors"))
@@ -1429,7 +1443,7 @@ def read_base(path):
         if f.endswith(".safetensors"):
             for name, tensor in read_safetensors(os.path.join(path, f)).items():
                 if name in out:
-                    raise ValueError("%s: tensor %r is in two files" % (path, name))
+                    raise Refused("2.3", "base %s: tensor %r is in two files" % (path, name))
                 out[name] = tensor
     return out
 

@@ -731,6 +731,57 @@ def _v2_accepts(folder):
     ]
 
 
+def base_cases(folder):
+    """FORMAT.md 2.3 (last paragraph), v1 folder: the base given as a sharded
+    checkpoint (an index and two shards, written here from base-f32) rebuilds
+    lossless-f32 to its manifest sha256; an index that disagrees with the
+    shards' headers is refused; a base file naming a tensor twice is refused."""
+    fails = 0
+    base = R.read_safetensors(os.path.join(folder, "base-f32.safetensors"))
+    names = sorted(base)
+    with open(os.path.join(folder, "manifest.json")) as fh:
+        want = next(c for c in json.load(fh)["cases"] if c["file"] == LOSSLESS)["rebuilt_sha256"]
+    resid = os.path.join(folder, LOSSLESS)
+    with tempfile.TemporaryDirectory() as tmp:
+        wm = {}
+        for i, part in enumerate((names[:3], names[3:])):
+            shard = "model-%d.safetensors" % (i + 1)
+            with open(os.path.join(tmp, shard), "wb") as fh:
+                fh.write(R.canonical_safetensors([(n,) + tuple(base[n]) for n in part], {}))
+            wm.update({n: shard for n in part})
+
+        def index(m):
+            with open(os.path.join(tmp, R.INDEX_NAME), "w") as fh:
+                json.dump({"metadata": {}, "weight_map": m}, fh)
+        index(wm)
+        _, _, out = R.read_residual(resid, tmp)
+        ok = hashlib.sha256(out[None]).hexdigest() == want
+        print("%s  2.3 a sharded base (index + 2 shards) rebuilds %s to its sha256" % ("ok  " if ok else "FAIL", LOSSLESS))
+        fails += not ok
+        index(dict(wm, **{names[0]: "model-2.safetensors"}))
+        try:
+            R.read_residual(resid, tmp)
+            print("FAIL  2.3 an index that disagrees with its shards was accepted")
+            fails += 1
+        except R.Refused as e:
+            print("ok    2.3 an index that disagrees with its shards: %s" % e)
+        twice = os.path.join(tmp, "twice.safetensors")
+        blob = R.canonical_safetensors([(names[0],) + tuple(base[names[0]])], {})
+        (n,) = struct.unpack_from("<Q", blob)
+        head = blob[8:8 + n].rstrip(b" ").decode()
+        head = head[:-1] + "," + head[1:]  # the one entry written twice
+        head = head.encode() + b" " * ((-(8 + len(head))) % 8)
+        with open(twice, "wb") as fh:
+            fh.write(struct.pack("<Q", len(head)) + head + blob[8 + n:])
+        try:
+            R.read_base(twice)
+            print("FAIL  2.3 a base naming a tensor twice was accepted")
+            fails += 1
+        except R.Refused as e:
+            print("ok    2.3 a base naming a tensor twice: %s" % e)
+    return fails
+
+
 def nothing_written_cases(folder):
     """FORMAT.md 2.4 / 6, through the command line: a stored name `../x` is
     refused with nothing written (neither the output folder nor `x` beside
@@ -856,6 +907,9 @@ def main(folder):
             print("FAIL  the metadata kept is %r" % doc["trained"]["shards"][0]["metadata"])
             fails += 1
     extra = 0
+    if version == 1:
+        extra = 3
+        fails += base_cases(folder)
     if version >= 2:
         extra = 5
         fails += nothing_written_cases(folder)
