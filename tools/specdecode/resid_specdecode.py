@@ -1584,12 +1584,14 @@ def read_residual(path, base_path):
     header_offset, header = read_footer(data)
     HEADER_OFFSET[0] = header_offset
     doc = check_header(parse_header_json(decode_header_bytes(header, version)), version)
+    # 1.4 step 5: each stored file, then each tensor (the output checks of 6,
+    # which 1.4 puts first, come in write_checkpoint: GAP E23).
+    stored = [(f["path"], decode_stored_file(data, f)) for f in doc.get("files", [])]
     base = read_base(base_path)
     tensors = []
     for t in doc["tensors"]:
         raw = rebuild_tensor(data, t, base, doc["settings"])
         tensors.append((t["name"], t["dtype"], t["shape"], t["shard"], raw))
-    stored = [(f["path"], decode_stored_file(data, f)) for f in doc.get("files", [])]
     return doc, tensors, rebuilt_outputs(doc, tensors, stored)
 
 
