@@ -249,7 +249,7 @@ def _fields(obj, where, required, optional_null=(), optional=()):
     """FORMAT.md 2: unknown fields anywhere are refused; every listed field is
     required, except one whose value may be null (then it may be left out,
     read as null) and the v2 fields marked optional (`optional`: may be left
-    out, GAP: not null); a field may not appear twice in one object."""
+    out, GAP E7: not null); a field may not appear twice in one object."""
     if not isinstance(obj, dict):
         raise Refused("2", "%s is not an object" % where)
     if getattr(obj, "dups", ()):
@@ -460,11 +460,11 @@ def check_original_header(sh, i, tensors, mode):
     their first data offset, are exactly this shard's tensors in the residual
     header's order (same names, dtypes and shapes), laid out back to back from
     offset 0, each `numel * s` bytes long.
-    GAP (E): ties in "sorted by their first data offset" (zero-length tensors
+    GAP (E1): ties in "sorted by their first data offset" (zero-length tensors
     share an offset with their neighbour) are not ordered by the text; the
     check below walks the residual header's order, which accepts exactly the
     files in which some offset-sorted order is the residual order.
-    GAP (E): the entries' own fields are read strictly (no others), and
+    GAP (E2, E3): the entries' own fields are read strictly (no others), and
     `__metadata__` must be {string: string} as in safetensors; FORMAT.md does
     not say. Nothing ties `__metadata__` to the shard's `metadata` (not checked)."""
     where = "shard %r: original header" % sh["file"]
@@ -724,11 +724,11 @@ def check_files(files, trained):
     """FORMAT.md 2.4 v2 `files`: at most 100,000 entries `{"path", "size",
     "sha256", "block"}`; `files` requires `trained.folder`; each path passes
     `check_stored_path`; `size < 2^48`; sha256 64 lower-case hex digits; the
-    block is a zstd block (4.4) whose `n` is `size` (GAP (E): n != size is
+    block is a zstd block (4.4) whose `n` is `size` (GAP (E9): n != size is
     refused). Refused too: two paths equal with ASCII letters compared without
     case ("names the same file as another entry"), a path so equal to a
     shard's `file`, and a path one of whose folders is another entry's path
-    or a shard's file (GAP (E): folders compared without case as well).
+    or a shard's file (GAP (E10): folders compared without case as well).
     All of it before anything is written."""
     if not isinstance(files, list):
         raise Refused("2.4", "files is not an array")
@@ -1088,7 +1088,7 @@ def zstd_block_content(body, limit, label):
 
 def decode_stored_file(data, f):
     """FORMAT.md 2.4 + 4.4 v2 stored file: its block's checksum (4), kind 2
-    (4: a symbol block kind here is refused, GAP (E): the text names no
+    (4: a symbol block kind here is refused, GAP (E9): the text names no
     message), one zstd frame decoded with the limit `size + 1`, exactly `size`
     bytes, whose sha256 is the recorded one ("fails its sha256")."""
     where = "stored file %r" % f["path"]
@@ -1696,7 +1696,7 @@ def _atomic_write(path, blob, force):
 
 
 def check_golden(folder, strict_messages=False):
-    """Check a golden folder against its manifest.json: every case rebuilds to
+    """FORMAT.md 8.1: check a golden folder against its manifest.json: every case rebuilds to
     `rebuilt_sha256` (a file) or to `outputs` (a folder: each file's sha256),
     and each tensor to `tensor_sha256`; every error case is refused. The manifest's `error` text is compared with the refusal's
     message (a wording difference is reported; fatal with --strict-messages)."""
@@ -1718,8 +1718,8 @@ def check_golden(folder, strict_messages=False):
                 bad.append(name)
         got = {k: hashlib.sha256(v).hexdigest() for k, v in outputs.items()}
         if "outputs" in case:
-            # GAP (A3): read from the manifest: `outputs` maps each file of a
-            # folder rebuild (path inside it) to its sha256.
+            # 8.1: `outputs` maps every file a folder rebuild writes (its
+            # path inside the folder) to its sha256; nothing else may be written.
             want = case["outputs"]
         else:
             want = {None: case["rebuilt_sha256"]}
