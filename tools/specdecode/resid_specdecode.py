@@ -1483,19 +1483,26 @@ def canonical_safetensors(entries, metadata):
     tensor `{"data_offsets":[b,e],"dtype":..,"shape":[..]}`), offsets laid out
     back to back in the residual header's order; padded with spaces until
     8 + N is a multiple of 8; then the raw bytes in the same order."""
+    specs = [(name, dtype, shape, len(raw)) for name, dtype, shape, raw in entries]
+    return canonical_header(specs, metadata) + b"".join(raw for _, _, _, raw in entries)
+
+
+def canonical_header(specs, metadata):
+    """The first part of `canonical_safetensors`: N and the padded header text,
+    from each tensor's (name, dtype, shape, byte size)."""
     objs = {}
     pos = 0
-    for name, dtype, shape, raw in entries:
+    for name, dtype, shape, size in specs:
         objs[name] = '{"data_offsets":[%d,%d],"dtype":%s,"shape":[%s]}' % (
-            pos, pos + len(raw), json_string(dtype), ",".join(str(d) for d in shape))
-        pos += len(raw)
+            pos, pos + size, json_string(dtype), ",".join(str(d) for d in shape))
+        pos += size
     if metadata:
         md = ",".join("%s:%s" % (json_string(k), json_string(metadata[k])) for k in _byte_order(metadata))
         objs["__metadata__"] = "{" + md + "}"
     text = "{" + ",".join("%s:%s" % (json_string(k), objs[k]) for k in _byte_order(objs)) + "}"
     head = text.encode("utf-8")
     head += b" " * ((-(8 + len(head))) % 8)
-    return struct.pack("<Q", len(head)) + head + b"".join(raw for _, _, _, raw in entries)
+    return struct.pack("<Q", len(head)) + head
 
 
 def index_json(weight_map, total):
@@ -1572,56 +1579,73 @@ def rebuilt_outputs(doc, tensors, stored):
     return out
 
 
-def read_residual(path, base_path):
-    """FORMAT.md 1 -> 2 -> 3/4 -> 6: preamble (1.1), footer (1.2), header
-    encoding (1.3), header (2), then every tensor rebuilt and checked (3, 4),
-    every v2 stored file decoded and checked (2.4, 4.4), and the output files
-    assembled and checked in memory (6). Returns (header, tensors, outputs):
-    tensors [(name, dtype, shape, shard, raw)], outputs as `rebuilt_outputs`."""
+def planned_sizes(doc):
+    """FORMAT.md 6: the files a rebuild will write and their sizes, known from
+    the header alone ({path: bytes}, as `rebuilt_outputs`), for the output
+    checks that 1.4 step 5 makes before anything is rebuilt."""
+    trained = doc["trained"]
+    sizes = {}
+    for i, sh in enumerate(trained["shards"]):
+        specs = [(t["name"], t["dtype"], t["shape"], t["_numel_full"] * t["_s"])
+                 for t in doc["tensors"] if t["shard"] == i]
+        if "original" in sh:
+            head = 8 + len(sh["original"]["header"].encode("utf-8"))
+        else:
+            head = len(canonical_header(specs, sh["metadata"]))
+        sizes[sh["file"]] = head + sum(sp[3] for sp in specs)
+    if not trained["sharded"] and not trained.get("folder", False):
+        return {None: sizes[trained["shards"][0]["file"]]}
+    for f in doc.get("files", []):
+        sizes[f["path"]] = f["size"]
+    if trained["sharded"] and not any(f["path"] == INDEX_NAME for f in doc.get("files", [])):
+        wm = {t["name"]: trained["shards"][t["shard"]]["file"] for t in doc["tensors"]}
+        sizes[INDEX_NAME] = len(index_json(wm, sum(t["_numel_full"] * t["_s"] for t in doc["tensors"])))
+    return sizes
+
+
+def open_residual(path):
+    """FORMAT.md 1 -> 2: preamble (1.1), footer (1.2), header encoding (1.3),
+    header (2, with 2.1-2.6, 3 and 4's header rules). Returns (bytes, header)."""
     with open(path, "rb") as fh:
         data = fh.read()
     version = read_preamble(data)
     header_offset, header = read_footer(data)
     HEADER_OFFSET[0] = header_offset
-    doc = check_header(parse_header_json(decode_header_bytes(header, version)), version)
-    # 1.4 step 5: each stored file, then each tensor (the output checks of 6,
-    # which 1.4 puts first, come in write_checkpoint: GAP E23).
+    return data, check_header(parse_header_json(decode_header_bytes(header, version)), version)
+
+
+def read_residual(path, base_path):
+    """`open_residual`, then `rebuild`. Returns (header, tensors, outputs)."""
+    data, doc = open_residual(path)
+    tensors, outputs = rebuild(data, doc, base_path)
+    return doc, tensors, outputs
+
+
+def rebuild(data, doc, base_path):
+    """FORMAT.md 1.4 step 5 / 6: each stored file decoded and checked (2.4,
+    4.4), then each tensor rebuilt and checked (2.3, 3, 4, 2.6), then the
+    output files assembled and checked in memory (6). Returns (tensors,
+    outputs): tensors [(name, dtype, shape, shard, raw)], outputs as
+    `rebuilt_outputs`."""
     stored = [(f["path"], decode_stored_file(data, f)) for f in doc.get("files", [])]
     base = read_base(base_path)
     tensors = []
     for t in doc["tensors"]:
         raw = rebuild_tensor(data, t, base, doc["settings"])
         tensors.append((t["name"], t["dtype"], t["shape"], t["shard"], raw))
-    return doc, tensors, rebuilt_outputs(doc, tensors, stored)
+    return tensors, rebuilt_outputs(doc, tensors, stored)
 
 
 def write_checkpoint(outputs, out_path, force=False):
     """FORMAT.md 6: written only once every tensor and file rebuilt and passed
     its checks; files appear by atomic rename; a folder this reader created is
-    removed on failure. In a folder, subfolders are created as needed; a path
-    that passes through a symlink already in the folder is refused. The
-    output checks of 6 (1.4 step 5), before anything is written: the total
-    against the file system's free space ("the rebuild needs N bytes but the
-    file system of D has M bytes free"); every file it would write that exists
-    already is refused ("already exists") unless `force`, and the final rename
-    does not replace a file that appeared meanwhile; a folder output is locked
-    (flock) while it is written. GAP (E12): files this reader wrote into a
+    removed on failure. In a folder, subfolders are created as needed. The
+    output checks of 6 (`check_outputs`) are made again here, just before
+    writing; the final rename does not replace a file that appeared meanwhile
+    unless `force`; a folder output is locked (flock) while it is written. GAP (E12): files this reader wrote into a
     folder that already existed are removed on failure as well."""
     single = list(outputs) == [None]
-    targets = {rel: (out_path if single else os.path.join(out_path, *rel.split("/"))) for rel in outputs}
-    check_free_space(sum(len(b) for b in outputs.values()), out_path)
-    for rel, target in targets.items():
-        parts = [] if single else rel.split("/")
-        for k in range(1, len(parts)):
-            p = os.path.join(out_path, *parts[:k])
-            if os.path.islink(p):
-                raise Refused("6", "%s: %s is a symlink already in the folder" % (rel, p))
-            if os.path.exists(p) and not os.path.isdir(p):
-                raise Refused("6", "%s: %s exists and is not a folder" % (rel, p))
-        if os.path.islink(target) and not single:
-            raise Refused("6", "%s: %s is a symlink already in the folder" % (rel, target))
-        if os.path.lexists(target) and not force:
-            raise Refused("6", "%s already exists" % target)
+    targets = check_outputs({rel: len(b) for rel, b in outputs.items()}, out_path, force)
     if single:
         _atomic_write(out_path, outputs[None], force)
         return [out_path]
@@ -1652,9 +1676,33 @@ def write_checkpoint(outputs, out_path, force=False):
     return written
 
 
+def check_outputs(sizes, out_path, force):
+    """FORMAT.md 6, the output checks (1.4 step 5), for {path: size}: the
+    total against the free space; every file that exists already is refused
+    unless `force`; a path through a symlink already in the folder, or
+    through a file where a folder belongs, is refused. Returns {path: target}."""
+    single = list(sizes) == [None]
+    targets = {rel: (out_path if single else os.path.join(out_path, *rel.split("/"))) for rel in sizes}
+    check_free_space(sum(sizes.values()), out_path)
+    for rel, target in targets.items():
+        parts = [] if single else rel.split("/")
+        for k in range(1, len(parts)):
+            p = os.path.join(out_path, *parts[:k])
+            if os.path.islink(p):
+                raise Refused("6", "%s: %s is a symlink already in the folder" % (rel, p))
+            if os.path.exists(p) and not os.path.isdir(p):
+                raise Refused("6", "%s: %s exists and is not a folder" % (rel, p))
+        if os.path.islink(target) and not single:
+            raise Refused("6", "%s: %s is a symlink already in the folder" % (rel, target))
+        if os.path.lexists(target) and not force:
+            raise Refused("6", "%s already exists" % target)
+    return targets
+
+
 def check_free_space(total, out_path):
     """FORMAT.md 6: the total the file rebuilds to against the free space
-    (statvfs f_bavail * f_frsize) of the output's file system."""
+    (statvfs f_bavail * f_frsize) of the output's file system ("the rebuild
+    needs N bytes but the file system of D has M bytes free")."""
     d = os.path.abspath(out_path)
     while not os.path.isdir(d):
         d = os.path.dirname(d)
@@ -1783,7 +1831,9 @@ def main(argv=None):
     if not (a.base and a.resid and a.out):
         ap.error("give BASE RESID -o OUT, or --golden DIR")
     try:
-        doc, tensors, outputs = read_residual(a.resid, a.base)
+        data, doc = open_residual(a.resid)
+        check_outputs(planned_sizes(doc), a.out, a.force)  # 1.4 step 5: before the rebuild
+        tensors, outputs = rebuild(data, doc, a.base)
         written = write_checkpoint(outputs, a.out, a.force)
     except Refused as e:
         print("%s: %s" % (a.resid, e), file=sys.stderr)

@@ -845,6 +845,19 @@ def nothing_written_cases(folder):
         ok = rc == 3 and not os.path.exists(out)
         print("%s  6 too little free space (stubbed): exit %d, nothing written" % ("ok  " if ok else "FAIL", rc))
         fails += not ok
+    # 6 / 1.4 step 5: the sizes the output checks use, from the header alone,
+    # are those of what every golden case rebuilds to
+    with open(os.path.join(folder, "manifest.json")) as fh:
+        cases = json.load(fh)["cases"]
+    off = []
+    for c in cases:
+        _, doc = R.open_residual(os.path.join(folder, c["file"]))
+        _, _, out = R.read_residual(os.path.join(folder, c["file"]), os.path.join(folder, c["base"]))
+        if R.planned_sizes(doc) != {k: len(v) for k, v in out.items()}:
+            off.append(c["file"])
+    print("%s  6 planned output sizes equal the rebuilt ones for all %d golden cases%s"
+          % ("FAIL" if off else "ok  ", len(cases), (": not " + ", ".join(off)) if off else ""))
+    fails += bool(off)
     return fails
 
 
@@ -911,7 +924,7 @@ def main(folder):
         extra = 3
         fails += base_cases(folder)
     if version >= 2:
-        extra = 5
+        extra = 6
         fails += nothing_written_cases(folder)
     print("selftest: %d refusal case(s), %d acceptance case(s), %d output case(s), %d failure(s)"
           % (len(refusals), len(accepts), extra, fails))
