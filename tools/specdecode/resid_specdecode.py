@@ -17,6 +17,7 @@ Needs Python 3.9+ and the PyPI packages `xxhash` (XXH3-64) and `zstandard`.
 """
 
 import argparse
+import fcntl
 import hashlib
 import json
 import math
@@ -125,54 +126,45 @@ def read_footer(data):
 # ---------------------------------------------------------------------------
 
 
-def zstd_frames(data, limit, rule, what):
-    """RFC 8878 data (one or more frames, skippable frames included), decoded
-    with an output limit: refused when it decodes to more than `limit` bytes,
-    is cut inside a frame, or holds bytes that are not a frame. Returns
-    (content, [(frame's first byte offset, is_skippable)])."""
-    dctx = zstandard.ZstdDecompressor()
-    # Bounded first read: never more than limit + 1 bytes are produced.
-    try:
-        reader = dctx.stream_reader(data, read_across_frames=True)
-        got = 0
-        while got <= limit:
-            piece = reader.read(limit + 1 - got)
-            if not piece:
-                break
-            got += len(piece)
-    except zstandard.ZstdError as e:
-        raise Refused(rule, "%s does not decode: %s" % (what, e))
-    if got > limit:
-        raise Refused(rule, "%s decodes to more than %d bytes" % (what, limit))
-    # Bounded now (at most `got` bytes): walk the frames to see that each is whole.
-    out, frames, rest, pos = [], [], data, 0
-    while rest:
-        skippable = len(rest) >= 4 and (int.from_bytes(rest[:4], "little") & 0xFFFFFFF0) == 0x184D2A50
-        obj = dctx.decompressobj()
-        try:
-            out.append(obj.decompress(rest))
-        except zstandard.ZstdError as e:
-            raise Refused(rule, "%s does not decode: %s" % (what, e))
-        if not obj.eof:
-            raise Refused(rule, "%s does not decode: a zstd frame is cut short" % what)
-        frames.append((pos, skippable))
-        pos += len(rest) - len(obj.unused_data)
-        rest = obj.unused_data
-    return b"".join(out), frames
-
-
 def decode_header_bytes(header, version):
     """FORMAT.md 1.3 Header encoding. Version 1: the header bytes are the JSON
     text. v2: a zstd stream (RFC 8878) whose content is the JSON text, at most
     256 MiB decoded (decoding stops there); a stream that does not decode:
     "compressed header does not decode". (`header_xxh3` was checked on the
-    stored bytes, 1.2.) GAP: "one frame as written" is read as a writer's
-    habit: a reader accepts a stream of several frames (RFC 8878), skippable
-    ones included, but no bytes after the last frame."""
+    stored bytes, 1.2.) The bytes are exactly one Zstandard frame, by 4.4's
+    rule (no skippable frame, nothing before or after it)."""
     if version == 1:
         return header
-    text, _frames = zstd_frames(header, 256 * MIB, "1.3", "compressed header")
-    return text
+    return one_zstd_frame(header, 256 * MIB, "1.3", "compressed header")
+
+
+ZSTD_MAGIC = bytes([0x28, 0xB5, 0x2F, 0xFD])
+
+
+def one_zstd_frame(data, limit, rule, what):
+    """FORMAT.md 4.4 (and 1.3): exactly one Zstandard frame (RFC 8878 3.1.1:
+    it starts with the magic 28 B5 2F FD, so a skippable frame is refused) and
+    nothing after it; decoded with the caller's output limit. Refused: more
+    than `limit` bytes of content, a frame cut short, bytes after the frame."""
+    if data[:4] != ZSTD_MAGIC:
+        raise Refused(rule, "%s does not decode: not a Zstandard frame (magic %s)" % (what, data[:4].hex()))
+    dctx = zstandard.ZstdDecompressor()
+    try:
+        # One read never crosses a frame's end, and never yields more than limit + 1 bytes.
+        got = len(dctx.stream_reader(data, read_across_frames=False).read(limit + 1))
+        if got > limit:
+            raise Refused(rule, "%s decodes to more than %d bytes" % (what, limit))
+        # Bounded now (the first frame holds `got` bytes): decode it again to
+        # see where it ends.
+        obj = dctx.decompressobj()
+        content = obj.decompress(data)
+    except zstandard.ZstdError as e:
+        raise Refused(rule, "%s does not decode: %s" % (what, e))
+    if not obj.eof:
+        raise Refused(rule, "%s does not decode: the zstd frame is cut short" % what)
+    if obj.unused_data:
+        raise Refused(rule, "%s does not decode: %d bytes after the frame" % (what, len(obj.unused_data)))
+    return content
 
 
 # ---------------------------------------------------------------------------
@@ -202,22 +194,54 @@ def _no_constant(name):
     raise Refused("2", "header is not RFC 8259 JSON: %s" % name)
 
 
+def _float_in_range(text):
+    """FORMAT.md 2: a float is any JSON number within f64's range ("1e400 is
+    refused, not read as infinity")."""
+    v = float(text)
+    if math.isinf(v):
+        raise Refused("2", "the number %s is beyond f64's range" % text)
+    return v
+
+
+def _no_lone_surrogate(v):
+    """FORMAT.md 2: "A \\u escape that leaves a lone UTF-16 surrogate is
+    refused: every string is a sequence of Unicode scalar values" (keys too)."""
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+        elif isinstance(x, str):
+            try:
+                x.encode("utf-8")
+            except UnicodeEncodeError:
+                raise Refused("2", "the string %r holds a lone surrogate" % x)
+
+
 def parse_header_json(header):
     """FORMAT.md 2: one JSON object (RFC 8259, UTF-8). Python's json module
-    accepts NaN/Infinity (not RFC 8259): refused here. Repeated fields are
-    recorded per object and refused by `_fields` (except in `metadata`, 7)."""
+    accepts NaN/Infinity (not RFC 8259): refused here; so are numbers beyond
+    f64's range and lone surrogates (2's lexical rules). Integers written with
+    a fraction or exponent are read as floats, which `_u64` refuses. Repeated
+    fields are recorded per object and refused by `_fields` (except in
+    `metadata`, 7)."""
     try:
         text = header.decode("utf-8")
     except UnicodeDecodeError as e:
         raise Refused("2", "header is not UTF-8: %s" % e)
     try:
-        doc = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_no_constant)
+        doc = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_no_constant,
+                         parse_float=_float_in_range)
     except Refused:
         raise
     except (ValueError, RecursionError) as e:
         raise Refused("2", "header is not JSON: %s" % e)
     if not isinstance(doc, dict):
         raise Refused("2", "header is not a JSON object")
+    _no_lone_surrogate(doc)
     return doc
 
 
@@ -225,7 +249,7 @@ def _fields(obj, where, required, optional_null=(), optional=()):
     """FORMAT.md 2: unknown fields anywhere are refused; every listed field is
     required, except one whose value may be null (then it may be left out,
     read as null) and the v2 fields marked optional (`optional`: may be left
-    out, GAP: not null); a field may not appear twice in one object."""
+    out, GAP E7: not null); a field may not appear twice in one object."""
     if not isinstance(obj, dict):
         raise Refused("2", "%s is not an object" % where)
     if getattr(obj, "dups", ()):
@@ -253,7 +277,7 @@ def _u64(v, where):
 
 
 def _num(v, where):
-    """FORMAT.md 2: floats are JSON numbers (GAP: an integer literal is taken as a number)."""
+    """FORMAT.md 2: a float is any JSON number, an integer literal included."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise Refused("2", "%s must be a number, got %r" % (where, v))
     return float(v)
@@ -288,8 +312,9 @@ def _xxh3_field(v, where):
 def refuse_v2_fields(doc):
     """FORMAT.md 2: "A version-1 header holding any field marked v2
     (`provenance`, `files`, `trained.folder`, `shards[].original`) is refused
-    ("field ... is not part of format version 1")". Checked before the
-    unknown-field rule, which would otherwise name them first."""
+    ("field ... is not part of format version 1")"; 2.6: so is `resize`.
+    Checked before the unknown-field rule, which would otherwise name them
+    first (GAP E22)."""
     def no(field):
         raise Refused("2", "field %r is not part of format version 1" % field)
     if not isinstance(doc, dict):
@@ -304,6 +329,9 @@ def refuse_v2_fields(doc):
         for sh in trained.get("shards") if isinstance(trained.get("shards"), list) else ():
             if isinstance(sh, dict) and "original" in sh:
                 no("shards[].original")
+    for t in doc.get("tensors") if isinstance(doc.get("tensors"), list) else ():
+        if isinstance(t, dict) and "resize" in t:
+            no("tensors[].resize")
 
 
 def check_header(doc, preamble_version):
@@ -337,7 +365,7 @@ def check_header(doc, preamble_version):
         raise Refused("2", "%d tensors, at most 1,000,000" % len(tensors))
     names = set()
     for i, t in enumerate(tensors):
-        check_tensor_entry(t, i, doc["mode"], settings, trained)
+        check_tensor_entry(t, i, doc["mode"], settings, trained, preamble_version)
         if t["name"] in names:
             raise Refused("2", "tensor %d: empty or duplicate name %r" % (i, t["name"]))
         names.add(t["name"])
@@ -385,8 +413,9 @@ def check_settings(s, mode):
 
 def check_trained(t, version):
     """FORMAT.md 2.2 `trained`: sharded bool; shards >= 1 of {file, metadata};
-    file a plain name (non-empty, no '/', no '\\', not '..'); unsharded means
-    exactly one shard. metadata is {string: string}; a repeated key inside it
+    file a plain name (non-empty, no '/', no '\\', not '.' or '..'), no two
+    equal with ASCII letters compared without case, none equal (so compared)
+    to model.safetensors.index.json; unsharded means exactly one shard. metadata is {string: string}; a repeated key inside it
     keeps its last value (7). v2: `folder` (optional bool, absent = false) and
     each shard's optional `original` {header, sha256?} (its header text
     is checked against the tensors by `check_original_header`)."""
@@ -409,14 +438,11 @@ def check_trained(t, version):
             if "sha256" in o:
                 _sha256_field(o["sha256"], "trained.shards[%d].original.sha256" % i)
         f = _str(sh["file"], "trained.shards[%d].file" % i)
-        # GAP (E): "." passes 2.2's rule but names no file; refused here.
         if f == "" or "/" in f or "\\" in f or f in ("..", "."):
             raise Refused("2.2", "shard file name %r is not a plain file name" % f)
-        # GAP: FORMAT.md does not say shard names are distinct, nor that none is
-        # the index's name; two equal names would overwrite each other (6).
-        if sharded and (f in files or f == INDEX_NAME):
-            raise Refused("2.2", "shard file name %r repeated or reserved" % f)
-        files.add(f)
+        if _fold(f) in files or _fold(f) == _fold(INDEX_NAME):
+            raise Refused("2.2", "shard file %r names the same file as another shard or the shard index" % f)
+        files.add(_fold(f))
         md = sh["metadata"]
         if not isinstance(md, dict):
             raise Refused("2.2", "trained.shards[%d].metadata is not an object" % i)
@@ -434,19 +460,15 @@ def check_original_header(sh, i, tensors, mode):
     their first data offset, are exactly this shard's tensors in the residual
     header's order (same names, dtypes and shapes), laid out back to back from
     offset 0, each `numel * s` bytes long.
-    GAP (E): ties in "sorted by their first data offset" (zero-length tensors
+    GAP (E1): ties in "sorted by their first data offset" (zero-length tensors
     share an offset with their neighbour) are not ordered by the text; the
     check below walks the residual header's order, which accepts exactly the
     files in which some offset-sorted order is the residual order.
-    GAP (E): the entries' own fields are read strictly (no others), and
+    GAP (E2, E3): the entries' own fields are read strictly (no others), and
     `__metadata__` must be {string: string} as in safetensors; FORMAT.md does
     not say. Nothing ties `__metadata__` to the shard's `metadata` (not checked)."""
     where = "shard %r: original header" % sh["file"]
-    text = sh["original"]["header"]
-    try:
-        raw = text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise Refused("2.2", "%s is not UTF-8 text" % where)
+    raw = sh["original"]["header"].encode("utf-8")  # no lone surrogate (2)
     try:
         doc = parse_header_json(raw)
     except Refused as e:
@@ -480,7 +502,7 @@ def check_original_header(sh, i, tensors, mode):
         if e["dtype"] != t["dtype"] or e["shape"] != t["shape"]:
             raise Refused("2.2", "%s gives tensor %r as %s %s, the residual header as %s %s"
                           % (where, t["name"], e["dtype"], e["shape"], t["dtype"], t["shape"]))
-        end = pos + t["_numel"] * t["_s"]
+        end = pos + t["_numel_full"] * t["_s"]
         if e["data_offsets"] != [pos, end]:
             raise Refused("2.2", "%s places tensor %r at %s; laid out back to back in the residual "
                           "header's order it is at [%d, %d]" % (where, t["name"], e["data_offsets"], pos, end))
@@ -538,13 +560,16 @@ def _shape(v, where):
     return numel
 
 
-def check_tensor_entry(t, i, mode, settings, trained):
+def check_tensor_entry(t, i, mode, settings, trained, version):
     """FORMAT.md 2.3 Tensor entry: name non-empty; dtype from the table;
     shape with `numel * s < 2^48`; shard < shards.len(); base null or
-    {dtype, shape, xxh3}; trained_xxh3 null or xxh3; encoding one of 3.1-3.3.
-    Stores the derived `_numel`, `_s` on the entry."""
+    {dtype, shape, xxh3}, `base.shape` equal to `shape` except with `resize`;
+    trained_xxh3 null or xxh3; v2 `resize` (2.6); encoding one of 3.1-3.3,
+    checked against the shared rows' shape when resized. Stores on the entry
+    `_s`, `_enc_shape` and `_numel` (what the encoding codes: the shared rows
+    when resized) and `_added_numel` (2.6's added elements, else 0)."""
     _fields(t, "tensors[%d]" % i, ("name", "dtype", "shape", "shard", "encoding"),
-            ("base", "trained_xxh3"))
+            ("base", "trained_xxh3"), optional=("resize",) if version >= 2 else ())
     name = _str(t["name"], "tensors[%d].name" % i)
     if name == "":
         raise Refused("2.3", "tensor %d: empty or duplicate name ''" % i)
@@ -563,7 +588,14 @@ def check_tensor_entry(t, i, mode, settings, trained):
         _xxh3_field(base["xxh3"], where + " base.xxh3")
     if t["trained_xxh3"] is not None:
         _xxh3_field(t["trained_xxh3"], where + " trained_xxh3")
-    t["_numel"], t["_s"] = numel, s
+    t["_s"], t["_numel_full"] = s, numel
+    if "resize" in t:
+        check_resize(t, where, settings["chunk"])
+    else:
+        if base is not None and base["shape"] != t["shape"]:
+            raise Refused("2.3", "%s: base.shape %s differs from shape %s (and there is no resize)"
+                          % (where, base["shape"], t["shape"]))
+        t["_enc_shape"], t["_numel"], t["_added_numel"], t["_added"] = t["shape"], numel, 0, []
     enc = t["encoding"]
     if not isinstance(enc, dict) or "kind" not in enc:
         raise Refused("2.3", "%s: encoding is not an object with a kind" % where)
@@ -576,11 +608,73 @@ def check_tensor_entry(t, i, mode, settings, trained):
         check_lossy(t, where, mode, settings["chunk"])
     else:
         raise Refused("2.3", "%s: unknown encoding kind %r" % (where, kind))
+    check_added_blocks(t, where, settings["chunk"])
+
+
+def check_added_blocks(t, where, chunk):
+    """FORMAT.md 2.6: the added rows' blocks are 3.2's plain planes, numbered
+    after the encoding's blocks (2.3): added[c*s + p] codes plane p of chunk c,
+    its n that chunk's length."""
+    first, s = len(t.get("_blocks", ())), t["_s"]
+    for k, b in enumerate(t["_added"]):
+        check_block(b, where, first + k)
+        n_c = min(chunk, t["_added_numel"] - (k // s) * chunk)
+        if b["n"] != n_c:
+            raise Refused("2.6", "%s block %d: n = %d, its chunk of added rows holds %d elements"
+                          % (where, first + k, b["n"], n_c))
 
 
 def _base_same_dtype_shape(t):
+    """3.1 / 3.2: a base of the entry's dtype and shape (2.6: both the shared rows')."""
     b = t["base"]
-    return b is not None and b["dtype"] == t["dtype"] and b["shape"] == t["shape"]
+    return b is not None and b["dtype"] == t["dtype"] and _base_enc_shape(t) == t["_enc_shape"]
+
+
+def _base_enc_shape(t):
+    """The base tensor's shape as the encoding sees it: 2.6 codes the shared
+    rows against the base's first S rows."""
+    b = t["base"]
+    if "resize" not in t:
+        return b["shape"]
+    return [t["_enc_shape"][0]] + b["shape"][1:]
+
+
+def check_resize(t, where, chunk):
+    """FORMAT.md 2.6 v2 `resize`: {"base_rows": u64, "added": [Block]}, R =
+    shape[0], K = base_rows. `shape` has at least one dimension; `base` is
+    non-null with base.shape = [K] + shape[1..]; 1 <= K and K != R
+    ("resize: ..."). The encoding codes the first S = min(R, K) rows. When
+    R > K the added rows T[K..R] ((R-K) * row elements) are plain byte planes
+    (3.2 with xor false): ceil((R-K)*row / chunk) * s blocks, chunk-major,
+    each n its chunk's length; when R < K `added` is empty."""
+    rz = _fields(t["resize"], where + " resize", ("base_rows", "added"))
+    K = _u64(rz["base_rows"], where + " resize.base_rows")
+    shape, base = t["shape"], t["base"]
+    if len(shape) < 1:
+        raise Refused("2.6", "%s: resize: a 0-D tensor has no rows" % where)
+    R = shape[0]
+    if base is None:
+        raise Refused("2.6", "%s: resize: needs a base" % where)
+    if base["shape"] != [K] + shape[1:]:
+        raise Refused("2.6", "%s: resize: base.shape %s is not [base_rows] + shape[1..] = %s"
+                      % (where, base["shape"], [K] + shape[1:]))
+    if K < 1 or K == R:
+        raise Refused("2.6", "%s: resize: base_rows %d must be >= 1 and differ from shape[0] = %d" % (where, K, R))
+    row = 1
+    for d in shape[1:]:
+        row *= d
+    S = min(R, K)
+    t["_enc_shape"] = [S] + shape[1:]
+    t["_numel"] = S * row
+    t["_added_numel"] = (R - K) * row if R > K else 0
+    added = rz["added"]
+    if not isinstance(added, list):
+        raise Refused("2.6", "%s: resize: added is not an array" % where)
+    pieces = _pieces(t["_added_numel"], chunk)
+    if len(added) != len(pieces) * t["_s"]:
+        raise Refused("2.6", "%s: resize: %d added blocks, the added rows need %d"
+                      % (where, len(added), len(pieces) * t["_s"]))
+    t["_added"] = list(added)
 
 
 # ---------------------------------------------------------------------------
@@ -612,8 +706,7 @@ def check_stored_path(path):
     names one file. Refused, in the text's order: an empty path or one starting
     with `/` ("absolute path"); a `\\`, `:` or control character (U+0000-U+001F,
     U+007F-U+009F) anywhere; an empty, `.` or `..` component (components are
-    separated by `/`). GAP (C13, E): a path that cannot be UTF-8 (a lone
-    surrogate from a JSON escape) is refused too."""
+    separated by `/`). (A lone surrogate never gets here: 2 refuses it.)"""
     where = "stored file %r" % path
     if path == "" or path.startswith("/"):
         raise Refused("2.4", "%s: absolute path (empty, or starting with '/')" % where)
@@ -625,21 +718,17 @@ def check_stored_path(path):
             raise Refused("2.4", "%s: empty component" % where)
         if comp in (".", ".."):
             raise Refused("2.4", "%s: '..' or '.' component" % where)
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        raise Refused("2.4", "%s: not UTF-8" % where)
 
 
 def check_files(files, trained):
     """FORMAT.md 2.4 v2 `files`: at most 100,000 entries `{"path", "size",
     "sha256", "block"}`; `files` requires `trained.folder`; each path passes
     `check_stored_path`; `size < 2^48`; sha256 64 lower-case hex digits; the
-    block is a zstd block (4.4) whose `n` is `size` (GAP (E): n != size is
+    block is a zstd block (4.4) whose `n` is `size` (GAP (E9): n != size is
     refused). Refused too: two paths equal with ASCII letters compared without
     case ("names the same file as another entry"), a path so equal to a
     shard's `file`, and a path one of whose folders is another entry's path
-    or a shard's file (GAP (E): folders compared without case as well).
+    or a shard's file (GAP (E10): folders compared without case as well).
     All of it before anything is written."""
     if not isinstance(files, list):
         raise Refused("2.4", "files is not an array")
@@ -692,6 +781,7 @@ def check_same(t, where):
         raise Refused("3.1", "%s: `same` needs a base of the same dtype and shape" % where)
     if t["trained_xxh3"] is None:
         raise Refused("3.1", "%s: `same` needs trained_xxh3" % where)
+    t["_blocks"] = []
 
 
 def _ceil_div(a, b):
@@ -741,11 +831,10 @@ def check_lossy(t, where, mode, chunk):
     if t["dtype"] not in LOSSY_DTYPES:
         raise Refused("3.3", "%s: lossy tensors are F32, F16, BF16 or F64, not %s" % (where, t["dtype"]))
     base = t["base"]
-    if base is None or base["shape"] != t["shape"]:
+    if base is None or _base_enc_shape(t) != t["_enc_shape"]:
         raise Refused("3.3", "%s: a lossy tensor needs a base of the same shape" % where)
-    # GAP: 3.5 step 4 only defines f32(base) for F16, BF16, F32 and F64 bases.
     if base["dtype"] not in LOSSY_DTYPES:
-        raise Refused("3.3", "%s: lossy tensor's base dtype %s is not a float" % (where, base["dtype"]))
+        raise Refused("3.3", "%s: a lossy tensor against a base of non-float dtype %s" % (where, base["dtype"]))
     rows = _u64(enc["rows"], where + " rows")
     cols = _u64(enc["cols"], where + " cols")
     numel = t["_numel"]
@@ -833,7 +922,7 @@ def check_blocks_placement(tensors, files):
     ("a block overlaps another block"); gaps are allowed and ignored (1)."""
     owned = []
     for t in tensors:
-        for k, b in enumerate(t.get("_blocks", ())):
+        for k, b in enumerate(list(t.get("_blocks", ())) + t["_added"]):
             owned.append((b, _block_label("tensor %r" % t["name"], k)))
     for f in files:
         owned.append((f["block"], _block_label("stored file %r" % f["path"], None)))
@@ -992,18 +1081,14 @@ def frequency_table(present, q):
 
 
 def zstd_block_content(body, limit, label):
-    """FORMAT.md 4.4 Kind 2: `02`, then one zstd frame (RFC 8878), decoded with
-    the caller's limit. GAP (C3): bytes after the frame, a second frame or a
-    skippable frame are refused ("one zstd frame")."""
-    content, frames = zstd_frames(body[1:], limit, "4.4", label + " (zstd)")
-    if len(frames) != 1 or frames[0][1]:
-        raise Refused("4.4", "%s: the block is not exactly one zstd frame" % label)
-    return content
+    """FORMAT.md 4.4 Kind 2: `02`, then exactly one Zstandard frame and
+    nothing after it ("... bytes after the frame"), decoded with the caller's limit."""
+    return one_zstd_frame(body[1:], limit, "4.4", label + " (zstd)")
 
 
 def decode_stored_file(data, f):
     """FORMAT.md 2.4 + 4.4 v2 stored file: its block's checksum (4), kind 2
-    (4: a symbol block kind here is refused, GAP (E): the text names no
+    (4: a symbol block kind here is refused, GAP (E9): the text names no
     message), one zstd frame decoded with the limit `size + 1`, exactly `size`
     bytes, whose sha256 is the recorded one ("fails its sha256")."""
     where = "stored file %r" % f["path"]
@@ -1034,8 +1119,10 @@ def decode_escapes(body, n, where, k):
     while i < len(content):
         z, shift = 0, 0
         while True:
-            if i >= len(content) or shift >= 64:
-                raise Refused("4.4", "%s block %d: escape block holds a cut or over-long varint" % (where, k))
+            if i >= len(content):
+                raise Refused("4.4", "%s block %d: escape block holds a cut varint" % (where, k))
+            if shift >= 64:
+                raise Refused("4.4", "%s block %d: escape varint longer than 64 bits" % (where, k))
             byte = content[i]
             i += 1
             z |= (byte & 0x7F) << shift
@@ -1043,7 +1130,7 @@ def decode_escapes(body, n, where, k):
             if not byte & 0x80:
                 break
         if z > U64_MAX:
-            raise Refused("4.4", "%s block %d: varint over 64 bits" % (where, k))
+            raise Refused("4.4", "%s block %d: escape varint longer than 64 bits" % (where, k))
         values.append((z >> 1) ^ -(z & 1))  # inverse of (q << 1) XOR (q >> 63)
     if len(values) != n:
         raise Refused("4.4", "%s block %d: escape block holds %d values, header says %d"
@@ -1089,7 +1176,7 @@ class EscapeList:
 
 def to_f32_values(raw, dtype):
     """FORMAT.md 3.5 step 4: w = f32(base): exact for F16, BF16, F32; F64 rounded
-    to nearest even (GAP: an F64 base beyond f32's range is taken to round to infinity)."""
+    to nearest even, a value beyond f32's range becoming +-infinity."""
     n = len(raw) // DTYPE_SIZE[dtype]
     if dtype == "F32":
         return list(struct.unpack("<%df" % n, raw))
@@ -1123,11 +1210,8 @@ def from_f32_values(ys, dtype):
     if dtype == "BF16":
         out = bytearray()
         for y in ys:
-            bits = struct.unpack("<I", struct.pack("<f", y))[0]
-            if (bits & 0x7FFFFFFF) > 0x7F800000:  # NaN (reachable: inf - inf in step 2): GAP, payload unspecified
-                h = (bits >> 16) | 0x0040
-            else:
-                h = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+            bits = struct.unpack("<I", struct.pack("<f", y))[0]  # y is finite (3.5 step 4)
+            h = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
             out += struct.pack("<H", h & 0xFFFF)
         return bytes(out)
     raise Refused("3.5", "lossy dtype %s" % dtype)
@@ -1142,7 +1226,9 @@ def reconstruct_lossy(t, qa, qb, qr, base_raw, dead_zone):
     3. remainder stored: r = f32(r + v(qr)), v(0) = +0.0, k = |q|:
        m = recon[k-1] if k <= len(recon) else ((z + k) - 0.5) * step (f64);
        v = f32(+-m).
-    4. w = f32(base), y = f32(w + r). 5. y converted to dtype."""
+    4. w = f32(base), y = f32(w + r); every y must be finite ("lossy rebuild
+       of element N is not finite", N the first in row-major order).
+    5. y converted to dtype."""
     enc = t["encoding"]
     rows, cols, rank = enc["rows"], enc["cols"], enc["rank"]
     fs, step, recon = enc["factor_step"], enc["step"], enc["recon"]
@@ -1171,6 +1257,9 @@ def reconstruct_lossy(t, qa, qb, qr, base_raw, dead_zone):
             r[idx] = f32(r[idx] + v)
     w = to_f32_values(base_raw, t["base"]["dtype"])
     ys = [f32(w[i] + r[i]) for i in range(rows * cols)]
+    for i, y in enumerate(ys):
+        if not math.isfinite(y):
+            raise Refused("3.5", "tensor %r: lossy rebuild of element %d is not finite" % (t["name"], i))
     return from_f32_values(ys, t["dtype"])
 
 
@@ -1200,10 +1289,15 @@ def lookup_base(t, base_ckpt):
 
 
 def rebuild_tensor(data, t, base_ckpt, settings):
-    """FORMAT.md 2.3 + 3: the base lookup, then the encoding's rebuild, then
-    the trained_xxh3 check when present ("rebuilt bytes fail the trained checksum")."""
+    """FORMAT.md 2.3 + 3 + 2.6: the base lookup; with `resize`, the base's
+    first S rows stand for the base; the encoding's rebuild; then (2.6) the
+    added rows' planes appended; then the trained_xxh3 check of the whole
+    tensor when present ("rebuilt bytes fail the trained checksum")."""
     where = "tensor %r" % t["name"]
     base_raw = lookup_base(t, base_ckpt)
+    if "resize" in t:
+        bs = DTYPE_SIZE[t["base"]["dtype"]]
+        base_raw = base_raw[:t["_numel"] * bs]  # B[0..S], row-major
     enc = t["encoding"]
     kind = enc["kind"]
     if kind == "same":
@@ -1212,26 +1306,34 @@ def rebuild_tensor(data, t, base_ckpt, settings):
         out = rebuild_planes(data, t, base_raw, settings["chunk"], where)
     else:
         out = rebuild_lossy(data, t, base_raw, settings, where)
+    if t["_added"]:
+        out = out + decode_planes(data, t["_added"], len(t["_blocks"]), t["_added_numel"], t["_s"],
+                                  settings["chunk"], where)
     if t["trained_xxh3"] is not None and xxh3_hex(out) != t["trained_xxh3"]:
         raise Refused("2.3", "%s: rebuilt bytes fail the trained checksum" % where)
     return out
 
 
-def rebuild_planes(data, t, base_raw, chunk, where):
-    """FORMAT.md 3.2 rebuild: element i of chunk c is plane_0[i] .. plane_{s-1}[i]
-    (byte 0 least significant, as stored), XORed with the base bytes at the same
-    position when xor."""
-    numel, s = t["_numel"], t["_s"]
-    blocks = t["_blocks"]
+def decode_planes(data, blocks, first, numel, s, chunk, where):
+    """FORMAT.md 3.2: element i of chunk c is plane_0[i] .. plane_{s-1}[i]
+    (byte 0 least significant, as stored); blocks[c*s + p] is plane p of
+    chunk c. 1.4: chunk by chunk, the checksums of its s blocks, then their
+    bodies. `first` is the number of the first block (2.3, for messages)."""
     out = bytearray(numel * s)
     for c in range(_ceil_div(numel, chunk)):
         n_c = min(chunk, numel - c * chunk)
         e0 = c * chunk * s
+        bodies = [block_body(data, blocks[c * s + p], where, first + c * s + p) for p in range(s)]
         for p in range(s):
-            k = c * s + p
-            body = block_body(data, blocks[k], where, k)
-            plane = decode_symbol_block(body, n_c, where, k)
+            plane = decode_symbol_block(bodies[p], n_c, where, first + c * s + p)
             out[e0 + p:e0 + n_c * s:s] = plane
+    return out
+
+
+def rebuild_planes(data, t, base_raw, chunk, where):
+    """FORMAT.md 3.2 rebuild: the planes (`decode_planes`), XORed with the base
+    bytes at the same position when xor."""
+    out = decode_planes(data, t["_blocks"], 0, t["_numel"], t["_s"], chunk, where)
     if t["encoding"]["xor"]:
         x = int.from_bytes(out, "little") ^ int.from_bytes(base_raw, "little")
         out = bytearray(x.to_bytes(len(out), "little"))
@@ -1278,34 +1380,72 @@ def rebuild_lossy(data, t, base_raw, settings, where):
 def read_safetensors(path):
     """Public safetensors format: u64 LE header length N, N bytes of JSON
     {name: {dtype, shape, data_offsets}, "__metadata__": {...}}, then data.
-    Returns {name: (dtype, shape, raw bytes)}."""
+    Returns {name: (dtype, shape, raw bytes)}. A base that cannot be read,
+    or that names a tensor twice (2.3: "each name at most once"), is refused."""
+    def bad(why):
+        return Refused("2.3", "base %s: %s" % (path, why))
     with open(path, "rb") as fh:
         data = fh.read()
     if len(data) < 8:
-        raise ValueError("%s: not a safetensors file" % path)
+        raise bad("not a safetensors file")
     (n,) = struct.unpack_from("<Q", data, 0)
     if 8 + n > len(data):
-        raise ValueError("%s: header runs past the end" % path)
-    hdr = json.loads(data[8:8 + n].decode("utf-8"))
+        raise bad("its header runs past the end")
+    try:
+        hdr = json.loads(data[8:8 + n].decode("utf-8"), object_pairs_hook=_pairs_hook)
+    except (ValueError, RecursionError) as e:
+        raise bad("its header is not JSON (%s)" % e)
+    if not isinstance(hdr, dict):
+        raise bad("its header is not a JSON object")
+    if hdr.dups:
+        raise bad("it names %r twice" % hdr.dups[0])
     out = {}
     for name, e in hdr.items():
         if name == "__metadata__":
             continue
-        b, e_ = e["data_offsets"]
-        out[name] = (e["dtype"], list(e["shape"]), data[8 + n + b:8 + n + e_])
+        try:
+            b, e_ = e["data_offsets"]
+            out[name] = (e["dtype"], list(e["shape"]), data[8 + n + b:8 + n + e_])
+        except (KeyError, TypeError, ValueError):
+            raise bad("entry %r is not a safetensors entry" % name)
     return out
 
 
 def read_base(path):
-    """A base checkpoint is a safetensors file or a folder of them (all tensors
-    of all its *.safetensors files; names looked up by name, 2.3)."""
-    if os.path.isdir(path):
+    """FORMAT.md 2.3 (last paragraph): the base is a map from tensor names to
+    tensors, each name at most once. Read here as resid reads it: a
+    safetensors file, or a folder holding one (`model.safetensors`) or a
+    sharded checkpoint, whose index's weight map says which shard holds each
+    name (a map that disagrees with the shards' headers is refused).
+    GAP (E21): a folder with neither is read as every *.safetensors in it,
+    a name in two of them refused; an index that is not JSON is not caught."""
+    if not os.path.isdir(path):
+        return read_safetensors(path)
+    index = os.path.join(path, INDEX_NAME)
+    if os.path.isfile(index):
+        with open(index, "rb") as fh:
+            wm = json.load(fh)["weight_map"]
         out = {}
-        for f in sorted(os.listdir(path)):
-            if f.endswith(".safetensors"):
-                out.update(read_safetensors(os.path.join(path, f)))
+        for shard in sorted(set(wm.values())):
+            for name, tensor in read_safetensors(os.path.join(path, shard)).items():
+                if wm.get(name) != shard:
+                    raise Refused("2.3", "base %s: %s holds %r, which the index maps to %r"
+                                  % (path, shard, name, wm.get(name)))
+                out[name] = tensor
+        missing = sorted(set(wm) - set(out))
+        if missing:
+            raise Refused("2.3", "base %s: the index maps %r to a shard that does not hold it" % (path, missing[0]))
         return out
-    return read_safetensors(path)
+    if os.path.isfile(os.path.join(path, "model.safetensors")):
+        return read_safetensors(os.path.join(path, "model.safetensors"))
+    out = {}
+    for f in sorted(os.listdir(path)):
+        if f.endswith(".safetensors"):
+            for name, tensor in read_safetensors(os.path.join(path, f)).items():
+                if name in out:
+                    raise Refused("2.3", "base %s: tensor %r is in two files" % (path, name))
+                out[name] = tensor
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -1343,25 +1483,33 @@ def canonical_safetensors(entries, metadata):
     tensor `{"data_offsets":[b,e],"dtype":..,"shape":[..]}`), offsets laid out
     back to back in the residual header's order; padded with spaces until
     8 + N is a multiple of 8; then the raw bytes in the same order."""
+    specs = [(name, dtype, shape, len(raw)) for name, dtype, shape, raw in entries]
+    return canonical_header(specs, metadata) + b"".join(raw for _, _, _, raw in entries)
+
+
+def canonical_header(specs, metadata):
+    """The first part of `canonical_safetensors`: N and the padded header text,
+    from each tensor's (name, dtype, shape, byte size)."""
     objs = {}
     pos = 0
-    for name, dtype, shape, raw in entries:
+    for name, dtype, shape, size in specs:
         objs[name] = '{"data_offsets":[%d,%d],"dtype":%s,"shape":[%s]}' % (
-            pos, pos + len(raw), json_string(dtype), ",".join(str(d) for d in shape))
-        pos += len(raw)
+            pos, pos + size, json_string(dtype), ",".join(str(d) for d in shape))
+        pos += size
     if metadata:
         md = ",".join("%s:%s" % (json_string(k), json_string(metadata[k])) for k in _byte_order(metadata))
         objs["__metadata__"] = "{" + md + "}"
     text = "{" + ",".join("%s:%s" % (json_string(k), objs[k]) for k in _byte_order(objs)) + "}"
     head = text.encode("utf-8")
     head += b" " * ((-(8 + len(head))) % 8)
-    return struct.pack("<Q", len(head)) + head + b"".join(raw for _, _, _, raw in entries)
+    return struct.pack("<Q", len(head)) + head
 
 
 def index_json(weight_map, total):
     """FORMAT.md 6 index: {"metadata": {"total_size": T}, "weight_map": {...}},
     keys in increasing byte order, two-space indentation, ": " after keys, no
-    trailing newline. (GAP: the layout of an empty weight_map is not given; "{}".)"""
+    trailing newline; nested members indented four spaces; an empty
+    weight_map written `"weight_map": {}`; strings escaped as in the header."""
     lines = ["{", '  "metadata": {', '    "total_size": %d' % total, "  },"]
     keys = _byte_order(weight_map)
     if keys:
@@ -1383,7 +1531,7 @@ def index_json(weight_map, total):
 
 def original_layout(header_text, entries):
     """FORMAT.md 6 v2: a shard with an `original` header is written as its
-    header text's length (u64; GAP (E): read as its UTF-8 byte count), the
+    header text's length (u64; GAP (E5): read as its UTF-8 byte count), the
     header text verbatim, then the tensors' raw bytes in the residual
     header's order (which 2.2 ties to the data offsets)."""
     head = header_text.encode("utf-8")
@@ -1431,78 +1579,159 @@ def rebuilt_outputs(doc, tensors, stored):
     return out
 
 
-def read_residual(path, base_path):
-    """FORMAT.md 1 -> 2 -> 3/4 -> 6: preamble (1.1), footer (1.2), header
-    encoding (1.3), header (2), then every tensor rebuilt and checked (3, 4),
-    every v2 stored file decoded and checked (2.4, 4.4), and the output files
-    assembled and checked in memory (6). Returns (header, tensors, outputs):
-    tensors [(name, dtype, shape, shard, raw)], outputs as `rebuilt_outputs`."""
+def planned_sizes(doc):
+    """FORMAT.md 6: the files a rebuild will write and their sizes, known from
+    the header alone ({path: bytes}, as `rebuilt_outputs`), for the output
+    checks that 1.4 step 5 makes before anything is rebuilt."""
+    trained = doc["trained"]
+    sizes = {}
+    for i, sh in enumerate(trained["shards"]):
+        specs = [(t["name"], t["dtype"], t["shape"], t["_numel_full"] * t["_s"])
+                 for t in doc["tensors"] if t["shard"] == i]
+        if "original" in sh:
+            head = 8 + len(sh["original"]["header"].encode("utf-8"))
+        else:
+            head = len(canonical_header(specs, sh["metadata"]))
+        sizes[sh["file"]] = head + sum(sp[3] for sp in specs)
+    if not trained["sharded"] and not trained.get("folder", False):
+        return {None: sizes[trained["shards"][0]["file"]]}
+    for f in doc.get("files", []):
+        sizes[f["path"]] = f["size"]
+    if trained["sharded"] and not any(f["path"] == INDEX_NAME for f in doc.get("files", [])):
+        wm = {t["name"]: trained["shards"][t["shard"]]["file"] for t in doc["tensors"]}
+        sizes[INDEX_NAME] = len(index_json(wm, sum(t["_numel_full"] * t["_s"] for t in doc["tensors"])))
+    return sizes
+
+
+def open_residual(path):
+    """FORMAT.md 1 -> 2: preamble (1.1), footer (1.2), header encoding (1.3),
+    header (2, with 2.1-2.6, 3 and 4's header rules). Returns (bytes, header)."""
     with open(path, "rb") as fh:
         data = fh.read()
     version = read_preamble(data)
     header_offset, header = read_footer(data)
     HEADER_OFFSET[0] = header_offset
-    doc = check_header(parse_header_json(decode_header_bytes(header, version)), version)
+    return data, check_header(parse_header_json(decode_header_bytes(header, version)), version)
+
+
+def read_residual(path, base_path):
+    """`open_residual`, then `rebuild`. Returns (header, tensors, outputs)."""
+    data, doc = open_residual(path)
+    tensors, outputs = rebuild(data, doc, base_path)
+    return doc, tensors, outputs
+
+
+def rebuild(data, doc, base_path):
+    """FORMAT.md 1.4 step 5 / 6: each stored file decoded and checked (2.4,
+    4.4), then each tensor rebuilt and checked (2.3, 3, 4, 2.6), then the
+    output files assembled and checked in memory (6). Returns (tensors,
+    outputs): tensors [(name, dtype, shape, shard, raw)], outputs as
+    `rebuilt_outputs`."""
+    stored = [(f["path"], decode_stored_file(data, f)) for f in doc.get("files", [])]
     base = read_base(base_path)
     tensors = []
     for t in doc["tensors"]:
         raw = rebuild_tensor(data, t, base, doc["settings"])
         tensors.append((t["name"], t["dtype"], t["shape"], t["shard"], raw))
-    stored = [(f["path"], decode_stored_file(data, f)) for f in doc.get("files", [])]
-    return doc, tensors, rebuilt_outputs(doc, tensors, stored)
+    return tensors, rebuilt_outputs(doc, tensors, stored)
 
 
-def write_checkpoint(outputs, out_path):
+def write_checkpoint(outputs, out_path, force=False):
     """FORMAT.md 6: written only once every tensor and file rebuilt and passed
     its checks; files appear by atomic rename; a folder this reader created is
-    removed on failure. In a folder, subfolders are created as needed, and a
-    path whose target already exists or that passes through a symlink already
-    in the folder is refused before anything is written. GAP (E): the text says
-    this of stored files; it is applied here to every file of the folder (shards
-    and index too), and files this reader wrote into a folder that already
-    existed are removed on failure as well."""
-    if list(outputs) == [None]:
-        _atomic_write(out_path, outputs[None])
+    removed on failure. In a folder, subfolders are created as needed. The
+    output checks of 6 (`check_outputs`) are made again here, just before
+    writing; the final rename does not replace a file that appeared meanwhile
+    unless `force`; a folder output is locked (flock) while it is written. GAP (E12): files this reader wrote into a
+    folder that already existed are removed on failure as well."""
+    single = list(outputs) == [None]
+    targets = check_outputs({rel: len(b) for rel, b in outputs.items()}, out_path, force)
+    if single:
+        _atomic_write(out_path, outputs[None], force)
         return [out_path]
-    for rel in outputs:
-        parts = rel.split("/")
-        for k in range(1, len(parts) + 1):
-            p = os.path.join(out_path, *parts[:k])
-            if os.path.islink(p):
-                raise Refused("6", "%s: %s is a symlink already in the folder" % (rel, p))
-            if k < len(parts) and os.path.exists(p) and not os.path.isdir(p):
-                raise Refused("6", "%s: %s exists and is not a folder" % (rel, p))
-        if os.path.lexists(os.path.join(out_path, *parts)):
-            raise Refused("6", "%s: the target %s already exists" % (rel, os.path.join(out_path, *parts)))
     made, written = [], []
+    if not os.path.isdir(out_path):
+        os.mkdir(out_path)
+        made.append(out_path)
+    lock = os.open(out_path, os.O_RDONLY)
     try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         for rel, blob in outputs.items():
-            parts = rel.split("/")
             d = out_path
-            for comp in [None] + parts[:-1]:
-                d = d if comp is None else os.path.join(d, comp)
+            for comp in rel.split("/")[:-1]:
+                d = os.path.join(d, comp)
                 if not os.path.isdir(d):
                     os.mkdir(d)
                     made.append(d)
-            target = os.path.join(out_path, *parts)
-            _atomic_write(target, blob)
-            written.append(target)
+            _atomic_write(targets[rel], blob, force)
+            written.append(targets[rel])
     except BaseException:
         for p in reversed(written):
             os.unlink(p)
         for d in reversed(made):
             os.rmdir(d)
         raise
+    finally:
+        os.close(lock)
     return written
 
 
-def _atomic_write(path, blob):
+def check_outputs(sizes, out_path, force):
+    """FORMAT.md 6, the output checks (1.4 step 5), for {path: size}: the
+    total against the free space; every file that exists already is refused
+    unless `force`; a path through a symlink already in the folder, or
+    through a file where a folder belongs, is refused. Returns {path: target}."""
+    single = list(sizes) == [None]
+    targets = {rel: (out_path if single else os.path.join(out_path, *rel.split("/"))) for rel in sizes}
+    check_free_space(sum(sizes.values()), out_path)
+    for rel, target in targets.items():
+        parts = [] if single else rel.split("/")
+        for k in range(1, len(parts)):
+            p = os.path.join(out_path, *parts[:k])
+            if os.path.islink(p):
+                raise Refused("6", "%s: %s is a symlink already in the folder" % (rel, p))
+            if os.path.exists(p) and not os.path.isdir(p):
+                raise Refused("6", "%s: %s exists and is not a folder" % (rel, p))
+        if os.path.islink(target) and not single:
+            raise Refused("6", "%s: %s is a symlink already in the folder" % (rel, target))
+        if os.path.lexists(target) and not force:
+            raise Refused("6", "%s already exists" % target)
+    return targets
+
+
+def check_free_space(total, out_path):
+    """FORMAT.md 6: the total the file rebuilds to against the free space
+    (statvfs f_bavail * f_frsize) of the output's file system ("the rebuild
+    needs N bytes but the file system of D has M bytes free")."""
+    d = os.path.abspath(out_path)
+    while not os.path.isdir(d):
+        d = os.path.dirname(d)
+    st = os.statvfs(d)
+    free = st.f_bavail * st.f_frsize
+    if total > free:
+        raise Refused("6", "the rebuild needs %d bytes but the file system of %s has %d bytes free" % (total, d, free))
+
+
+def _atomic_write(path, blob, force):
+    """Write beside the target, then rename into place: os.replace when the
+    user asked to replace, else os.link, which never replaces a file that
+    appeared meanwhile (FORMAT.md 6)."""
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".specdecode-")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a rebuilt file gets the usual mode
         with os.fdopen(fd, "wb") as fh:
             fh.write(blob)
-        os.replace(tmp, path)
+        if force:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise Refused("6", "%s already exists" % path)
+            os.unlink(tmp)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -1515,7 +1744,7 @@ def _atomic_write(path, blob):
 
 
 def check_golden(folder, strict_messages=False):
-    """Check a golden folder against its manifest.json: every case rebuilds to
+    """FORMAT.md 8.1: check a golden folder against its manifest.json: every case rebuilds to
     `rebuilt_sha256` (a file) or to `outputs` (a folder: each file's sha256),
     and each tensor to `tensor_sha256`; every error case is refused. The manifest's `error` text is compared with the refusal's
     message (a wording difference is reported; fatal with --strict-messages)."""
@@ -1537,8 +1766,8 @@ def check_golden(folder, strict_messages=False):
                 bad.append(name)
         got = {k: hashlib.sha256(v).hexdigest() for k, v in outputs.items()}
         if "outputs" in case:
-            # GAP (A3): read from the manifest: `outputs` maps each file of a
-            # folder rebuild (path inside it) to its sha256.
+            # 8.1: `outputs` maps every file a folder rebuild writes (its
+            # path inside the folder) to its sha256; nothing else may be written.
             want = case["outputs"]
         else:
             want = {None: case["rebuilt_sha256"]}
@@ -1556,7 +1785,7 @@ def check_golden(folder, strict_messages=False):
         try:
             read_residual(os.path.join(folder, f), os.path.join(folder, b))
         except Refused as e:
-            same = expect.lower() in e.message.lower()
+            same = expect in e.message  # 8.1: a case-sensitive substring
             if not same:
                 wording += 1
             print("%s  %-28s refused by FORMAT.md %s: %s%s" % (
@@ -1590,6 +1819,7 @@ def main(argv=None):
     ap.add_argument("resid", nargs="?", help="residual file (.resid)")
     ap.add_argument("-o", "--out", help="output: a safetensors file, or a folder for a sharded checkpoint "
                     "or a model folder (v2)")
+    ap.add_argument("--force", action="store_true", help="replace output files that exist already")
     ap.add_argument("--golden", metavar="DIR", action="append", help="check a golden folder's manifest.json")
     ap.add_argument("--strict-messages", action="store_true",
                     help="with --golden, also fail when a refusal's wording differs from the manifest's")
@@ -1601,8 +1831,10 @@ def main(argv=None):
     if not (a.base and a.resid and a.out):
         ap.error("give BASE RESID -o OUT, or --golden DIR")
     try:
-        doc, tensors, outputs = read_residual(a.resid, a.base)
-        written = write_checkpoint(outputs, a.out)
+        data, doc = open_residual(a.resid)
+        check_outputs(planned_sizes(doc), a.out, a.force)  # 1.4 step 5: before the rebuild
+        tensors, outputs = rebuild(data, doc, a.base)
+        written = write_checkpoint(outputs, a.out, a.force)
     except Refused as e:
         print("%s: %s" % (a.resid, e), file=sys.stderr)
         return 3

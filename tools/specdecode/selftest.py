@@ -122,6 +122,56 @@ dup_field = text_edit('"seed":0', '"seed":0,"seed":0')
 dup_metadata = text_edit('"metadata":{"format":"pt"}', '"metadata":{"format":"np","format":"pt"}')
 nan_literal = text_edit('"residual_rel_error":0.0', '"residual_rel_error":NaN')
 chunk_as_float = text_edit('"chunk":4096', '"chunk":4096.0')
+chunk_with_exponent = text_edit('"chunk":4096', '"chunk":4.096e3')
+beyond_f64 = text_edit('"entropy_bytes":', '"entropy_bytes":1e400,"_":')
+lone_surrogate = text_edit('"metadata":{"format":"pt"}', '"metadata":{"format":"\\ud800"}')
+float_as_int_literal = text_edit('"factor_step":0.0,', '"factor_step":0,')
+
+
+def replace_escapes(content):
+    """lossy-f16's `w` escapes block replaced by a zstd frame of `content` (or
+    raw bytes after the kind byte when `content` is a callable), xxh3 fixed."""
+    def mutate(body, h):
+        enc = tensor(h, "w")["encoding"]
+        raw = b"\x02" + (content() if callable(content) else zstandard.ZstdCompressor(level=3).compress(content))
+        b = dict(enc["escapes"], offset=len(body), len=len(raw), xxh3="%016x" % xxhash.xxh3_64_intdigest(raw))
+        enc["escapes"] = b
+        return body + raw, json.dumps(h).encode()
+    return mutate
+
+
+def varint(z, overlong=0):
+    out = bytearray()
+    while True:
+        byte = z & 0x7F
+        z >>= 7
+        if z or overlong:
+            out.append(byte | 0x80)
+            if not z:
+                overlong -= 1
+        else:
+            out.append(byte)
+            return bytes(out)
+        if not z and not overlong:
+            out.append(0)
+            return bytes(out)
+
+
+ESC_605 = 2 * 605  # zigzag(605): lossy-f16's `w` escapes are 605, 605
+escapes_overlong = replace_escapes(varint(ESC_605, overlong=1) + varint(ESC_605))
+escapes_65_bits = replace_escapes(b"\x80" * 9 + b"\x02" + varint(ESC_605))
+escapes_11_bytes = replace_escapes(b"\x80" * 10 + b"\x00" + varint(ESC_605))
+escapes_skippable = replace_escapes(lambda: struct.pack("<II", 0x184D2A51, 0) + zstandard.ZstdCompressor().compress(
+    varint(ESC_605) * 2))
+escapes_trailing = replace_escapes(lambda: zstandard.ZstdCompressor().compress(varint(ESC_605) * 2) + b"\x00")
+
+
+def lossy_pos_on_int_base(h):
+    """lossy-f32's `pos` (base I64) made an F64 lossy tensor: its base is not a float (3.3)."""
+    t = tensor(h, "pos")
+    t.update(dtype="F64", trained_xxh3=None)
+    t["encoding"] = {"kind": "lossy", "rows": 1, "cols": 8, "rank": 0, "factor_step": 0.0, "step": 0.1,
+                     "recon": [], "factors": [], "remainder": [], "escapes": None}
 
 
 def gap_before_header(body, h):
@@ -129,8 +179,8 @@ def gap_before_header(body, h):
 
 
 def nan_from_valid_file(body, h):
-    """A file every FORMAT.md rule accepts whose rebuild computes inf - inf
-    (SPEC-GAPS B3): `bias` gets rank 1 with factor_step 1e38, so f32(A*B)
+    """A file whose rebuild computes inf - inf (SPEC-GAPS B3, now refused by
+    3.5 step 4): `bias` gets rank 1 with factor_step 1e38, so f32(A*B)
     overflows to inf and r = +inf, and a remainder level -1 whose recon[0] =
     1e300 rounds to f32 -inf; r + v is then a NaN whose sign IEEE leaves open."""
     t = tensor(h, "bias")
@@ -207,6 +257,19 @@ REFUSALS = [
      "4.4", "holds 2 values"),
     (LOSSY_ESC, "base-f16.safetensors", set_(lambda h: tensor(h, "w")["encoding"]["escapes"].update(n=1)),
      "4.4", "holds 2 values"),
+    (LOSSY_ESC, "base-f16.safetensors", m_raw(escapes_65_bits), "4.4", "escape varint longer than 64 bits"),
+    (LOSSY_ESC, "base-f16.safetensors", m_raw(escapes_11_bytes), "4.4", "escape varint longer than 64 bits"),
+    (LOSSY_ESC, "base-f16.safetensors", m_raw(escapes_skippable), "4.4", "not a Zstandard frame"),
+    (LOSSY_ESC, "base-f16.safetensors", m_raw(escapes_trailing), "4.4", "bytes after the frame"),
+    (LOSSY, "base-f32.safetensors", m_raw(nan_from_valid_file), "3.5", "lossy rebuild of element 0 is not finite"),
+    (LOSSY, "base-f32.safetensors", set_(lossy_pos_on_int_base), "3.3", "against a base of non-float dtype"),
+    (LOSSLESS, "base-f32.safetensors", m_raw(chunk_with_exponent), "2", "integer"),
+    (LOSSLESS, "base-f32.safetensors", m_raw(beyond_f64), "2", "beyond f64's range"),
+    (LOSSLESS, "base-f32.safetensors", m_raw(lone_surrogate), "2", "lone surrogate"),
+    (LOSSLESS, "base-f32.safetensors", set_(lambda h: tensor(h, "bias")["base"].update(shape=[6, 6])),
+     "2.3", "differs from shape"),
+    (LOSSLESS, "base-f32.safetensors", set_(lambda h: tensor(h, "w").update(resize={"base_rows": 1, "added": []})),
+     "2", "'tensors[].resize' is not part of format version 1"),
 ]
 
 ACCEPTS = [
@@ -214,8 +277,11 @@ ACCEPTS = [
     (LOSSLESS, "base-f32.safetensors", m_raw(gap_before_header), "1: bytes no block covers are ignored"),
     (LOSSY, "base-f32.safetensors", set_(lambda h: tensor(h, "w").pop("trained_xxh3")),
      "2: a null field may be left out"),
-    (LOSSY, "base-f32.safetensors", m_raw(nan_from_valid_file),
-     "3.3/3.5: factors that overflow f32 (the rebuild holds NaN; SPEC-GAPS B3)"),
+    # (these two also rebuild exactly as the unedited file does)
+    (LOSSY_ESC, "base-f16.safetensors", m_raw(escapes_overlong), "4.4: an over-long escape varint (80 00 style)",
+     (LOSSY_ESC, "base-f16.safetensors")),
+    (LOSSY, "base-f32.safetensors", m_raw(float_as_int_literal), "2: a float written as an integer literal",
+     (LOSSY, "base-f32.safetensors")),
 ]
 
 
@@ -481,6 +547,53 @@ def check_stored_index(doc, tensors, outputs):
     return None if outputs.get(R.INDEX_NAME) == b'{"kept": true}' else "index %r" % outputs.get(R.INDEX_NAME)
 
 
+RESIZE = "resize-lossless-bf16.resid"  # embed.weight: 48 rows against a base of 40, 2 added blocks
+RESIZE_BASE = "resize-base-bf16.safetensors"
+RESIZE_LOSSY = "resize-lossy-f32.resid"
+RESIZE_LOSSY_BASE = "resize-base-f32.safetensors"
+
+
+def resize_edit(fn, name="embed.weight"):
+    return v2_json(lambda h: fn(tensor(h, name)))
+
+
+def check_added_reversed(folder):
+    """Reversing embed.weight's 4 added blocks (F32: planes 0-3 of one chunk)
+    must change the rebuilt tensor: each block's place is its number (2.6, 3.2)."""
+    def check(doc, tensors, outputs):
+        _, want, _ = R.read_residual(os.path.join(folder, RESIZE_LOSSY), os.path.join(folder, RESIZE_LOSSY_BASE))
+        got = dict((n, r) for n, _, _, _, r in tensors)["embed.weight"]
+        ref = dict((n, r) for n, _, _, _, r in want)["embed.weight"]
+        shared = 40 * 16 * 4
+        if got[:shared] != ref[:shared]:
+            return "the shared rows changed"
+        return None if got[shared:] != ref[shared:] else "the added rows did not change"
+    return check
+
+
+def sharded_case_twins(body, h):
+    body, _ = sharded_two(body, h)
+    h["trained"]["shards"][1]["file"] = "A.safetensors"
+    return body, compact(h)
+
+
+def sharded_one_shard_and_empty(body, h):
+    body, _ = sharded_two(body, h)
+    for t in h["tensors"]:
+        t["shard"] = 0
+    return body, compact(h)
+
+
+def check_one_and_empty(doc, tensors, outputs):
+    blob = outputs.get("b.safetensors")
+    if blob is None:
+        return "no b.safetensors"
+    (n,) = struct.unpack_from("<Q", blob)
+    if json.loads(blob[8:8 + n]) != {"__metadata__": {"format": "pt"}} or len(blob) != 8 + n:
+        return "b.safetensors is %r" % blob
+    return None
+
+
 def check_empty_file(doc, tensors, outputs):
     return None if outputs.get("empty.txt") == b"" else "empty.txt not rebuilt as 0 bytes"
 
@@ -508,6 +621,8 @@ V2_REFUSALS = [
     (FOLDER, PYBASE, header_cut, "1.3", "compressed header does not decode"),
     (FOLDER, PYBASE, header_trailing, "1.3", "compressed header does not decode"),
     (FOLDER, PYBASE, header_too_large, "1.3", "more than 268435456 bytes"),
+    (FOLDER, PYBASE, header_two_frames, "1.3", "bytes after the frame"),
+    (FOLDER, PYBASE, header_skippable_first, "1.3", "not a Zstandard frame"),
     (V1_LOSSLESS, V1_BASE, v1_with("files"), "2", "'files' is not part of format version 1"),
     (V1_LOSSLESS, V1_BASE, v1_with("folder"), "2", "'trained.folder' is not part of format version 1"),
     (V1_LOSSLESS, V1_BASE, v1_with("original"), "2", "'shards[].original' is not part of format version 1"),
@@ -560,6 +675,24 @@ V2_REFUSALS = [
     (FOLDER, PYBASE, v2_json(lambda h: h["trained"]["shards"][0]["original"].update(sha256="0" * 16)),
      "2.2", "64 lower-case hex"),
     (FOLDER, PYBASE, v2_json(lambda h: h["trained"]["shards"][0]["original"].update(text="")), "2", "unknown field"),
+    # 2.2 shard names
+    (FOLDER, PYBASE, v2_json(lambda h: h["trained"]["shards"][0].update(file="Model.Safetensors.Index.JSON")),
+     "2.2", "names the same file as another shard or the shard index"),
+    ("lossless-f32.resid", V1_BASE, sharded_case_twins, "2.2", "names the same file as another shard"),
+    # 2.6 resize
+    (RESIZE, RESIZE_BASE, resize_edit(lambda t: t.update(shape=[40, 16]) or t["resize"].update(added=[])),
+     "2.6", "base_rows 40 must be >= 1 and differ from shape[0] = 40"),
+    (RESIZE, RESIZE_BASE, resize_edit(lambda t: t["resize"].update(base_rows=0) or t["base"].update(shape=[0, 16])),
+     "2.6", "base_rows 0 must be >= 1"),
+    (RESIZE, RESIZE_BASE, resize_edit(lambda t: t["base"].update(shape=[41, 16])), "2.6", "is not [base_rows]"),
+    (RESIZE, RESIZE_BASE, resize_edit(lambda t: t["resize"]["added"].pop()), "2.6", "1 added blocks, the added rows need 2"),
+    (RESIZE, RESIZE_BASE, resize_edit(lambda t: t["resize"]["added"][0].update(n=127)), "2.6", "n = 127"),
+    (RESIZE, RESIZE_BASE, resize_edit(lambda t: t.pop("resize")), "2.3", "differs from shape"),
+    (RESIZE, RESIZE_BASE, resize_edit(lambda t: t.update(base=None)), "2.6", "needs a base"),
+    (RESIZE, RESIZE_BASE, resize_edit(lambda t: t["resize"].update(extra=1)), "2", "unknown field 'extra'"),
+    (RESIZE, RESIZE_BASE, resize_edit(lambda t: t["resize"]["added"][1].update(xxh3="0" * 16)),
+     "4", "tensor 'embed.weight' block 3 fails its checksum"),
+    (RESIZE, RESIZE_BASE, resize_edit(lambda t: t.update(trained_xxh3="0" * 16)), "2.3", "trained checksum"),
     # 2.5 provenance
     (FOLDER, PYBASE, v2_json(lambda h: h["provenance"].pop("resid_version")), "2", "missing field 'resid_version'"),
     (FOLDER, PYBASE, v2_json(lambda h: h["provenance"].update(host="x")), "2", "unknown field 'host'"),
@@ -584,10 +717,11 @@ def _v2_accepts(folder):
          "2.2: a lossless `original` without sha256 (SPEC-GAPS E)", check_same_outputs(folder, FOLDER, PYBASE)),
         (LOSSY_FOLDER, PYBASE, v2_json(lambda h: h["trained"]["shards"][0]["original"].update(sha256="0" * 64)),
          "7: a lossy file's original sha256 is not checked", check_same_outputs(folder, LOSSY_FOLDER, PYBASE)),
-        (FOLDER, PYBASE, header_two_frames, "1.3: a header of two zstd frames (SPEC-GAPS E)",
-         check_same_outputs(folder, FOLDER, PYBASE)),
-        (FOLDER, PYBASE, header_skippable_first, "1.3: a skippable frame before the header's frame (SPEC-GAPS E)",
-         check_same_outputs(folder, FOLDER, PYBASE)),
+        (RESIZE_LOSSY, RESIZE_LOSSY_BASE, v2_json(lambda h: tensor(h, "embed.weight")["resize"]["added"].reverse()),
+         "2.6: added blocks reversed (each still a well-formed plane of its chunk): accepted, and the added "
+         "rows change, since a block's place is its number", check_added_reversed(folder)),
+        ("lossless-f32.resid", V1_BASE, sharded_one_shard_and_empty, "2.2: `sharded: true` with one shard "
+         "holding every tensor, and one holding none", check_one_and_empty),
         ("lossless-f32.resid", V1_BASE, sharded_two, "6: a sharded v2 file without `original` (canonical "
          "shards and the index)", check_sharded(folder, "lossless-f32.resid")),
         ("lossless-f32.resid", V1_BASE, sharded_with_stored_index, "6: a sharded folder that stores its own "
@@ -595,6 +729,57 @@ def _v2_accepts(folder):
         (V2_LOSSY, V1_BASE, original_edit(orig_move_empty_last),
          "2.2: a zero-length tensor listed after the tensor that shares its offset (SPEC-GAPS E)", None),
     ]
+
+
+def base_cases(folder):
+    """FORMAT.md 2.3 (last paragraph), v1 folder: the base given as a sharded
+    checkpoint (an index and two shards, written here from base-f32) rebuilds
+    lossless-f32 to its manifest sha256; an index that disagrees with the
+    shards' headers is refused; a base file naming a tensor twice is refused."""
+    fails = 0
+    base = R.read_safetensors(os.path.join(folder, "base-f32.safetensors"))
+    names = sorted(base)
+    with open(os.path.join(folder, "manifest.json")) as fh:
+        want = next(c for c in json.load(fh)["cases"] if c["file"] == LOSSLESS)["rebuilt_sha256"]
+    resid = os.path.join(folder, LOSSLESS)
+    with tempfile.TemporaryDirectory() as tmp:
+        wm = {}
+        for i, part in enumerate((names[:3], names[3:])):
+            shard = "model-%d.safetensors" % (i + 1)
+            with open(os.path.join(tmp, shard), "wb") as fh:
+                fh.write(R.canonical_safetensors([(n,) + tuple(base[n]) for n in part], {}))
+            wm.update({n: shard for n in part})
+
+        def index(m):
+            with open(os.path.join(tmp, R.INDEX_NAME), "w") as fh:
+                json.dump({"metadata": {}, "weight_map": m}, fh)
+        index(wm)
+        _, _, out = R.read_residual(resid, tmp)
+        ok = hashlib.sha256(out[None]).hexdigest() == want
+        print("%s  2.3 a sharded base (index + 2 shards) rebuilds %s to its sha256" % ("ok  " if ok else "FAIL", LOSSLESS))
+        fails += not ok
+        index(dict(wm, **{names[0]: "model-2.safetensors"}))
+        try:
+            R.read_residual(resid, tmp)
+            print("FAIL  2.3 an index that disagrees with its shards was accepted")
+            fails += 1
+        except R.Refused as e:
+            print("ok    2.3 an index that disagrees with its shards: %s" % e)
+        twice = os.path.join(tmp, "twice.safetensors")
+        blob = R.canonical_safetensors([(names[0],) + tuple(base[names[0]])], {})
+        (n,) = struct.unpack_from("<Q", blob)
+        head = blob[8:8 + n].rstrip(b" ").decode()
+        head = head[:-1] + "," + head[1:]  # the one entry written twice
+        head = head.encode() + b" " * ((-(8 + len(head))) % 8)
+        with open(twice, "wb") as fh:
+            fh.write(struct.pack("<Q", len(head)) + head + blob[8 + n:])
+        try:
+            R.read_base(twice)
+            print("FAIL  2.3 a base naming a tensor twice was accepted")
+            fails += 1
+        except R.Refused as e:
+            print("ok    2.3 a base naming a tensor twice: %s" % e)
+    return fails
 
 
 def nothing_written_cases(folder):
@@ -632,6 +817,47 @@ def nothing_written_cases(folder):
             print("%s  6 output folder holding %s: exit %d, folder before %r after %r"
                   % ("ok  " if ok else "FAIL", what, rc, before, after))
             fails += not ok
+        # 6: an existing output file is not replaced unless asked (--force)
+        single = os.path.join(folder, "lossless-f32.resid")
+        out = os.path.join(tmp, "one.safetensors")
+        with open(out, "wb") as fh:
+            fh.write(b"keep")
+        rc = R.main([os.path.join(folder, V1_BASE), single, "-o", out])
+        with open(out, "rb") as fh:
+            kept = fh.read()
+        rc2 = R.main([os.path.join(folder, V1_BASE), single, "-o", out, "--force"])
+        with open(out, "rb") as fh:
+            replaced = hashlib.sha256(fh.read()).hexdigest()
+        with open(os.path.join(folder, "manifest.json")) as fh:
+            want = next(c for c in json.load(fh)["cases"] if c["file"] == "lossless-f32.resid")["rebuilt_sha256"]
+        ok = rc == 3 and kept == b"keep" and rc2 == 0 and replaced == want
+        print("%s  6 existing output file: exit %d, kept; with --force exit %d, replaced by the rebuild"
+              % ("ok  " if ok else "FAIL", rc, rc2))
+        fails += not ok
+        # 6: the total against the free space (statvfs stubbed to 1000 bytes free)
+        real = os.statvfs
+        os.statvfs = lambda d: os.statvfs_result((4096, 1, 1000, 1000, 1000, 1, 1, 1, 0, 255))
+        try:
+            out = os.path.join(tmp, "full")
+            rc = R.main([os.path.join(folder, PYBASE), good, "-o", out])
+        finally:
+            os.statvfs = real
+        ok = rc == 3 and not os.path.exists(out)
+        print("%s  6 too little free space (stubbed): exit %d, nothing written" % ("ok  " if ok else "FAIL", rc))
+        fails += not ok
+    # 6 / 1.4 step 5: the sizes the output checks use, from the header alone,
+    # are those of what every golden case rebuilds to
+    with open(os.path.join(folder, "manifest.json")) as fh:
+        cases = json.load(fh)["cases"]
+    off = []
+    for c in cases:
+        _, doc = R.open_residual(os.path.join(folder, c["file"]))
+        _, _, out = R.read_residual(os.path.join(folder, c["file"]), os.path.join(folder, c["base"]))
+        if R.planned_sizes(doc) != {k: len(v) for k, v in out.items()}:
+            off.append(c["file"])
+    print("%s  6 planned output sizes equal the rebuilt ones for all %d golden cases%s"
+          % ("FAIL" if off else "ok  ", len(cases), (": not " + ", ".join(off)) if off else ""))
+    fails += bool(off)
     return fails
 
 
@@ -659,7 +885,8 @@ def main(folder):
         version = json.load(fh)["version"]
     if version == 1:
         refusals = REFUSALS
-        accepts = [(f, b, m, w, None) for f, b, m, w in ACCEPTS]
+        accepts = [(a[0], a[1], a[2], a[3], check_same_outputs(folder, *a[4]) if len(a) > 4 else None)
+                   for a in ACCEPTS]
     else:
         refusals, accepts = V2_REFUSALS, _v2_accepts(folder)
     fails = 0
@@ -693,8 +920,11 @@ def main(folder):
             print("FAIL  the metadata kept is %r" % doc["trained"]["shards"][0]["metadata"])
             fails += 1
     extra = 0
-    if version >= 2:
+    if version == 1:
         extra = 3
+        fails += base_cases(folder)
+    if version >= 2:
+        extra = 6
         fails += nothing_written_cases(folder)
     print("selftest: %d refusal case(s), %d acceptance case(s), %d output case(s), %d failure(s)"
           % (len(refusals), len(accepts), extra, fails))
