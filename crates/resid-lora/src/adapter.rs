@@ -56,6 +56,10 @@ pub struct Module {
     /// Names of the A and B tensors (or the whole tensor, twice) in the adapter file.
     a: String,
     b: String,
+    /// A whole weight the adapter stores for the module's base layer
+    /// (`<module>.base_layer.weight`: PEFT saves targeted embeddings so):
+    /// it replaces the base's before ΔW is added.
+    replaced: Option<String>,
 }
 
 /// An opened adapter: its settings, its tensors, and what each adapts.
@@ -165,14 +169,26 @@ impl Adapter {
             )));
         }
         let d = product(&b, &a, ba.0, m.rank, ba.1, m.scaling);
-        Ok((
-            shape,
-            if transposed {
-                transpose(&d, ba.0, ba.1)
-            } else {
-                d
-            },
-        ))
+        let mut d = if transposed {
+            transpose(&d, ba.0, ba.1)
+        } else {
+            d
+        };
+        if let Some(r) = &m.replaced {
+            let (s, w) = read(r)?;
+            if s != shape {
+                return Err(wrong(format!(
+                    "has its base layer stored as {s:?} but '{}' is {shape:?}",
+                    m.tensor
+                )));
+            }
+            let mut bw = Vec::new();
+            base.read_f32(be, &mut bw)?;
+            d.iter_mut()
+                .zip(w.iter().zip(&bw))
+                .for_each(|(d, (w, b))| *d += w - b);
+        }
+        Ok((shape, d))
     }
 
     /// Bytes of the adapter's tensors.
@@ -231,6 +247,7 @@ fn modules_of(file: &Path, config: &LoraConfig, w: &Checkpoint) -> Result<Vec<Mo
     };
     let mut lora: BTreeMap<String, [Option<String>; 2]> = BTreeMap::new();
     let mut kinds: BTreeMap<String, ModuleKind> = BTreeMap::new();
+    let mut replaced: BTreeMap<String, String> = BTreeMap::new();
     let mut out = Vec::new();
     for t in w.tensors() {
         let key = t.name.as_str();
@@ -251,6 +268,10 @@ fn modules_of(file: &Path, config: &LoraConfig, w: &Checkpoint) -> Result<Vec<Mo
         .into_iter()
         .find_map(|(tag, p)| name.find(tag).map(|i| (i, tag, p)));
         let Some((i, tag, part)) = found else {
+            if let Some(module) = name.strip_suffix(".base_layer.weight") {
+                replaced.insert(module.to_string(), key.to_string());
+                continue;
+            }
             if name.contains("lora_") {
                 return Err(bad(
                     key,
@@ -273,6 +294,7 @@ fn modules_of(file: &Path, config: &LoraConfig, w: &Checkpoint) -> Result<Vec<Mo
                 scaling: 1.0,
                 a: key.to_string(),
                 b: key.to_string(),
+                replaced: None,
             });
             continue;
         };
@@ -352,14 +374,29 @@ fn modules_of(file: &Path, config: &LoraConfig, w: &Checkpoint) -> Result<Vec<Mo
                 format!("has rank {rank} but the config gives module '{module}' rank {r}"),
             ));
         }
+        let stored = replaced.remove(module.as_str());
         out.push(Module {
             tensor: format!("{module}.weight"),
             module,
             kind,
             rank,
             scaling: config.scaling(rank, alpha),
+            replaced: stored,
             a,
             b,
+        });
+    }
+    // A stored base layer without LoRA factors: the module's weight, whole.
+    for (module, key) in replaced {
+        out.push(Module {
+            tensor: format!("{module}.weight"),
+            module,
+            kind: ModuleKind::Whole,
+            rank: 0,
+            scaling: 1.0,
+            a: key.clone(),
+            b: key,
+            replaced: None,
         });
     }
     if out.is_empty() {

@@ -455,3 +455,48 @@ fn another_base_is_a_mismatch_naming_the_module() {
     let e = ad.delta(&ad.modules()[0], &b).unwrap_err();
     assert!(e.to_string().contains("gets a ΔW of shape [6, 4]"), "{e}");
 }
+
+#[test]
+fn a_stored_base_layer_replaces_the_base_weight() {
+    // PEFT saves a targeted embedding's base layer whole
+    // (`<module>.base_layer.weight`); ΔW = stored - base + (B·A)^T.
+    let tmp = tempfile::tempdir().unwrap();
+    let b = base(tmp.path());
+    let mut w = Vec::new();
+    b.read_f32(b.get("model.embed_tokens.weight").unwrap(), &mut w)
+        .unwrap();
+    let stored: Vec<f32> = w.iter().map(|x| x + 0.25).collect();
+    let (ea, eb) = (rand_vec(2 * 10, 40), rand_vec(4 * 2, 41));
+    let dir = tmp.path().join("ad");
+    adapter(
+        &dir,
+        r#"{"r":2,"lora_alpha":4}"#,
+        &[
+            t(
+                "base_model.model.model.embed_tokens.base_layer.weight",
+                &[10, 4],
+                stored,
+            ),
+            t(
+                "base_model.model.model.embed_tokens.lora_embedding_A",
+                &[2, 10],
+                ea.clone(),
+            ),
+            t(
+                "base_model.model.model.embed_tokens.lora_embedding_B",
+                &[4, 2],
+                eb.clone(),
+            ),
+        ],
+    );
+    let ad = Adapter::open(&dir).unwrap();
+    assert_eq!(ad.modules().len(), 1);
+    let want: Vec<f64> = transpose(&ba(&eb, &ea, 4, 2, 10, 2.0), 4, 10)
+        .iter()
+        .map(|d| d + 0.25)
+        .collect();
+    let got = delta_of(&ad, &b, "model.embed_tokens.weight");
+    for (g, w) in got.iter().zip(&want) {
+        assert!((*g as f64 - w).abs() < 1e-5, "{g} vs {w}");
+    }
+}
