@@ -143,6 +143,23 @@ def no_duplicates(pairs):
     return dict(pairs)
 
 
+def one_zstd_frame(stream, limit):
+    """4.4 (and 1.3): exactly one Zstandard frame, nothing after it; its
+    content, decoded up to `limit` bytes (None when it holds more)."""
+    if stream[:4] != b"\x28\xb5\x2f\xfd":
+        raise Refused("not a Zstandard frame (bad magic)")
+    d = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        out = d.decompress(stream)
+    except zstandard.ZstdError as e:
+        raise Refused("zstd frame does not decode: %s" % e)
+    if not d.eof:
+        raise Refused("incomplete zstd frame")
+    if d.unused_data:
+        raise Refused("%d bytes after the zstd frame" % len(d.unused_data))
+    return out if len(out) <= limit else None
+
+
 def read_header(b, hoff, hlen, hsum, version, schemas):
     """1.2 checksum, 1.3 (version 2: a zstd frame), then 2: strict JSON,
     the schema, the cross-field rules."""
@@ -151,11 +168,10 @@ def read_header(b, hoff, hlen, hsum, version, schemas):
         raise Refused("header checksum mismatch")
     if version >= 2:
         try:
-            d = zstandard.ZstdDecompressor().decompressobj()
-            text = d.decompress(text)
-        except zstandard.ZstdError as e:
+            text = one_zstd_frame(text, 256 << 20)
+        except Refused as e:
             raise Refused("compressed header does not decode: %s" % e)
-        if len(text) > 256 << 20:
+        if text is None:
             raise Refused("compressed header expands beyond 256 MiB")
     schema = schemas[version]
     try:
@@ -171,12 +187,21 @@ def read_header(b, hoff, hlen, hsum, version, schemas):
     shards = h["trained"]["shards"]
     if not h["trained"]["sharded"] and len(shards) != 1:
         raise Refused("several shards in an unsharded file")
+    shard_names = {"model.safetensors.index.json"}
+    for s in shards:
+        if s["file"] in ("", ".", "..") or "/" in s["file"] or "\\" in s["file"]:
+            raise Refused("shard name %r is not a plain file name" % s["file"])
+        if s["file"].lower() in shard_names:
+            raise Refused("shard %r names the same file as another shard or the shard index" % s["file"])
+        shard_names.add(s["file"].lower())
     if version == 1:
         for field in ("provenance", "files"):
             if field in h:
                 raise Refused("field '%s' is not part of format version 1" % field)
         if "folder" in h["trained"] or any("original" in s for s in shards):
             raise Refused("a version-2 field in a version-1 file")
+        if any("resize" in t for t in h["tensors"]):
+            raise Refused("field 'tensors.resize' is not part of format version 1")
     validate_files(h)
     names = set()
     for t in h["tensors"]:
@@ -187,7 +212,7 @@ def read_header(b, hoff, hlen, hsum, version, schemas):
     for si in range(len(shards)):
         validate_original(h, si)
     ranges = sorted([(bl["offset"], bl["offset"] + bl["len"]) for t in h["tensors"]
-                     for bl in blocks_of(t["encoding"])]
+                     for bl in tensor_blocks(t)]
                     + [(f["block"]["offset"], f["block"]["offset"] + f["block"]["len"])
                        for f in h.get("files", [])])
     for f in h.get("files", []):
@@ -263,6 +288,20 @@ def chunk_lens(n, c):
     return [min(c, n - i * c) for i in range((n + c - 1) // c)]
 
 
+def shared_shape(t):
+    """2.6: the shape the encoding codes (the rows shared with the base)."""
+    rz = t.get("resize")
+    if rz is None:
+        return list(t["shape"])
+    return [min(t["shape"][0], rz["base_rows"])] + list(t["shape"][1:])
+
+
+def tensor_blocks(t):
+    """2.3: every block of a tensor, the added rows' (2.6) last."""
+    rz = t.get("resize")
+    return blocks_of(t["encoding"]) + (list(rz["added"]) if rz else [])
+
+
 def blocks_of(e):
     """2.3: a tensor's blocks in their numbering."""
     if e["kind"] == "planes":
@@ -285,9 +324,26 @@ def validate_entry(h, t, hoff):
     if t["shard"] >= len(h["trained"]["shards"]):
         raise Refused("tensor %r: shard not listed" % name)
     base = t.get("base")
-    same_base = base is not None and base["dtype"] == t["dtype"] and base["shape"] == t["shape"]
-    e = t["encoding"]
     c = h["settings"]["chunk"]
+    base_shape = list(t["shape"])
+    rz = t.get("resize")
+    if rz is not None:
+        # 2.6
+        if not t["shape"]:
+            raise Refused("tensor %r: resize: a 0-D tensor has no rows" % name)
+        R, K = t["shape"][0], rz["base_rows"]
+        if base is None or K < 1 or K == R:
+            raise Refused("tensor %r: resize: no base, or base_rows 0 or equal to the rows" % name)
+        base_shape[0] = K
+        if base["shape"] != base_shape:
+            raise Refused("tensor %r: resize: the base's shape is not base_rows rows" % name)
+        row = math.prod(t["shape"][1:])
+        lens = chunk_lens(max(R - K, 0) * row, c)
+        if [bl["n"] for bl in rz["added"]] != [n for n in lens for _ in range(size)]:
+            raise Refused("tensor %r: resize: added blocks do not match the added rows" % name)
+    numel = math.prod(shared_shape(t))
+    same_base = base is not None and base["dtype"] == t["dtype"] and base["shape"] == base_shape
+    e = t["encoding"]
     if e["kind"] in ("same", "planes") and t.get("trained_xxh3") is None:
         raise Refused("tensor %r: lossless tensor without trained checksum" % name)
     if e["kind"] == "same" and not same_base:
@@ -306,8 +362,10 @@ def validate_entry(h, t, hoff):
             raise Refused("tensor %r: lossy tensor in a lossless file" % name)
         if t["dtype"] not in ("F32", "F16", "BF16", "F64"):
             raise Refused("tensor %r: lossy coding of a non-float dtype" % name)
-        if base is None or base["shape"] != t["shape"]:
+        if base is None or base["shape"] != base_shape:
             raise Refused("tensor %r: lossy coding without a base of the same shape" % name)
+        if base["dtype"] not in ("F32", "F16", "BF16", "F64"):
+            raise Refused("tensor %r: lossy coding against a base of non-float dtype" % name)
         rows, cols, rank = e["rows"], e["cols"], e["rank"]
         if rows * cols != numel:
             raise Refused("tensor %r: rows x cols != numel" % name)
@@ -327,7 +385,7 @@ def validate_entry(h, t, hoff):
         esc = e.get("escapes")
         if esc is not None and esc["n"] > rows * rank + rank * cols + numel:
             raise Refused("tensor %r: more escapes than symbols" % name)
-    for bl in blocks_of(e):
+    for bl in tensor_blocks(t):
         if bl["offset"] < 16 or bl["len"] < 1 or bl["offset"] + bl["len"] > hoff:
             raise Refused("tensor %r: block lies outside the data section" % name)
 
@@ -497,13 +555,13 @@ def decode_escapes(body, n):
     """4.4: a zstd frame of n LEB128 zigzag varints."""
     if not body or body[0] != 2:
         raise Refused("escape block is not a zstd block")
-    raw = zstandard.ZstdDecompressor().decompress(body[1:], max_output_size=16 * n + 16)
-    if len(raw) > 16 * n + 16:
+    raw = one_zstd_frame(body[1:], 16 * n + 16)
+    if raw is None:
         raise Refused("escape block too large")
     out, z, shift = [], 0, 0
     for byte in raw:
-        if shift >= 64:
-            raise Refused("escape varint too long")
+        if shift > 63 or (shift == 63 and byte & 0x7F > 1):
+            raise Refused("escape varint longer than 64 bits")
         z |= (byte & 0x7F) << shift
         shift += 7
         if not byte & 0x80:
@@ -543,20 +601,20 @@ def checked_base(t, base):
     return raw
 
 
-def decode_planes(f, h, t, e, base_raw):
-    """3.2: chunk-major byte planes, XOR with the base."""
+def decode_planes(f, h, t, blocks, numel, xor, base_raw, first=0):
+    """3.2: chunk-major byte planes, XOR with the base; `first` numbers
+    the first block (2.6's added rows follow the encoding's blocks)."""
     size = SIZES[t["dtype"]]
-    numel = math.prod(t["shape"])
     out = bytearray(numel * size)
     c = h["settings"]["chunk"]
     for ci, n in enumerate(chunk_lens(numel, c)):
-        planes = [decode_symbols(f.block(t, ci * size + p, e["blocks"][ci * size + p]), n)
+        planes = [decode_symbols(f.block(t, first + ci * size + p, blocks[ci * size + p]), n)
                   for p in range(size)]
         for i in range(n):
             for p in range(size):
                 k = (ci * c + i) * size + p
                 v = planes[p][i]
-                if e["xor"]:
+                if xor:
                     v ^= base_raw[k]
                 out[k] = v
     return bytes(out)
@@ -628,20 +686,32 @@ def decode_lossy(f, h, t, e, base):
                 v = f32(-m if q < 0 else m)
             r[k] = f32(r[k] + v)
     bd, _, braw = base[t["name"]]
-    w = to_f32_values(bd, braw)
-    return from_f32_values(t["dtype"], [f32(a + b) for a, b in zip(w, r)])
+    w = to_f32_values(bd, braw)[:rows * cols]  # 2.6: the base's first rows
+    y = [f32(a + b) for a, b in zip(w, r)]
+    for i, v in enumerate(y):
+        if not math.isfinite(v):
+            raise Refused("tensor %r: lossy rebuild of element %d is not finite" % (t["name"], i))
+    return from_f32_values(t["dtype"], y)
 
 
 def decode_tensor(f, h, t, base):
     """3: one tensor's raw bytes, checks included."""
     base_raw = checked_base(t, base)
     e = t["encoding"]
+    numel = math.prod(shared_shape(t))
+    if base_raw is not None and base[t["name"]][0] == t["dtype"]:
+        base_raw = base_raw[:numel * SIZES[t["dtype"]]]  # 2.6: the shared rows
     if e["kind"] == "same":
         out = base_raw
     elif e["kind"] == "planes":
-        out = decode_planes(f, h, t, e, base_raw)
+        out = decode_planes(f, h, t, e["blocks"], numel, e["xor"], base_raw)
     else:
         out = decode_lossy(f, h, t, e, base)
+    rz = t.get("resize")
+    if rz is not None:
+        added = (math.prod(t["shape"]) - numel)
+        out += decode_planes(f, h, t, rz["added"], added, False, None,
+                             first=len(blocks_of(e)))
     want = t.get("trained_xxh3")
     if want is not None and "%016x" % xxh3(out) != want:
         raise Refused("tensor %r: rebuilt bytes fail the trained checksum" % t["name"])
@@ -657,10 +727,10 @@ def decode_stored_file(f, sf):
     if not body or body[0] != 2:
         raise Refused("stored file %r: not a zstd block" % sf["path"])
     try:
-        raw = zstandard.ZstdDecompressor().decompressobj().decompress(body[1:])
-    except zstandard.ZstdError as e:
+        raw = one_zstd_frame(body[1:], sf["size"])
+    except Refused as e:
         raise Refused("stored file %r: %s" % (sf["path"], e))
-    if len(raw) != sf["size"]:
+    if raw is None or len(raw) != sf["size"]:
         raise Refused("stored file %r: decodes to the wrong size" % sf["path"])
     if sha(raw) != sf["sha256"]:
         raise Refused("stored file %r: fails its sha256" % sf["path"])

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""resid_specdecode: a minimal `.resid` decoder written from FORMAT.md alone.
+"""resid_specdecode: a minimal `.resid` decoder (format versions 1 and 2) written from FORMAT.md alone.
 
 Written by someone who has not read the Rust decoder (crates/) nor the other
 Python decoder (tools/minidecode/); its only sources are FORMAT.md, the header
@@ -10,6 +10,7 @@ follows. Where FORMAT.md left something open, the choice made here is marked
 
 Usage:
     resid_specdecode.py BASE RESID -o OUT      rebuild the trained checkpoint
+                                               (a file, or a folder when it was sharded or a model folder)
     resid_specdecode.py --golden DIR           check a golden folder's manifest
 
 Needs Python 3.9+ and the PyPI packages `xxhash` (XXH3-64) and `zstandard`.
@@ -74,12 +75,12 @@ def f32(x):
 
 MAGIC = bytes([0x52, 0x45, 0x53, 0x49, 0x44, 0x00, 0x0D, 0x0A])
 END_MAGIC = b"RESIDEND"
-KNOWN_VERSION = 1
+KNOWN_VERSION = 2
 
 
 def read_preamble(data):
     """FORMAT.md 1.1 Preamble (16 bytes), checked in the table's order:
-    magic; `file_len >= 48`; version (must be 1; larger: "newer"; 0: corrupt);
+    magic; `file_len >= 48`; version (1 or 2; larger: "newer"; 0: corrupt);
     flags (must be 0, reserved). Returns the version."""
     if len(data) < 8 or data[:8] != MAGIC:
         raise Refused("1.1", "not a residual file (bad magic)")
@@ -117,6 +118,61 @@ def read_footer(data):
     if xxhash.xxh3_64_intdigest(header, seed=0) != header_xxh3:
         raise Refused("1.2", "header checksum mismatch")
     return header_offset, header
+
+
+# ---------------------------------------------------------------------------
+# 1.3 Header encoding
+# ---------------------------------------------------------------------------
+
+
+def zstd_frames(data, limit, rule, what):
+    """RFC 8878 data (one or more frames, skippable frames included), decoded
+    with an output limit: refused when it decodes to more than `limit` bytes,
+    is cut inside a frame, or holds bytes that are not a frame. Returns
+    (content, [(frame's first byte offset, is_skippable)])."""
+    dctx = zstandard.ZstdDecompressor()
+    # Bounded first read: never more than limit + 1 bytes are produced.
+    try:
+        reader = dctx.stream_reader(data, read_across_frames=True)
+        got = 0
+        while got <= limit:
+            piece = reader.read(limit + 1 - got)
+            if not piece:
+                break
+            got += len(piece)
+    except zstandard.ZstdError as e:
+        raise Refused(rule, "%s does not decode: %s" % (what, e))
+    if got > limit:
+        raise Refused(rule, "%s decodes to more than %d bytes" % (what, limit))
+    # Bounded now (at most `got` bytes): walk the frames to see that each is whole.
+    out, frames, rest, pos = [], [], data, 0
+    while rest:
+        skippable = len(rest) >= 4 and (int.from_bytes(rest[:4], "little") & 0xFFFFFFF0) == 0x184D2A50
+        obj = dctx.decompressobj()
+        try:
+            out.append(obj.decompress(rest))
+        except zstandard.ZstdError as e:
+            raise Refused(rule, "%s does not decode: %s" % (what, e))
+        if not obj.eof:
+            raise Refused(rule, "%s does not decode: a zstd frame is cut short" % what)
+        frames.append((pos, skippable))
+        pos += len(rest) - len(obj.unused_data)
+        rest = obj.unused_data
+    return b"".join(out), frames
+
+
+def decode_header_bytes(header, version):
+    """FORMAT.md 1.3 Header encoding. Version 1: the header bytes are the JSON
+    text. v2: a zstd stream (RFC 8878) whose content is the JSON text, at most
+    256 MiB decoded (decoding stops there); a stream that does not decode:
+    "compressed header does not decode". (`header_xxh3` was checked on the
+    stored bytes, 1.2.) GAP: "one frame as written" is read as a writer's
+    habit: a reader accepts a stream of several frames (RFC 8878), skippable
+    ones included, but no bytes after the last frame."""
+    if version == 1:
+        return header
+    text, _frames = zstd_frames(header, 256 * MIB, "1.3", "compressed header")
+    return text
 
 
 # ---------------------------------------------------------------------------
@@ -165,16 +221,17 @@ def parse_header_json(header):
     return doc
 
 
-def _fields(obj, where, required, optional_null=()):
+def _fields(obj, where, required, optional_null=(), optional=()):
     """FORMAT.md 2: unknown fields anywhere are refused; every listed field is
     required, except one whose value may be null (then it may be left out,
-    read as null); a field may not appear twice in one object."""
+    read as null) and the v2 fields marked optional (`optional`: may be left
+    out, GAP: not null); a field may not appear twice in one object."""
     if not isinstance(obj, dict):
         raise Refused("2", "%s is not an object" % where)
-    if obj.dups:
+    if getattr(obj, "dups", ()):
         raise Refused("2", "%s: field %r appears twice" % (where, obj.dups[0]))
     for k in obj:
-        if k not in required and k not in optional_null:
+        if k not in required and k not in optional_null and k not in optional:
             raise Refused("2", "%s: unknown field %r" % (where, k))
     for k in required:
         if k not in obj:
@@ -214,6 +271,13 @@ def _str(v, where):
     return v
 
 
+def _sha256_field(v, where, rule="2.2"):
+    """FORMAT.md 2.2 / 2.4: a sha256 is 64 lower-case hex digits."""
+    if not isinstance(v, str) or len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+        raise Refused(rule, "%s must be 64 lower-case hex digits" % where)
+    return v
+
+
 def _xxh3_field(v, where):
     """Conventions: an xxh3 in JSON is exactly 16 lower-case hex digits."""
     if not isinstance(v, str) or len(v) != 16 or any(c not in "0123456789abcdef" for c in v):
@@ -221,12 +285,39 @@ def _xxh3_field(v, where):
     return v
 
 
+def refuse_v2_fields(doc):
+    """FORMAT.md 2: "A version-1 header holding any field marked v2
+    (`provenance`, `files`, `trained.folder`, `shards[].original`) is refused
+    ("field ... is not part of format version 1")". Checked before the
+    unknown-field rule, which would otherwise name them first."""
+    def no(field):
+        raise Refused("2", "field %r is not part of format version 1" % field)
+    if not isinstance(doc, dict):
+        return
+    for k in ("provenance", "files"):
+        if k in doc:
+            no(k)
+    trained = doc.get("trained")
+    if isinstance(trained, dict):
+        if "folder" in trained:
+            no("trained.folder")
+        for sh in trained.get("shards") if isinstance(trained.get("shards"), list) else ():
+            if isinstance(sh, dict) and "original" in sh:
+                no("shards[].original")
+
+
 def check_header(doc, preamble_version):
     """FORMAT.md 2 (top-level table): format "resid", version equal to the
     preamble's, mode lossless|lossy, settings (2.1), trained (2.2), tensors
     (2.3; at most 1,000,000; names non-empty and unique), stats
-    (informational, types only)."""
-    _fields(doc, "header", ("format", "version", "mode", "settings", "trained", "tensors", "stats"))
+    (informational, types only); v2: provenance (2.5) and files (2.4),
+    both optional. Then the checks that need the tensor list: each v2
+    `original` header (2.2) and the placement of every block (4)."""
+    if preamble_version == 1:
+        refuse_v2_fields(doc)
+    v2 = ("provenance", "files") if preamble_version >= 2 else ()
+    _fields(doc, "header", ("format", "version", "mode", "settings", "trained", "tensors", "stats"),
+            optional=v2)
     if doc["format"] != "resid":
         raise Refused("2", "header format is %r, not \"resid\"" % (doc["format"],))
     if _u64(doc["version"], "version") != preamble_version:
@@ -235,8 +326,10 @@ def check_header(doc, preamble_version):
     if doc["mode"] not in ("lossless", "lossy"):
         raise Refused("2", "mode %r is neither \"lossless\" nor \"lossy\"" % (doc["mode"],))
     settings = check_settings(doc["settings"], doc["mode"])
-    trained = check_trained(doc["trained"])
+    trained = check_trained(doc["trained"], preamble_version)
     check_stats(doc["stats"])
+    if "provenance" in doc:
+        check_provenance(doc["provenance"])
     tensors = doc["tensors"]
     if not isinstance(tensors, list):
         raise Refused("2", "tensors is not an array")
@@ -248,7 +341,11 @@ def check_header(doc, preamble_version):
         if t["name"] in names:
             raise Refused("2", "tensor %d: empty or duplicate name %r" % (i, t["name"]))
         names.add(t["name"])
-    check_blocks_placement(tensors)
+    files = check_files(doc.get("files", []), trained)
+    for i, sh in enumerate(trained["shards"]):
+        if "original" in sh:
+            check_original_header(sh, i, [t for t in tensors if t["shard"] == i], doc["mode"])
+    check_blocks_placement(tensors, files)
     return doc
 
 
@@ -286,12 +383,17 @@ def check_settings(s, mode):
     return s
 
 
-def check_trained(t):
+def check_trained(t, version):
     """FORMAT.md 2.2 `trained`: sharded bool; shards >= 1 of {file, metadata};
     file a plain name (non-empty, no '/', no '\\', not '..'); unsharded means
     exactly one shard. metadata is {string: string}; a repeated key inside it
-    keeps its last value (7)."""
-    _fields(t, "trained", ("sharded", "shards"))
+    keeps its last value (7). v2: `folder` (optional bool, absent = false) and
+    each shard's optional `original` {header, sha256?} (its header text
+    is checked against the tensors by `check_original_header`)."""
+    v2 = version >= 2
+    _fields(t, "trained", ("sharded", "shards"), optional=("folder",) if v2 else ())
+    if "folder" in t:
+        _bool(t["folder"], "trained.folder")
     sharded = _bool(t["sharded"], "trained.sharded")
     shards = t["shards"]
     if not isinstance(shards, list) or len(shards) < 1:
@@ -300,9 +402,15 @@ def check_trained(t):
         raise Refused("2.2", "an unsharded file lists %d shards" % len(shards))
     files = set()
     for i, sh in enumerate(shards):
-        _fields(sh, "trained.shards[%d]" % i, ("file", "metadata"))
+        _fields(sh, "trained.shards[%d]" % i, ("file", "metadata"), optional=("original",) if v2 else ())
+        if "original" in sh:
+            o = _fields(sh["original"], "trained.shards[%d].original" % i, ("header",), optional=("sha256",))
+            _str(o["header"], "trained.shards[%d].original.header" % i)
+            if "sha256" in o:
+                _sha256_field(o["sha256"], "trained.shards[%d].original.sha256" % i)
         f = _str(sh["file"], "trained.shards[%d].file" % i)
-        if f == "" or "/" in f or "\\" in f or f == "..":
+        # GAP (E): "." passes 2.2's rule but names no file; refused here.
+        if f == "" or "/" in f or "\\" in f or f in ("..", "."):
             raise Refused("2.2", "shard file name %r is not a plain file name" % f)
         # GAP: FORMAT.md does not say shard names are distinct, nor that none is
         # the index's name; two equal names would overwrite each other (6).
@@ -315,6 +423,89 @@ def check_trained(t):
         for k, v in md.items():  # md.dups allowed: the last value is kept (7)
             _str(v, "trained.shards[%d].metadata[%r]" % (i, k))
     return t
+
+
+def check_original_header(sh, i, tensors, mode):
+    """FORMAT.md 2.2 v2 `original`: `header` is the trained shard's own
+    safetensors header text, verbatim (padding included). It is parsed as a
+    safetensors header (a JSON object of `name: {"dtype", "shape",
+    "data_offsets"}` entries and an optional `__metadata__`; a repeated key is
+    refused) and refused ("original header") unless its tensors, sorted by
+    their first data offset, are exactly this shard's tensors in the residual
+    header's order (same names, dtypes and shapes), laid out back to back from
+    offset 0, each `numel * s` bytes long.
+    GAP (E): ties in "sorted by their first data offset" (zero-length tensors
+    share an offset with their neighbour) are not ordered by the text; the
+    check below walks the residual header's order, which accepts exactly the
+    files in which some offset-sorted order is the residual order.
+    GAP (E): the entries' own fields are read strictly (no others), and
+    `__metadata__` must be {string: string} as in safetensors; FORMAT.md does
+    not say. Nothing ties `__metadata__` to the shard's `metadata` (not checked)."""
+    where = "shard %r: original header" % sh["file"]
+    text = sh["original"]["header"]
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Refused("2.2", "%s is not UTF-8 text" % where)
+    try:
+        doc = parse_header_json(raw)
+    except Refused as e:
+        raise Refused("2.2", "%s is not a safetensors header (%s)" % (where, e.message))
+    dup = _first_dup(doc)
+    if dup is not None:
+        raise Refused("2.2", "%s repeats the key %r" % (where, dup))
+    entries = {}
+    for name, e in doc.items():
+        if name == "__metadata__":
+            if not isinstance(e, dict) or not all(isinstance(v, str) for v in e.values()):
+                raise Refused("2.2", "%s: __metadata__ is not an object of strings" % where)
+            continue
+        try:
+            _fields(e, "%s entry %r" % (where, name), ("dtype", "shape", "data_offsets"))
+            _dtype(e["dtype"], "%s entry %r" % (where, name))
+            _shape(e["shape"], "%s entry %r" % (where, name))
+            off = e["data_offsets"]
+            if not isinstance(off, list) or len(off) != 2:
+                raise Refused("2.2", "data_offsets is not [begin, end]")
+            for v in off:
+                _u64(v, "data_offsets")
+        except Refused as err:
+            raise Refused("2.2", "%s: entry %r is not a safetensors entry (%s)" % (where, name, err.message))
+        entries[name] = e
+    pos = 0
+    for t in tensors:
+        e = entries.get(t["name"])
+        if e is None:
+            raise Refused("2.2", "%s does not list tensor %r" % (where, t["name"]))
+        if e["dtype"] != t["dtype"] or e["shape"] != t["shape"]:
+            raise Refused("2.2", "%s gives tensor %r as %s %s, the residual header as %s %s"
+                          % (where, t["name"], e["dtype"], e["shape"], t["dtype"], t["shape"]))
+        end = pos + t["_numel"] * t["_s"]
+        if e["data_offsets"] != [pos, end]:
+            raise Refused("2.2", "%s places tensor %r at %s; laid out back to back in the residual "
+                          "header's order it is at [%d, %d]" % (where, t["name"], e["data_offsets"], pos, end))
+        pos = end
+    extra = sorted(set(entries) - {t["name"] for t in tensors})
+    if extra:
+        raise Refused("2.2", "%s lists tensor %r, which the residual header does not give this shard"
+                      % (where, extra[0]))
+
+
+def _first_dup(obj):
+    """A key repeated in any object of a parsed JSON value (2.2: refused in `original`)."""
+    if isinstance(obj, dict):
+        if getattr(obj, "dups", ()):
+            return obj.dups[0]
+        for v in obj.values():
+            d = _first_dup(v)
+            if d is not None:
+                return d
+    elif isinstance(obj, list):
+        for v in obj:
+            d = _first_dup(v)
+            if d is not None:
+                return d
+    return None
 
 
 # 2.3 dtype table: safetensors spelling -> size s in bytes.
@@ -390,6 +581,102 @@ def check_tensor_entry(t, i, mode, settings, trained):
 def _base_same_dtype_shape(t):
     b = t["base"]
     return b is not None and b["dtype"] == t["dtype"] and b["shape"] == t["shape"]
+
+
+# ---------------------------------------------------------------------------
+# 2.4 `files`, 2.5 `provenance` (v2)
+# ---------------------------------------------------------------------------
+
+
+def check_provenance(p):
+    """FORMAT.md 2.5 v2 `provenance`: {"resid_version": string, "base_repo"?,
+    "base_revision"?, "trained_repo"?, "trained_revision"?: string}.
+    Informational: never used to rebuild."""
+    optional = ("base_repo", "base_revision", "trained_repo", "trained_revision")
+    _fields(p, "provenance", ("resid_version",), optional=optional)
+    for k in ("resid_version",) + optional:
+        if k in p:
+            _str(p[k], "provenance." + k)
+
+
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+def _fold(path):
+    """FORMAT.md 2.4: paths compared "when ASCII letters are compared without case"."""
+    return path.translate(_ASCII_LOWER)
+
+
+def check_stored_path(path):
+    """FORMAT.md 2.4: a stored file's `path` stays inside the output folder and
+    names one file. Refused, in the text's order: an empty path or one starting
+    with `/` ("absolute path"); a `\\`, `:` or control character (U+0000-U+001F,
+    U+007F-U+009F) anywhere; an empty, `.` or `..` component (components are
+    separated by `/`). GAP (C13, E): a path that cannot be UTF-8 (a lone
+    surrogate from a JSON escape) is refused too."""
+    where = "stored file %r" % path
+    if path == "" or path.startswith("/"):
+        raise Refused("2.4", "%s: absolute path (empty, or starting with '/')" % where)
+    for ch in path:
+        if ch in "\\:" or ord(ch) <= 0x1F or 0x7F <= ord(ch) <= 0x9F:
+            raise Refused("2.4", "%s: the character %r is not allowed in a path" % (where, ch))
+    for comp in path.split("/"):
+        if comp == "":
+            raise Refused("2.4", "%s: empty component" % where)
+        if comp in (".", ".."):
+            raise Refused("2.4", "%s: '..' or '.' component" % where)
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Refused("2.4", "%s: not UTF-8" % where)
+
+
+def check_files(files, trained):
+    """FORMAT.md 2.4 v2 `files`: at most 100,000 entries `{"path", "size",
+    "sha256", "block"}`; `files` requires `trained.folder`; each path passes
+    `check_stored_path`; `size < 2^48`; sha256 64 lower-case hex digits; the
+    block is a zstd block (4.4) whose `n` is `size` (GAP (E): n != size is
+    refused). Refused too: two paths equal with ASCII letters compared without
+    case ("names the same file as another entry"), a path so equal to a
+    shard's `file`, and a path one of whose folders is another entry's path
+    or a shard's file (GAP (E): folders compared without case as well).
+    All of it before anything is written."""
+    if not isinstance(files, list):
+        raise Refused("2.4", "files is not an array")
+    if len(files) > 100_000:
+        raise Refused("2.4", "%d stored files, at most 100,000" % len(files))
+    if files and not trained.get("folder", False):
+        raise Refused("2.4", "files requires trained.folder")
+    for i, f in enumerate(files):
+        _fields(f, "files[%d]" % i, ("path", "size", "sha256", "block"))
+        path = _str(f["path"], "files[%d].path" % i)
+        check_stored_path(path)
+        where = "stored file %r" % path
+        if _u64(f["size"], where + " size") >= (1 << 48):
+            raise Refused("2.4", "%s: size %d >= 2^48" % (where, f["size"]))
+        _sha256_field(f["sha256"], where + " sha256", "2.4")
+        check_block(f["block"], where, None)
+        if f["block"]["n"] != f["size"]:
+            raise Refused("2.4", "%s: block n = %d, size is %d" % (where, f["block"]["n"], f["size"]))
+    shard_files = {_fold(sh["file"]): sh["file"] for sh in trained["shards"]}
+    entry_paths = {}
+    for f in files:
+        key = _fold(f["path"])
+        if key in entry_paths:
+            raise Refused("2.4", "stored file %r names the same file as another entry (%r)"
+                          % (f["path"], entry_paths[key]))
+        if key in shard_files:
+            raise Refused("2.4", "stored file %r names the same file as the shard %r"
+                          % (f["path"], shard_files[key]))
+        entry_paths[key] = f["path"]
+    for f in files:
+        comps = _fold(f["path"]).split("/")
+        for k in range(1, len(comps)):
+            folder = "/".join(comps[:k])
+            if folder in entry_paths or folder in shard_files:
+                raise Refused("2.4", "stored file %r: its folder %r names the same file as %s"
+                              % (f["path"], folder, "another entry" if folder in entry_paths else "a shard"))
+    return files
 
 
 # ---------------------------------------------------------------------------
@@ -519,39 +806,47 @@ def _pieces(total, chunk):
 # ---------------------------------------------------------------------------
 
 
+def _block_label(where, k):
+    """Error messages name blocks by tensor and number (2.3); a stored file's one block by its path."""
+    return "%s block" % where if k is None else "%s block %d" % (where, k)
+
+
 def check_block(b, where, k):
     """FORMAT.md 4: a Block is {offset, len, xxh3, n, bits}; 16 <= offset,
     1 <= len (7: zero-length blocks refused); n u64; bits informational.
     Placement against header_offset and overlap: `check_blocks_placement`."""
-    _fields(b, "%s block %d" % (where, k), ("offset", "len", "xxh3", "n", "bits"))
+    _fields(b, _block_label(where, k), ("offset", "len", "xxh3", "n", "bits"))
     _u64(b["offset"], "block offset")
     _u64(b["len"], "block len")
     _xxh3_field(b["xxh3"], "block xxh3")
     _u64(b["n"], "block n")
     _num(b["bits"], "block bits")
     if b["offset"] < 16:
-        raise Refused("4", "%s block %d: offset %d < 16" % (where, k, b["offset"]))
+        raise Refused("4", "%s: offset %d < 16" % (_block_label(where, k), b["offset"]))
     if b["len"] < 1:
-        raise Refused("4", "%s block %d: zero-length block" % (where, k))
+        raise Refused("4", "%s: zero-length block" % _block_label(where, k))
 
 
-def check_blocks_placement(tensors):
+def check_blocks_placement(tensors, files):
     """FORMAT.md 4: `offset + len <= header_offset` (no overflow) and blocks of
-    the whole file do not overlap ("a block overlaps another block"); gaps are
-    allowed and ignored (1)."""
-    spans = []
+    the whole file (every tensor's, and v2 every stored file's) do not overlap
+    ("a block overlaps another block"); gaps are allowed and ignored (1)."""
+    owned = []
     for t in tensors:
         for k, b in enumerate(t.get("_blocks", ())):
-            if b["offset"] + b["len"] > HEADER_OFFSET[0]:
-                raise Refused("4", "tensor %r block %d: bytes %d..%d lie outside the data section "
-                              "(which ends at %d)" % (t["name"], k, b["offset"],
-                                                       b["offset"] + b["len"], HEADER_OFFSET[0]))
-            spans.append((b["offset"], b["offset"] + b["len"], t["name"], k))
+            owned.append((b, _block_label("tensor %r" % t["name"], k)))
+    for f in files:
+        owned.append((f["block"], _block_label("stored file %r" % f["path"], None)))
+    spans = []
+    for b, label in owned:
+        if b["offset"] + b["len"] > HEADER_OFFSET[0]:
+            raise Refused("4", "%s: bytes %d..%d lie outside the data section (which ends at %d)"
+                          % (label, b["offset"], b["offset"] + b["len"], HEADER_OFFSET[0]))
+        spans.append((b["offset"], b["offset"] + b["len"], label))
     spans.sort()
-    for (s0, e0, n0, k0), (s1, e1, n1, k1) in zip(spans, spans[1:]):
+    for (s0, e0, l0), (s1, e1, l1) in zip(spans, spans[1:]):
         if s1 < e0:
-            raise Refused("4", "tensor %r block %d: a block overlaps another block (tensor %r block %d)"
-                          % (n1, k1, n0, k0))
+            raise Refused("4", "%s: a block overlaps another block (%s)" % (l1, l0))
 
 
 HEADER_OFFSET = [0]  # set by read_residual before the header is checked
@@ -562,7 +857,7 @@ def block_body(data, b, where, k):
     checked before the block is decoded; a mismatch names the tensor and block."""
     body = data[b["offset"]:b["offset"] + b["len"]]
     if xxh3_hex(body) != b["xxh3"]:
-        raise Refused("4", "%s block %d fails its checksum" % (where, k))
+        raise Refused("4", "%s fails its checksum" % _block_label(where, k))
     return body
 
 
@@ -696,6 +991,35 @@ def frequency_table(present, q):
     return f, start
 
 
+def zstd_block_content(body, limit, label):
+    """FORMAT.md 4.4 Kind 2: `02`, then one zstd frame (RFC 8878), decoded with
+    the caller's limit. GAP (C3): bytes after the frame, a second frame or a
+    skippable frame are refused ("one zstd frame")."""
+    content, frames = zstd_frames(body[1:], limit, "4.4", label + " (zstd)")
+    if len(frames) != 1 or frames[0][1]:
+        raise Refused("4.4", "%s: the block is not exactly one zstd frame" % label)
+    return content
+
+
+def decode_stored_file(data, f):
+    """FORMAT.md 2.4 + 4.4 v2 stored file: its block's checksum (4), kind 2
+    (4: a symbol block kind here is refused, GAP (E): the text names no
+    message), one zstd frame decoded with the limit `size + 1`, exactly `size`
+    bytes, whose sha256 is the recorded one ("fails its sha256")."""
+    where = "stored file %r" % f["path"]
+    body = block_body(data, f["block"], where, None)
+    if body[0] != 2:
+        if body[0] in (0, 1):
+            raise Refused("4", "%s block: a symbol block (kind %d) where a zstd block belongs" % (where, body[0]))
+        raise Refused("4", "%s block: unknown block kind %d" % (where, body[0]))
+    content = zstd_block_content(body, f["size"], where + " block")
+    if len(content) != f["size"]:
+        raise Refused("4.4", "%s: the block decodes to %d bytes, size is %d" % (where, len(content), f["size"]))
+    if hashlib.sha256(content).hexdigest() != f["sha256"]:
+        raise Refused("4.4", "%s fails its sha256" % where)
+    return content
+
+
 def decode_escapes(body, n, where, k):
     """FORMAT.md 4.4 Kind 2 (escapes only): `02`, one zstd frame (RFC 8878)
     whose content is at most 16n + 16 bytes (decoded with that limit); the
@@ -705,28 +1029,7 @@ def decode_escapes(body, n, where, k):
         if body[0] in (0, 1):
             raise Refused("4", "%s block %d: escapes block of kind %d (must be 2)" % (where, k, body[0]))
         raise Refused("4", "%s block %d: unknown block kind %d" % (where, k, body[0]))
-    frame = body[1:]
-    limit = 16 * n + 16
-    dctx = zstandard.ZstdDecompressor()
-    try:
-        reader = dctx.stream_reader(frame, read_across_frames=False)
-        content = b""
-        while len(content) <= limit:
-            chunk = reader.read(limit + 1 - len(content))
-            if not chunk:
-                break
-            content += chunk
-        if len(content) > limit:
-            raise Refused("4.4", "%s block %d: zstd content exceeds 16n+16 = %d bytes" % (where, k, limit))
-        # Bounded now: decode once more to learn whether the frame is whole
-        # and alone. GAP: FORMAT.md does not say whether bytes after the frame
-        # (or a skippable frame) are allowed; refused here.
-        obj = dctx.decompressobj()
-        again = obj.decompress(frame)
-    except zstandard.ZstdError as e:
-        raise Refused("4.4", "%s block %d: bad zstd frame: %s" % (where, k, e))
-    if not obj.eof or obj.unused_data or again != content:
-        raise Refused("4.4", "%s block %d: the block is not exactly one whole zstd frame" % (where, k))
+    content = zstd_block_content(body, 16 * n + 16, _block_label(where, k))
     values, i = [], 0
     while i < len(content):
         z, shift = 0, 0
@@ -1078,51 +1381,117 @@ def index_json(weight_map, total):
 # ---------------------------------------------------------------------------
 
 
+def original_layout(header_text, entries):
+    """FORMAT.md 6 v2: a shard with an `original` header is written as its
+    header text's length (u64; GAP (E): read as its UTF-8 byte count), the
+    header text verbatim, then the tensors' raw bytes in the residual
+    header's order (which 2.2 ties to the data offsets)."""
+    head = header_text.encode("utf-8")
+    return struct.pack("<Q", len(head)) + head + b"".join(raw for _, _, _, raw in entries)
+
+
+def shard_files(doc, tensors):
+    """FORMAT.md 6: each shard's bytes, {file name: bytes}: the `original`
+    layout when the shard has one (v2), else the canonical layout. For a
+    lossless file the sha256 of an original-layout shard must equal
+    `original.sha256` ("differs from the original file"); 7: a lossy file's
+    is not checked. Checked here in memory, before anything is written."""
+    out = {}
+    for i, sh in enumerate(doc["trained"]["shards"]):
+        entries = [(n, d, s, r) for (n, d, s, sd, r) in tensors if sd == i]
+        if "original" in sh:
+            blob = original_layout(sh["original"]["header"], entries)
+            want = sh["original"].get("sha256")
+            if doc["mode"] == "lossless" and want is not None and hashlib.sha256(blob).hexdigest() != want:
+                raise Refused("6", "shard %r: the rebuilt file differs from the original file (sha256 %s, "
+                              "original %s)" % (sh["file"], hashlib.sha256(blob).hexdigest(), want))
+        else:
+            blob = canonical_safetensors(entries, sh["metadata"])
+        out[sh["file"]] = blob
+    return out
+
+
+def rebuilt_outputs(doc, tensors, stored):
+    """FORMAT.md 6: what a rebuild writes, {path relative to the output: bytes}.
+    Unsharded and not a v2 folder: one safetensors file (key None). Sharded,
+    or v2 `folder`: the shard files, then (v2) every stored file at its path,
+    and, when sharded and no stored file is named model.safetensors.index.json,
+    the index."""
+    shards = shard_files(doc, tensors)
+    trained = doc["trained"]
+    if not trained["sharded"] and not trained.get("folder", False):
+        return {None: shards[trained["shards"][0]["file"]]}
+    out = dict(shards)
+    for path, content in stored:
+        out[path] = content
+    if trained["sharded"] and not any(path == INDEX_NAME for path, _ in stored):
+        wm = {n: trained["shards"][sd]["file"] for (n, d, s, sd, r) in tensors}
+        total = sum(len(r) for (_, _, _, _, r) in tensors)
+        out[INDEX_NAME] = index_json(wm, total)
+    return out
+
+
 def read_residual(path, base_path):
-    """FORMAT.md 1 -> 2 -> 3/4: preamble, footer, header, then every tensor
-    rebuilt and checked. Returns (header, [(name, dtype, shape, shard, raw)])."""
+    """FORMAT.md 1 -> 2 -> 3/4 -> 6: preamble (1.1), footer (1.2), header
+    encoding (1.3), header (2), then every tensor rebuilt and checked (3, 4),
+    every v2 stored file decoded and checked (2.4, 4.4), and the output files
+    assembled and checked in memory (6). Returns (header, tensors, outputs):
+    tensors [(name, dtype, shape, shard, raw)], outputs as `rebuilt_outputs`."""
     with open(path, "rb") as fh:
         data = fh.read()
     version = read_preamble(data)
     header_offset, header = read_footer(data)
     HEADER_OFFSET[0] = header_offset
-    doc = check_header(parse_header_json(header), version)
+    doc = check_header(parse_header_json(decode_header_bytes(header, version)), version)
     base = read_base(base_path)
-    out = []
+    tensors = []
     for t in doc["tensors"]:
         raw = rebuild_tensor(data, t, base, doc["settings"])
-        out.append((t["name"], t["dtype"], t["shape"], t["shard"], raw))
-    return doc, out
+        tensors.append((t["name"], t["dtype"], t["shape"], t["shard"], raw))
+    stored = [(f["path"], decode_stored_file(data, f)) for f in doc.get("files", [])]
+    return doc, tensors, rebuilt_outputs(doc, tensors, stored)
 
 
-def write_checkpoint(doc, tensors, out_path):
-    """FORMAT.md 6: unsharded -> one safetensors file; sharded -> a folder of
-    shards[i].file plus model.safetensors.index.json. Written only once every
-    tensor rebuilt; files appear by atomic rename."""
-    shards = doc["trained"]["shards"]
-    files = []
-    for i, sh in enumerate(shards):
-        entries = [(n, d, s, r) for (n, d, s, sd, r) in tensors if sd == i]
-        files.append((sh["file"], canonical_safetensors(entries, sh["metadata"])))
-    if not doc["trained"]["sharded"]:
-        _atomic_write(out_path, files[0][1])
+def write_checkpoint(outputs, out_path):
+    """FORMAT.md 6: written only once every tensor and file rebuilt and passed
+    its checks; files appear by atomic rename; a folder this reader created is
+    removed on failure. In a folder, subfolders are created as needed, and a
+    path whose target already exists or that passes through a symlink already
+    in the folder is refused before anything is written. GAP (E): the text says
+    this of stored files; it is applied here to every file of the folder (shards
+    and index too), and files this reader wrote into a folder that already
+    existed are removed on failure as well."""
+    if list(outputs) == [None]:
+        _atomic_write(out_path, outputs[None])
         return [out_path]
-    created = not os.path.isdir(out_path)
-    os.makedirs(out_path, exist_ok=True)
-    written = []
+    for rel in outputs:
+        parts = rel.split("/")
+        for k in range(1, len(parts) + 1):
+            p = os.path.join(out_path, *parts[:k])
+            if os.path.islink(p):
+                raise Refused("6", "%s: %s is a symlink already in the folder" % (rel, p))
+            if k < len(parts) and os.path.exists(p) and not os.path.isdir(p):
+                raise Refused("6", "%s: %s exists and is not a folder" % (rel, p))
+        if os.path.lexists(os.path.join(out_path, *parts)):
+            raise Refused("6", "%s: the target %s already exists" % (rel, os.path.join(out_path, *parts)))
+    made, written = [], []
     try:
-        for name, blob in files:
-            _atomic_write(os.path.join(out_path, name), blob)
-            written.append(os.path.join(out_path, name))
-        wm = {n: shards[sd]["file"] for (n, d, s, sd, r) in tensors}
-        total = sum(len(r) for (_, _, _, _, r) in tensors)
-        _atomic_write(os.path.join(out_path, INDEX_NAME), index_json(wm, total))
-        written.append(os.path.join(out_path, INDEX_NAME))
+        for rel, blob in outputs.items():
+            parts = rel.split("/")
+            d = out_path
+            for comp in [None] + parts[:-1]:
+                d = d if comp is None else os.path.join(d, comp)
+                if not os.path.isdir(d):
+                    os.mkdir(d)
+                    made.append(d)
+            target = os.path.join(out_path, *parts)
+            _atomic_write(target, blob)
+            written.append(target)
     except BaseException:
-        if created:
-            for p in written:
-                os.unlink(p)
-            os.rmdir(out_path)
+        for p in reversed(written):
+            os.unlink(p)
+        for d in reversed(made):
+            os.rmdir(d)
         raise
     return written
 
@@ -1140,15 +1509,6 @@ def _atomic_write(path, blob):
         raise
 
 
-def rebuilt_bytes(doc, tensors):
-    """The bytes of each output file (6), in memory: {file name: bytes}."""
-    out = {}
-    for i, sh in enumerate(doc["trained"]["shards"]):
-        entries = [(n, d, s, r) for (n, d, s, sd, r) in tensors if sd == i]
-        out[sh["file"]] = canonical_safetensors(entries, sh["metadata"])
-    return out
-
-
 # ---------------------------------------------------------------------------
 # Golden folders
 # ---------------------------------------------------------------------------
@@ -1156,8 +1516,8 @@ def rebuilt_bytes(doc, tensors):
 
 def check_golden(folder, strict_messages=False):
     """Check a golden folder against its manifest.json: every case rebuilds to
-    `rebuilt_sha256` (and each tensor to `tensor_sha256`); every error case is
-    refused. The manifest's `error` text is compared with the refusal's
+    `rebuilt_sha256` (a file) or to `outputs` (a folder: each file's sha256),
+    and each tensor to `tensor_sha256`; every error case is refused. The manifest's `error` text is compared with the refusal's
     message (a wording difference is reported; fatal with --strict-messages)."""
     with open(os.path.join(folder, "manifest.json"), "rb") as fh:
         manifest = json.load(fh)
@@ -1165,28 +1525,32 @@ def check_golden(folder, strict_messages=False):
     for case in manifest.get("cases", []):
         f, b = case["file"], case["base"]
         try:
-            doc, tensors = read_residual(os.path.join(folder, f), os.path.join(folder, b))
+            doc, tensors, outputs = read_residual(os.path.join(folder, f), os.path.join(folder, b))
         except Refused as e:
             print("FAIL  %-28s refused: %s" % (f, e))
             failures += 1
             continue
-        files = rebuilt_bytes(doc, tensors)
         bad = []
         for name, dtype, shape, shard, raw in tensors:
             want = case.get("tensor_sha256", {}).get(name)
             if want is not None and hashlib.sha256(raw).hexdigest() != want:
                 bad.append(name)
-        if len(files) == 1:
-            got = hashlib.sha256(next(iter(files.values()))).hexdigest()
+        got = {k: hashlib.sha256(v).hexdigest() for k, v in outputs.items()}
+        if "outputs" in case:
+            # GAP (A3): read from the manifest: `outputs` maps each file of a
+            # folder rebuild (path inside it) to its sha256.
+            want = case["outputs"]
         else:
-            got = None  # GAP: the manifest's rebuilt_sha256 for a sharded case is not defined
-        ok = got == case["rebuilt_sha256"] and not bad
+            want = {None: case["rebuilt_sha256"]}
+        ok = got == want and not bad
+        shown = got[None] if list(got) == [None] else "%d files" % len(got)
         print("%s  %-28s %s  sha256 %s%s" % ("ok  " if ok else "FAIL", f, case.get("mode", ""),
-                                             got, "" if not bad else "  tensors differ: " + ", ".join(bad)))
+                                             shown, "" if not bad else "  tensors differ: " + ", ".join(bad)))
         if not ok:
             failures += 1
-            if got != case["rebuilt_sha256"]:
-                print("      manifest says %s" % case["rebuilt_sha256"])
+            for k in sorted(set(got) | set(want), key=str):
+                if got.get(k) != want.get(k):
+                    print("      %s: rebuilt %s, manifest says %s" % (k or "file", got.get(k), want.get(k)))
     for case in manifest.get("errors", []):
         f, b, expect = case["file"], case["base"], case["error"]
         try:
@@ -1224,7 +1588,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Minimal .resid decoder written from FORMAT.md alone.")
     ap.add_argument("base", nargs="?", help="base checkpoint (safetensors file or folder)")
     ap.add_argument("resid", nargs="?", help="residual file (.resid)")
-    ap.add_argument("-o", "--out", help="output: a safetensors file, or a folder for a sharded checkpoint")
+    ap.add_argument("-o", "--out", help="output: a safetensors file, or a folder for a sharded checkpoint "
+                    "or a model folder (v2)")
     ap.add_argument("--golden", metavar="DIR", action="append", help="check a golden folder's manifest.json")
     ap.add_argument("--strict-messages", action="store_true",
                     help="with --golden, also fail when a refusal's wording differs from the manifest's")
@@ -1236,11 +1601,12 @@ def main(argv=None):
     if not (a.base and a.resid and a.out):
         ap.error("give BASE RESID -o OUT, or --golden DIR")
     try:
-        doc, tensors = read_residual(a.resid, a.base)
+        doc, tensors, outputs = read_residual(a.resid, a.base)
+        written = write_checkpoint(outputs, a.out)
     except Refused as e:
         print("%s: %s" % (a.resid, e), file=sys.stderr)
         return 3
-    for p in write_checkpoint(doc, tensors, a.out):
+    for p in written:
         print(p)
     return 0
 

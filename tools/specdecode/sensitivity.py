@@ -6,10 +6,12 @@ counts the golden cases whose sha256 then changes. A variant that changes no
 sha256 is a rule the golden files do not check (SPEC-GAPS.md, "Coverage").
 
     python sensitivity.py crates/resid-codec/tests/golden/v1
+    python sensitivity.py crates/resid-codec/tests/golden/v2
 """
 
 import contextlib
 import io
+import json
 import math
 import struct
 import sys
@@ -17,7 +19,8 @@ import sys
 import resid_specdecode as R
 
 ORIG = {k: getattr(R, k) for k in ("frequency_table", "reconstruct_lossy", "from_f32_values",
-                                   "decode_rans", "to_f32_values", "canonical_safetensors")}
+                                   "decode_rans", "to_f32_values", "canonical_safetensors",
+                                   "original_layout", "check_original_header")}
 
 
 def freq_variant(tie_larger=False, order_by_w=False, bankers=False, reorder_each_pass=False,
@@ -145,6 +148,22 @@ def st_no_pad(entries, metadata):
     return struct.pack("<Q", len(head)) + head + blob[8 + n:]
 
 
+def original_ignored(header_text, entries):
+    # misreading of 6 (v2): the kept header is not used; the canonical layout is written
+    md = json.loads(header_text).get("__metadata__", {})
+    return ORIG["canonical_safetensors"](entries, md)
+
+
+def original_sorted_stable(sh, i, tensors, mode):
+    # misreading of 2.2 (v2, E1): sort by first offset, ties in JSON text order reversed
+    doc = json.loads(sh["original"]["header"])
+    names = [k for k in doc if k != "__metadata__"][::-1]
+    names.sort(key=lambda k: doc[k]["data_offsets"][0])
+    if names != [t["name"] for t in tensors]:
+        raise R.Refused("2.2", "variant: original header order differs")
+    return ORIG["check_original_header"](sh, i, tensors, mode)
+
+
 VARIANTS = [
     ("4.3 ties in `order` by larger symbol first", "frequency_table", freq_variant(tie_larger=True)),
     ("4.3 `order` by weight w instead of step-1 f", "frequency_table", freq_variant(order_by_w=True)),
@@ -161,6 +180,8 @@ VARIANTS = [
     ("3.5 F64 base kept in f64", "to_f32_values", f64_no_f32_step),
     ("6 safetensors keys in header order, unsorted", "canonical_safetensors", st_unsorted),
     ("6 safetensors header not padded to 8", "canonical_safetensors", st_no_pad),
+    ("6 (v2) `original` ignored: canonical layout", "original_layout", original_ignored),
+    ("2.2 (v2) offset ties in reversed text order", "check_original_header", original_sorted_stable),
 ]
 
 

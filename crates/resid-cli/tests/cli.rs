@@ -213,7 +213,13 @@ fn unpack_json_dash_is_the_only_thing_on_stdout() {
     assert!(!d.path().join("-").exists());
     // To a file: the same object, written whole.
     let jp = d.path().join("u.json");
-    ok(&unpack(&b, &f, "-o", &r, &["--json", s(&jp), "-q"]));
+    ok(&unpack(
+        &b,
+        &f,
+        "-o",
+        &r,
+        &["--json", s(&jp), "-q", "--force"],
+    ));
     let k: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&jp).unwrap()).unwrap();
     assert_eq!(k["tensors"], j["tensors"]);

@@ -20,6 +20,8 @@ pub const END_MAGIC: [u8; 8] = *b"RESIDEND";
 pub const VERSION: u32 = 2;
 /// The first version with a compressed header, files, original headers and provenance.
 pub const VERSION_FILES: u32 = 2;
+/// The shard index a sharded rebuild writes (FORMAT.md 6).
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
 /// Most stored files a header may list.
 pub const MAX_FILES: usize = 100_000;
 pub const PREAMBLE: u64 = 16;
@@ -414,6 +416,18 @@ impl Encoding {
     }
 }
 
+/// Version 2: a tensor whose first dimension differs from its base's
+/// (FORMAT.md 2.6): the encoding codes the shared rows, `added` the rows
+/// beyond the base's as plain byte planes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resize {
+    /// Rows of the base tensor.
+    pub base_rows: u64,
+    /// Byte-plane blocks of the added rows (FORMAT.md 3.2 without XOR).
+    pub added: Vec<Block>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TensorHeader {
@@ -424,6 +438,9 @@ pub struct TensorHeader {
     pub base: Option<BaseFingerprint>,
     pub trained_xxh3: Option<String>,
     pub encoding: Encoding,
+    /// Version 2: rows shared with a base of another first dimension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<Resize>,
 }
 
 impl TensorHeader {
@@ -433,6 +450,28 @@ impl TensorHeader {
     /// Bytes of the rebuilt tensor.
     pub fn nbytes(&self) -> u64 {
         self.numel() * self.dtype.size()
+    }
+    /// The shape the encoding codes: the rows shared with the base when
+    /// resized (FORMAT.md 2.6), else the whole shape.
+    pub fn shared_shape(&self) -> Vec<u64> {
+        let mut s = self.shape.clone();
+        if let (Some(r), Some(first)) = (&self.resize, s.first_mut()) {
+            *first = (*first).min(r.base_rows);
+        }
+        s
+    }
+    /// Elements the encoding codes.
+    pub fn shared_numel(&self) -> u64 {
+        self.shared_shape().iter().product()
+    }
+    /// Every block, in the tensor's numbering: the encoding's, then the
+    /// added rows' (FORMAT.md 2.3).
+    pub fn blocks(&self) -> Vec<&Block> {
+        let mut b = self.encoding.blocks();
+        if let Some(r) = &self.resize {
+            b.extend(&r.added);
+        }
+        b
     }
 }
 

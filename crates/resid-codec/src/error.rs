@@ -101,6 +101,15 @@ pub enum CodecError {
     /// A rebuilt shard kept with its original header fails the original's sha256.
     #[error("{path}: rebuilt {shard} differs from the original file (sha256 mismatch: file altered, or another base)")]
     OriginalChecksum { path: PathBuf, shard: String },
+    /// The rebuild would not fit the output's file system (checked before
+    /// anything is written).
+    #[error("{path}: the rebuild needs {need} bytes but the file system of {fs} has {free} bytes free; nothing was written")]
+    NoSpace {
+        path: PathBuf,
+        need: u64,
+        free: u64,
+        fs: PathBuf,
+    },
     /// The output folder already holds a file unpack would have to replace.
     #[error("{path}: already exists; unpack does not overwrite files it did not create")]
     OutputExists { path: PathBuf },
@@ -125,6 +134,14 @@ pub enum CodecError {
         path: PathBuf,
         tensor: String,
         base_file: PathBuf,
+    },
+    /// A lossy tensor's rebuilt value is NaN or infinite (FORMAT.md 3.5):
+    /// IEEE 754 does not fix such a result's bits, so it is refused.
+    #[error("{path}: tensor '{tensor}': lossy rebuild of element {index} is not finite (file damaged or crafted)")]
+    NonFiniteRebuild {
+        path: PathBuf,
+        tensor: String,
+        index: u64,
     },
     /// The rebuilt tensor fails the trained checksum.
     #[error("{path}: tensor '{tensor}': rebuilt bytes fail the trained checksum (file altered, or another base)")]
@@ -180,6 +197,8 @@ pub enum HeaderRule {
     ShardName(String),
     #[error("several shards in an unsharded file")]
     ShardsInUnsharded,
+    #[error("shard '{0}' names the same file as another shard or the shard index (names compared ignoring ASCII case)")]
+    ShardCollision(String),
     #[error("{0} tensors (limit {max})", max = crate::container::MAX_TENSORS)]
     TooManyTensors(usize),
     #[error("field '{0}' is not part of format version 1")]
@@ -251,6 +270,8 @@ pub enum EntryRule {
     LossyNonFloat(String),
     #[error("lossy coding without a base tensor of the same shape")]
     LossyWithoutBase,
+    #[error("lossy coding against a base of non-float dtype {0}")]
+    LossyBaseNotFloat(String),
     #[error("rows {rows} x cols {cols} != {numel} elements")]
     RowsCols { rows: u64, cols: u64, numel: u64 },
     #[error("rank {0} too large")]
@@ -271,6 +292,8 @@ pub enum EntryRule {
     BlockOutside { offset: u64, len: u64 },
     #[error("a block overlaps another block")]
     BlockOverlap,
+    #[error("resize: {0}")]
+    Resize(String),
 }
 
 /// What is wrong inside a block whose checksum matched (FORMAT.md 3.4, 4).
@@ -294,7 +317,7 @@ pub enum BlockProblem {
     EscapesNotZstd,
     #[error("escape block: {0}")]
     EscapesZstd(String),
-    #[error("escape varint too long")]
+    #[error("escape varint longer than 64 bits")]
     EscapeVarint,
     #[error("escape block holds {got} values, header says {want}")]
     EscapeCount { got: usize, want: u64 },
@@ -341,6 +364,7 @@ impl Classify for CodecError {
             Checkpoint(e) => e.class(),
             Os { .. } => ErrorClass::Io,
             OutputExists { .. } => ErrorClass::Usage,
+            NoSpace { .. } => ErrorClass::Io,
             NotResidual { .. } | NonFinite { .. } => ErrorClass::BadInput,
             Settings(_) => ErrorClass::Usage,
             Truncated { .. }
@@ -364,6 +388,7 @@ impl Classify for CodecError {
             | BaseTensorDiffers { .. }
             | BaseFingerprint { .. }
             | TrainedChecksum { .. }
+            | NonFiniteRebuild { .. }
             | AgainstLacksTensor { .. }
             | AgainstDiffers { .. } => ErrorClass::Mismatch,
         }

@@ -56,7 +56,7 @@ pub fn inspect(path: &Path) -> Result<InspectReport> {
     let mut coded = 0u64;
     let mut ent = 0.0;
     for t in &h.tensors {
-        let bl = t.encoding.blocks();
+        let bl = t.blocks();
         let c: u64 = bl.iter().map(|b| b.len).sum();
         let e: f64 = bl.iter().map(|b| b.bits / 8.0).sum();
         coded += c;

@@ -29,8 +29,8 @@ pub use decode::ResidFile;
 pub use error::{CodecError, Result};
 pub use inspect::{inspect, shard_metadata, InspectReport, InspectTensor};
 pub use pipeline::{
-    pack, pack_with_progress, unpack, unpack_with_progress, verify, AgainstReport, Mode,
-    PackOptions, PackReport, TensorReport, UnpackReport, VerifyReport,
+    pack, pack_with_progress, unpack, unpack_with, unpack_with_progress, verify, AgainstReport,
+    Mode, PackOptions, PackReport, TensorReport, UnpackOptions, UnpackReport, VerifyReport,
 };
 
 /// The former module path of [`pack`] and [`unpack`], kept for callers.

@@ -18,6 +18,8 @@ pub struct AtomicFile {
     path: PathBuf,
     tmp: Option<tempfile::NamedTempFile>,
     writer: Option<BufWriter<File>>,
+    /// Refuse to replace a file that appeared at the path (see [`no_replace`](Self::no_replace)).
+    keep_existing: bool,
 }
 
 impl AtomicFile {
@@ -33,6 +35,7 @@ impl AtomicFile {
                 path: path.to_path_buf(),
                 tmp: None,
                 writer: Some(BufWriter::with_capacity(1 << 20, file)),
+                keep_existing: false,
             });
         }
         let parent = match path.parent() {
@@ -72,7 +75,16 @@ impl AtomicFile {
             path: path.to_path_buf(),
             tmp: Some(tmp),
             writer: Some(BufWriter::with_capacity(1 << 20, file)),
+            keep_existing: false,
         })
+    }
+
+    /// Makes [`commit`](Self::commit) fail (`AlreadyExists`) rather than
+    /// replace a file that exists at the path by then: the rename is
+    /// `RENAME_NOREPLACE`, so two writers racing for one path cannot both win.
+    pub fn no_replace(mut self) -> Self {
+        self.keep_existing = true;
+        self
     }
 
     /// The destination path.
@@ -99,8 +111,12 @@ impl AtomicFile {
             return Ok(());
         };
         file.sync_all().map_err(|e| IoError::io(&path, e))?;
-        tmp.persist(&path)
-            .map_err(|e| IoError::io(&path, e.error))?;
+        if self.keep_existing {
+            tmp.persist_noclobber(&path)
+        } else {
+            tmp.persist(&path)
+        }
+        .map_err(|e| IoError::io(&path, e.error))?;
         Ok(())
     }
 }
@@ -146,6 +162,19 @@ mod tests {
         write_atomic(Path::new("/dev/null"), b"discarded").unwrap();
         let m = std::fs::metadata("/dev/null").unwrap();
         assert!(m.file_type().is_char_device(), "/dev/null replaced");
+    }
+
+    #[test]
+    fn no_replace_keeps_a_file_that_appeared() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.bin");
+        let mut f = AtomicFile::create(&p).unwrap().no_replace();
+        f.write_all(b"new").unwrap();
+        std::fs::write(&p, b"theirs").unwrap();
+        let e = f.commit().err().unwrap();
+        assert!(e.to_string().contains("exists"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"theirs");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

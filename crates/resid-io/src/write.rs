@@ -39,6 +39,13 @@ pub struct SafetensorsWriter {
 }
 
 impl SafetensorsWriter {
+    /// Makes [`finish`](Self::finish) fail rather than replace a file that
+    /// exists at the path by then ([`AtomicFile::no_replace`]).
+    pub fn no_replace(mut self) -> Self {
+        self.file = self.file.no_replace();
+        self
+    }
+
     /// Creates `path` (atomically, on [`finish`](Self::finish)) for tensors
     /// written in the order of `specs`.
     pub fn create(

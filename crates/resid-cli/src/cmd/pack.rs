@@ -159,24 +159,5 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
     Ok((x * mul as f64) as usize)
 }
 
-/// The memory budget: `--max-memory`, or a quarter of the memory available
-/// now (MemAvailable), at most 1 GiB and at least 64 MiB.
-pub fn memory_budget(max_memory: Option<usize>) -> usize {
-    max_memory.unwrap_or_else(|| {
-        let avail = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find(|l| l.starts_with("MemAvailable:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
-            })
-            .map_or(4 << 30, |kib| kib << 10);
-        (avail / 4).clamp(64 << 20, 1 << 30)
-    })
-}
-
-/// Bytes of tensors coded (or decoded) together: a quarter of the budget,
-/// leaving room for the coded copies and per-thread buffers.
-pub fn batch_bytes(max_memory: Option<usize>) -> usize {
-    (memory_budget(max_memory) / 4).max(16 << 20)
-}
+/// `--max-memory`'s default and batch size: the facade's, shared with Python.
+pub use resid::budget::{batch_bytes, memory_budget};

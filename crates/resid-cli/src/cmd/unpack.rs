@@ -3,8 +3,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
-
 /// Arguments of `resid unpack`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,6 +20,10 @@ pub struct Args {
         value_name = "PATH"
     )]
     pub output: PathBuf,
+    /// Replace files that exist at the output (shards, stored files, the
+    /// index). Without it unpack refuses before writing anything.
+    #[arg(long)]
+    pub force: bool,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -47,14 +49,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     base.advise_sequential();
     let pb = crate::progress::bytes_bar(0, "unpack", args.quiet);
     let t0 = std::time::Instant::now();
-    let rep = resid::codec::unpack_with_progress(
-        &base,
-        &args.file,
-        &args.output,
-        super::pack::batch_bytes(args.max_memory),
-        &|n| pb.inc(n),
-    )
-    .with_context(|| format!("unpacking {}", args.file.display()))?;
+    let opts = resid::codec::UnpackOptions {
+        batch_bytes: super::pack::batch_bytes(args.max_memory),
+        force: args.force,
+    };
+    let rep = resid::codec::unpack_with(&base, &args.file, &args.output, &opts, &|n| pb.inc(n))
+        .map_err(|e| {
+            // The library does not speak of flags: the hint is added here.
+            let hint = match e {
+                resid::codec::CodecError::OutputExists { .. } => " (pass --force to replace it)",
+                _ => "",
+            };
+            anyhow::Error::new(e).context(format!("unpacking {}{hint}", args.file.display()))
+        })?;
     pb.finish_and_clear();
     let s = t0.elapsed().as_secs_f64();
     let mb_s = rep.bytes as f64 / 1e6 / s.max(1e-9);

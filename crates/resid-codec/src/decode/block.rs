@@ -126,13 +126,36 @@ fn decode_rans(block: &[u8], out: &mut [u8]) -> Result<(), BlockProblem> {
     Ok(())
 }
 
+/// The magic number that opens a Zstandard frame (RFC 8878 3.1.1), as stored.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// FORMAT.md 4.4 (and 1.3): "exactly one Zstandard frame (RFC 8878 3.1.1,
+/// not a skippable frame), nothing before or after it". Checked before
+/// anything is decoded, so a reader that stops after the first frame and
+/// one that reads on agree.
+pub fn one_zstd_frame(stream: &[u8]) -> Result<(), String> {
+    if stream.get(..4) != Some(&ZSTD_MAGIC[..]) {
+        return Err("not a Zstandard frame (bad magic)".into());
+    }
+    match zstd::zstd_safe::find_frame_compressed_size(stream) {
+        Ok(n) if n == stream.len() => Ok(()),
+        Ok(n) => Err(format!("{} bytes after the frame's {n}", stream.len() - n)),
+        Err(code) => Err(format!(
+            "incomplete or damaged frame ({})",
+            zstd::zstd_safe::get_error_name(code)
+        )),
+    }
+}
+
 /// FORMAT.md 4.4 and 3.4: "`2` zstd: `kind`, then one zstd frame; its
 /// decoded size must not exceed `16 * n + 16` bytes" and it holds "LEB128
-/// zigzag varints"; "the escape count must equal" `n`.
+/// zigzag varints" of at most 64 bits ("a tenth byte holds at most the value
+/// 1"); "the escape count must equal" `n`.
 pub fn decode_escapes(block: &[u8], n: u64) -> Result<Vec<i64>, BlockProblem> {
     if block.first() != Some(&KIND_ZSTD) {
         return Err(BlockProblem::EscapesNotZstd);
     }
+    one_zstd_frame(&block[1..]).map_err(BlockProblem::EscapesZstd)?;
     let cap = (16 * n + 16) as usize;
     let raw = zstd::bulk::decompress(&block[1..], cap)
         .map_err(|e| BlockProblem::EscapesZstd(e.to_string()))?;
@@ -140,7 +163,7 @@ pub fn decode_escapes(block: &[u8], n: u64) -> Result<Vec<i64>, BlockProblem> {
     let mut z = 0u64;
     let mut shift = 0;
     for &b in &raw {
-        if shift >= 64 {
+        if shift > 63 || (shift == 63 && b & 0x7f > 1) {
             return Err(BlockProblem::EscapeVarint);
         }
         z |= ((b & 0x7f) as u64) << shift;

@@ -141,9 +141,18 @@ pub fn validate_original(h: &Header, shard: usize) -> std::result::Result<(), He
     Ok(())
 }
 
-/// FORMAT.md 2.4: a stored file's bytes: its block (a zstd block, 4.4) must
-/// decode to exactly `size` bytes whose sha256 is `sha256`.
-pub fn decode_file(rf: &ResidFile, f: &StoredFile) -> Result<Vec<u8>> {
+/// FORMAT.md 2.4: a stored file's bytes: its block (a zstd block, 4.4)
+/// must decode to exactly `size` bytes whose sha256 is `sha256`. They are
+/// streamed into `sink` (`out` names it in I/O errors), so memory stays
+/// bounded whatever the file declares; a caller keeps what it wrote only
+/// when this returns `Ok`.
+pub fn decode_file_into(
+    rf: &ResidFile,
+    f: &StoredFile,
+    sink: &mut dyn std::io::Write,
+    out: &std::path::Path,
+) -> Result<()> {
+    use sha2::Digest;
     use std::io::Read;
     let body = rf.file_block(&f.path, &f.block)?;
     let corrupt = |problem: BlockProblem| CodecError::CorruptFile {
@@ -154,23 +163,48 @@ pub fn decode_file(rf: &ResidFile, f: &StoredFile) -> Result<Vec<u8>> {
     if body.first() != Some(&crate::rans::KIND_ZSTD) {
         return Err(corrupt(BlockProblem::NotZstd));
     }
-    let mut out = Vec::new();
-    zstd::stream::read::Decoder::new(&body[1..])
+    super::block::one_zstd_frame(&body[1..]).map_err(|e| corrupt(BlockProblem::Zstd(e)))?;
+    let mut dec = zstd::stream::read::Decoder::new(&body[1..])
         .map_err(|e| corrupt(BlockProblem::Zstd(e.to_string())))?
-        .take(f.size + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| corrupt(BlockProblem::Zstd(e.to_string())))?;
-    if out.len() as u64 != f.size {
+        .take(f.size + 1);
+    let mut sha = sha2::Sha256::new();
+    let mut n = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let k = dec
+            .read(&mut buf)
+            .map_err(|e| corrupt(BlockProblem::Zstd(e.to_string())))?;
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+        if n > f.size {
+            break;
+        }
+        sha.update(&buf[..k]);
+        sink.write_all(&buf[..k])
+            .map_err(|e| CodecError::io(out, e))?;
+    }
+    if n != f.size {
         return Err(corrupt(BlockProblem::DecodedSize {
-            got: out.len() as u64,
+            got: n,
             want: f.size,
         }));
     }
-    if sha256_hex(&out) != f.sha256 {
+    if hex_bytes(&sha.finalize()) != f.sha256 {
         return Err(CodecError::FileChecksum {
             path: rf.path.clone(),
             file: f.path.clone(),
         });
     }
-    Ok(out)
+    Ok(())
+}
+
+/// sha256 of a file on disk, streamed.
+pub fn sha256_of_file(p: &std::path::Path) -> Result<String> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(p).map_err(|e| CodecError::io(p, e))?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| CodecError::io(p, e))?;
+    Ok(hex_bytes(&h.finalize()))
 }

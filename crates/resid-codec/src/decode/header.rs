@@ -23,7 +23,8 @@ fn chunk_lens(n: u64, c: u64) -> impl Iterator<Item = u64> {
 /// FORMAT.md 2: "`version` equals the preamble version"; 2.1: "`chunk` a
 /// power of two in `[2^12, 2^24]`"; "`rate` ... lossy only" (a lossy file
 /// must carry it: it holds the dead zone); 2.2: "`shards` at least 1; `file`
-/// a plain file name (no `/`, `\`, `..`)"; an unsharded file lists one shard;
+/// a plain file name (no `/`, `\`, `.`, `..`), unique ignoring ASCII case and
+/// not the shard index's name"; an unsharded file lists one shard;
 /// 2: "at most 1,000,000 tensors"; then each entry ([`validate_entry`]) and
 /// 4: "blocks of the whole file do not overlap".
 pub fn validate(path: &Path, h: &Header, version: u32, header_offset: u64) -> Result<()> {
@@ -50,9 +51,18 @@ pub fn validate(path: &Path, h: &Header, version: u32, header_offset: u64) -> Re
     if !h.trained.sharded && h.trained.shards.len() > 1 {
         return Err(bad(HeaderRule::ShardsInUnsharded));
     }
+    let mut shard_names = HashSet::from([INDEX_FILE.to_string()]);
     for s in &h.trained.shards {
-        if s.file.is_empty() || s.file.contains('/') || s.file.contains('\\') || s.file == ".." {
+        if s.file.is_empty()
+            || s.file.contains('/')
+            || s.file.contains('\\')
+            || s.file == ".."
+            || s.file == "."
+        {
             return Err(bad(HeaderRule::ShardName(s.file.clone())));
+        }
+        if !shard_names.insert(s.file.to_ascii_lowercase()) {
+            return Err(bad(HeaderRule::ShardCollision(s.file.clone())));
         }
     }
     if h.tensors.len() > MAX_TENSORS {
@@ -66,6 +76,10 @@ pub fn validate(path: &Path, h: &Header, version: u32, header_offset: u64) -> Re
             (
                 "trained.shards.original",
                 h.trained.shards.iter().any(|s| s.original.is_some()),
+            ),
+            (
+                "tensors.resize",
+                h.tensors.iter().any(|t| t.resize.is_some()),
             ),
         ];
         if let Some((field, _)) = v2.iter().find(|x| x.1) {
@@ -85,7 +99,7 @@ pub fn validate(path: &Path, h: &Header, version: u32, header_offset: u64) -> Re
             return Err(entry(EntryRule::DuplicateName));
         }
         validate_entry(h, t).map_err(entry)?;
-        for b in t.encoding.blocks() {
+        for b in t.blocks() {
             validate_block(b, header_offset).map_err(entry)?;
             ranges.push((b.offset, b.offset + b.len, ti));
         }
@@ -163,16 +177,64 @@ fn validate_entry(h: &Header, t: &TensorHeader) -> std::result::Result<(), Entry
             return Err(EntryRule::ChecksumText(x.into()));
         }
     }
+    let c = h.settings.chunk;
+    // The shape the base must have: the trained one, or with the base's
+    // row count when resized (2.6); the encoding codes the shared rows.
+    let mut base_shape = t.shape.clone();
+    if let Some(r) = &t.resize {
+        validate_resize(t, r, numel, c)?;
+        base_shape[0] = r.base_rows;
+    }
+    let shared = t.shared_numel();
     let same_base = t
         .base
         .as_ref()
-        .is_some_and(|b| b.dtype == t.dtype && b.shape == t.shape);
-    let c = h.settings.chunk;
+        .is_some_and(|b| b.dtype == t.dtype && b.shape == base_shape);
     match &t.encoding {
         Encoding::Same => validate_same(t, same_base),
-        Encoding::Planes { xor, blocks } => validate_planes(t, same_base, *xor, blocks, numel, c),
-        Encoding::Lossy { .. } => validate_lossy(h, t, numel, c),
+        Encoding::Planes { xor, blocks } => validate_planes(t, same_base, *xor, blocks, shared, c),
+        Encoding::Lossy { .. } => validate_lossy(h, t, shared, &base_shape, c),
     }
+}
+
+/// FORMAT.md 2.6: "`shape` has at least one dimension; `base` is non-null
+/// with `base.shape = [K] + shape[1..]`; `1 <= K` and `K != R`"; "when `R >
+/// K`, `added` holds `ceil((R-K)*row / chunk) * s` blocks, chunk-major, each
+/// `n` its chunk's length; when `R < K`, `added` is empty".
+fn validate_resize(
+    t: &TensorHeader,
+    r: &Resize,
+    numel: u64,
+    c: u64,
+) -> std::result::Result<(), EntryRule> {
+    let bad = |why: &str| Err(EntryRule::Resize(why.into()));
+    let Some(&rows) = t.shape.first() else {
+        return bad("a 0-D tensor has no rows");
+    };
+    let Some(b) = &t.base else {
+        return bad("no base tensor");
+    };
+    if r.base_rows == 0 || r.base_rows == rows {
+        return bad("base_rows must be at least 1 and differ from the tensor's rows");
+    }
+    if b.shape.first() != Some(&r.base_rows) || b.shape[1..] != t.shape[1..] {
+        return bad("the base's shape is not base_rows rows of the tensor's row shape");
+    }
+    let row = numel.checked_div(rows).unwrap_or(0);
+    let added = rows.saturating_sub(r.base_rows) * row;
+    let size = t.dtype.size();
+    let lens: Vec<u64> = chunk_lens(added, c).collect();
+    if r.added.len() as u64 != lens.len() as u64 * size {
+        return bad("added blocks do not match the added rows");
+    }
+    if let Some(i) = (0..r.added.len()).find(|&i| r.added[i].n != lens[i / size as usize]) {
+        return Err(EntryRule::BlockSymbols {
+            block: t.encoding.blocks().len() + i,
+            got: r.added[i].n,
+            want: lens[i / size as usize],
+        });
+    }
+    Ok(())
 }
 
 /// FORMAT.md 3.1: "Requires `base` with the same dtype and shape" and a
@@ -237,6 +299,7 @@ fn validate_lossy(
     h: &Header,
     t: &TensorHeader,
     numel: u64,
+    base_shape: &[u64],
     c: u64,
 ) -> std::result::Result<(), EntryRule> {
     let Encoding::Lossy {
@@ -261,8 +324,11 @@ fn validate_lossy(
     }
     // Decode never needs a base that is absent, and `numel` is tied to the
     // base file's size even when no remainder blocks are stored (section 5).
-    if t.base.as_ref().is_none_or(|b| b.shape != t.shape) {
+    let Some(base) = t.base.as_ref().filter(|b| b.shape == base_shape) else {
         return Err(EntryRule::LossyWithoutBase);
+    };
+    if base.dtype.float().is_none() {
+        return Err(EntryRule::LossyBaseNotFloat(base.dtype.name().into()));
     }
     if rows.checked_mul(*cols) != Some(numel) {
         return Err(EntryRule::RowsCols {

@@ -115,14 +115,15 @@ fn read_footer(path: &Path, bytes: &[u8]) -> Result<Footer> {
     Ok(foot)
 }
 
-/// FORMAT.md 1.3: "From version 2 the header bytes are a zstd frame whose
-/// content is the JSON header, at most 256 MiB."
+/// FORMAT.md 1.3: "From version 2 the header bytes are exactly one zstd
+/// frame (4.4) whose content is the JSON header, at most 256 MiB."
 fn decompress_header(path: &Path, stored: &[u8]) -> Result<Vec<u8>> {
     use std::io::Read;
     let bad = |reason: String| CodecError::HeaderDecompress {
         path: path.into(),
         reason,
     };
+    block::one_zstd_frame(stored).map_err(bad)?;
     let mut out = Vec::new();
     zstd::stream::read::Decoder::new(stored)
         .map_err(|e| bad(e.to_string()))?

@@ -320,8 +320,19 @@ fn decode_lossy(rf: &ResidFile, base: &Checkpoint, t: &TensorHeader) -> Result<V
     let b = base.get(&t.name).expect("fingerprint checked");
     let mut bv = Vec::new();
     base.read_f32(b, &mut bv)?;
+    // FORMAT.md 2.6: against the base's first rows only.
+    bv.truncate(rows * cols);
     for (x, y) in bv.iter_mut().zip(&r) {
         *x += y;
+    }
+    // FORMAT.md 3.5 step 4: "every `y` must be finite": IEEE 754 fixes the
+    // bits of every finite result, not those of a NaN.
+    if let Some(i) = bv.iter().position(|y| !y.is_finite()) {
+        return Err(CodecError::NonFiniteRebuild {
+            path: rf.path.clone(),
+            tensor: t.name.clone(),
+            index: i as u64,
+        });
     }
     let mut out = Vec::new();
     t.dtype
@@ -346,7 +357,17 @@ pub fn decode_named(rf: &ResidFile, base: &Checkpoint, name: &str) -> Option<Res
 }
 
 type Prepared<'a> = Result<(Option<&'a [u8]>, Vec<u8>)>;
-type ChunkJob<'a> = (usize, usize, &'a mut [u8], Option<&'a [u8]>);
+
+/// One chunk of byte planes to decode: the tensor (index in the batch), the
+/// number of its chunk's first block, the chunk's `s` blocks, the output
+/// bytes and the base bytes to XOR with.
+struct ChunkJob<'a> {
+    k: usize,
+    first: usize,
+    blocks: &'a [Block],
+    out: &'a mut [u8],
+    base: Option<&'a [u8]>,
+}
 
 /// Decodes tensors `r` of the file: lossless chunks in parallel across the
 /// whole batch, lossy tensors in parallel; each result checked against its
@@ -361,41 +382,60 @@ pub fn decode_batch(
     let mut bufs: Vec<Prepared> = h.tensors[r.clone()]
         .par_iter()
         .map(|t| {
-            let b = checked_base(rf, base, t)?;
+            // FORMAT.md 2.6: the encoding codes the base's first rows.
+            let shared = (t.shared_numel() * t.dtype.size()) as usize;
+            let b = checked_base(rf, base, t)?.map(|b| &b[..shared.min(b.len())]);
             Ok((b, vec![0u8; t.nbytes() as usize]))
         })
         .collect();
     let mut jobs: Vec<ChunkJob> = Vec::new();
     for (k, b) in bufs.iter_mut().enumerate() {
         let t = &h.tensors[r.start + k];
-        if let (Ok((bb, buf)), Encoding::Planes { xor, .. }) = (b, &t.encoding) {
-            let size = t.dtype.size() as usize;
+        let Ok((bb, buf)) = b else { continue };
+        let size = t.dtype.size() as usize;
+        let (shared, added) = buf.split_at_mut((t.shared_numel() * t.dtype.size()) as usize);
+        if let Encoding::Planes { xor, blocks } = &t.encoding {
             let bb = if *xor { *bb } else { None };
-            for (c, sl) in buf.chunks_mut(chunk * size).enumerate() {
-                let bs = bb.map(|x| &x[c * chunk * size..c * chunk * size + sl.len()]);
-                jobs.push((k, c, sl, bs));
+            for (c, sl) in shared.chunks_mut(chunk * size).enumerate() {
+                jobs.push(ChunkJob {
+                    k,
+                    first: c * size,
+                    blocks: &blocks[c * size..(c + 1) * size],
+                    base: bb.map(|x| &x[c * chunk * size..c * chunk * size + sl.len()]),
+                    out: sl,
+                });
+            }
+        }
+        // FORMAT.md 2.6: the added rows, plain byte planes numbered after
+        // the encoding's blocks.
+        if let Some(rz) = &t.resize {
+            let n0 = t.encoding.blocks().len();
+            for (c, sl) in added.chunks_mut(chunk * size).enumerate() {
+                jobs.push(ChunkJob {
+                    k,
+                    first: n0 + c * size,
+                    blocks: &rz.added[c * size..(c + 1) * size],
+                    base: None,
+                    out: sl,
+                });
             }
         }
     }
     let errs: Vec<Option<(usize, CodecError)>> = jobs
         .into_par_iter()
-        .map_init(Vec::new, |planes, (k, c, sl, bs)| {
-            let t = &h.tensors[r.start + k];
-            let Encoding::Planes { blocks, .. } = &t.encoding else {
-                unreachable!("jobs are made for plane tensors")
-            };
+        .map_init(Vec::new, |planes, j| {
+            let t = &h.tensors[r.start + j.k];
             let size = t.dtype.size() as usize;
             let mut raw = Vec::with_capacity(size);
-            for p in 0..size {
-                let bi = c * size + p;
-                match rf.block(&t.name, bi, &blocks[bi]) {
+            for (p, b) in j.blocks.iter().enumerate() {
+                match rf.block(&t.name, j.first + p, b) {
                     Ok(x) => raw.push(x),
-                    Err(e) => return Some((k, e)),
+                    Err(e) => return Some((j.k, e)),
                 }
             }
-            decode_plane_chunk(&raw, bs, size, sl, planes)
+            decode_plane_chunk(&raw, j.base, size, j.out, planes)
                 .err()
-                .map(|(p, e)| (k, corrupt(rf, t, c * size + p, e)))
+                .map(|(p, e)| (j.k, corrupt(rf, t, j.first + p, e)))
         })
         .collect();
     for (k, e) in errs.into_iter().flatten() {
@@ -410,9 +450,15 @@ pub fn decode_batch(
             let (bb, mut buf) = b?;
             match &t.encoding {
                 // FORMAT.md 3.1: "The trained bytes equal the base bytes."
-                Encoding::Same => buf.copy_from_slice(bb.expect("validated: 'same' has a base")),
+                Encoding::Same => {
+                    let bb = bb.expect("validated: 'same' has a base");
+                    buf[..bb.len()].copy_from_slice(bb)
+                }
                 Encoding::Planes { .. } => {}
-                Encoding::Lossy { .. } => buf = decode_lossy(rf, base, t)?,
+                Encoding::Lossy { .. } => {
+                    let l = decode_lossy(rf, base, t)?;
+                    buf[..l.len()].copy_from_slice(&l)
+                }
             }
             if let Some(want) = &t.trained_xxh3 {
                 if &hex(xxh3(&buf)) != want {

@@ -91,11 +91,26 @@ pub fn has_nonfinite(dtype: &str, bytes: &[u8]) -> bool {
     }
 }
 
-/// The base bytes to XOR with: the paired base tensor when it has the same dtype.
+/// The base bytes to XOR with: the paired base tensor's (shared rows) when
+/// it has the same dtype.
 fn xor_base<'a>(base: &'a Checkpoint, trained: &Checkpoint, it: &Pairing) -> Option<&'a [u8]> {
     let t = &trained.tensors()[it.ti];
     let b = &base.tensors()[it.bi?];
-    (b.dtype_name == t.dtype_name).then(|| base.bytes(b))
+    if b.dtype_name != t.dtype_name {
+        return None;
+    }
+    it.base_shared(base, trained)
+}
+
+/// Plain byte planes of raw bytes (FORMAT.md 3.2 without XOR): the added
+/// rows of a resized tensor (2.6), chunks in parallel.
+pub fn code_plain(bytes: &[u8], dtype: &str, chunk: usize) -> Vec<CodedBlock> {
+    let size = super::elem_size(dtype);
+    let chunks = (bytes.len() / size).div_ceil(chunk);
+    (0..chunks)
+        .into_par_iter()
+        .flat_map_iter(|c| encode_chunk(bytes, None, size, chunk, c))
+        .collect()
 }
 
 /// Codes tensors losslessly, chunks of the whole batch in parallel. A tensor
@@ -111,7 +126,7 @@ pub fn code_lossless(
     let tt = trained.tensors();
     let mut jobs: Vec<(usize, usize)> = Vec::new();
     for (k, it) in items.iter().enumerate() {
-        for c in 0..tt[it.ti].numel().div_ceil(chunk) {
+        for c in 0..it.shared_numel(trained).div_ceil(chunk) {
             jobs.push((k, c));
         }
     }
@@ -122,7 +137,7 @@ pub fn code_lossless(
             let t = &tt[it.ti];
             let size = resid_io::header::dtype_size(&t.dtype_name).unwrap_or(1) as usize;
             encode_chunk(
-                trained.bytes(t),
+                it.trained_shared(trained),
                 xor_base(base, trained, it),
                 size,
                 chunk,

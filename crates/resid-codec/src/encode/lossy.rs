@@ -173,19 +173,33 @@ fn rsvd(
     );
     let s = svd.S().column_vector();
     let v = svd.V();
-    let sigma: Vec<f64> = (0..k).map(|j| s[j].max(0.0) as f64).collect();
+    // The top k by value, not the first k: faer's order is not relied on
+    // (with pulp's AVX-512 paths its SVD once came back unsorted).
+    let mut order: Vec<usize> = (0..s.nrows()).collect();
+    order.sort_by(|&i, &j| s[j].total_cmp(&s[i]));
+    let sigma: Vec<f64> = order[..k].iter().map(|&j| s[j].max(0.0) as f64).collect();
     let mut a = vec![0f32; rows * k];
     let mut b = vec![0f32; k * cols];
-    for j in 0..k {
-        let sq = (sigma[j] as f32).sqrt();
+    for (jj, &j) in order[..k].iter().enumerate() {
+        let sq = (sigma[jj] as f32).sqrt();
         for i in 0..rows {
-            a[i * k + j] = u[(i, j)] * sq;
+            a[i * k + jj] = u[(i, j)] * sq;
         }
         for c in 0..cols {
-            b[j * cols + c] = v[(c, j)] * sq;
+            b[jj * cols + c] = v[(c, j)] * sq;
         }
     }
     (sigma, a, b)
+}
+
+/// A reconstruction level as the header stores it: the reader uses only
+/// `f32(m)` (FORMAT.md 3.5 step 3), so the shortest decimal that rounds to
+/// the same f32 is written (about 9 digits, not 17), checked to round back.
+fn short_f32(x: f32) -> f64 {
+    match x.to_string().parse::<f64>() {
+        Ok(v) if v as f32 == x => v,
+        _ => x as f64,
+    }
 }
 
 /// Signed level to symbol (zigzag; 255 = escape).
@@ -300,11 +314,14 @@ pub fn encode_tensor(
             }
         }
     }
-    let recon: Vec<f64> = (0..RECON_LEVELS)
+    // Levels up to the highest one that occurs: a level beyond the list is
+    // rebuilt by the formula of FORMAT.md 3.5, and one that never occurs
+    // needs no value.
+    let used = ccount.iter().rposition(|&c| c > 0).map_or(0, |i| i + 1);
+    let recon: Vec<f64> = (0..used)
         .map(|i| {
             if ccount[i] > 0 {
-                // Stored as f32 precision so encoder and decoder agree.
-                (csum[i] / ccount[i] as f64) as f32 as f64
+                short_f32((csum[i] / ccount[i] as f64) as f32)
             } else {
                 (z + i as f64 + 0.5) * step
             }
@@ -374,13 +391,18 @@ pub fn plan_for_rank(
 }
 
 /// The residual of a lossy pairing in f32 (trained - base).
+/// Of a resized tensor, the shared rows only (FORMAT.md 2.6).
 pub fn residual(base: &Checkpoint, trained: &Checkpoint, it: &Pairing) -> Vec<f32> {
     let t = &trained.tensors()[it.ti];
     let b = &base.tensors()[it.bi.expect("lossy pairings have a base")];
     let mut tv = Vec::new();
     let mut bv = Vec::new();
-    float(&t.dtype_name).to_f32(trained.bytes(t), &mut tv);
-    float(&b.dtype_name).to_f32(base.bytes(b), &mut bv);
+    float(&t.dtype_name).to_f32(it.trained_shared(trained), &mut tv);
+    float(&b.dtype_name).to_f32(
+        it.base_shared(base, trained)
+            .expect("lossy pairings have a base"),
+        &mut bv,
+    );
     for (x, y) in tv.iter_mut().zip(&bv) {
         *x -= y;
     }
@@ -418,8 +440,12 @@ fn weight_error(base: &Checkpoint, trained: &Checkpoint, it: &Pairing, rhat: &[f
     let d = float(&t.dtype_name);
     let mut tv = Vec::new();
     let mut bv = Vec::new();
-    d.to_f32(trained.bytes(t), &mut tv);
-    float(&b.dtype_name).to_f32(base.bytes(b), &mut bv);
+    d.to_f32(it.trained_shared(trained), &mut tv);
+    float(&b.dtype_name).to_f32(
+        it.base_shared(base, trained)
+            .expect("lossy pairings have a base"),
+        &mut bv,
+    );
     for (x, r) in bv.iter_mut().zip(rhat) {
         *x += r;
     }
@@ -469,7 +495,9 @@ impl Lossy<'_> {
             });
         }
         let b = &base.tensors()[it.bi.expect("lossy pairings have a base")];
-        if b.dtype_name == t.dtype_name && base.bytes(b) == trained.bytes(t) {
+        if b.dtype_name == t.dtype_name
+            && it.base_shared(base, trained) == Some(it.trained_shared(trained))
+        {
             return Ok(CodedTensor {
                 coded: Coded::Same,
                 err_sumsq: 0.0,
@@ -509,5 +537,31 @@ impl TensorCoder for Lossy<'_> {
             .enumerate()
             .map(|(k, it)| self.code_one(base, trained, k, it))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_f32;
+
+    #[test]
+    fn short_reconstruction_levels_round_to_the_same_f32() {
+        let mut x = 1.234_567e-7f32;
+        let mut longer = 0;
+        for _ in 0..20_000 {
+            let v = short_f32(x);
+            assert_eq!(v as f32, x, "{x}");
+            let (s, full) = (
+                serde_json::to_string(&v).unwrap(),
+                serde_json::to_string(&(x as f64)).unwrap(),
+            );
+            assert!(s.len() <= full.len(), "{s} {full}");
+            longer += (s.len() < full.len()) as usize;
+            x = f32::from_bits(
+                (x.to_bits().wrapping_mul(2_654_435_761) % 0x3f80_0000) | 0x3000_0000,
+            );
+        }
+        // Most f32 values need about 9 digits, their f64 widening 17.
+        assert!(longer > 15_000, "{longer}");
     }
 }

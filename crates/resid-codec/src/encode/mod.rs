@@ -23,10 +23,66 @@ pub struct CodedBlock {
 pub struct Pairing {
     /// Index in the trained checkpoint.
     pub ti: usize,
-    /// Index in the base checkpoint of the tensor of the same name and shape.
+    /// Index in the base checkpoint of the tensor of the same name and
+    /// shape, or of a shape with another first dimension (`rows`).
     pub bi: Option<usize>,
     /// Whether it is coded lossily (a float pair without NaN/Inf, in a lossy pack).
     pub lossy: bool,
+    /// Set when the base has another number of rows (FORMAT.md 2.6).
+    pub rows: Option<RowSplit>,
+}
+
+/// A resized tensor's rows (FORMAT.md 2.6): the first `shared` are coded
+/// against the base's first rows, the rest are stored as they are.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RowSplit {
+    pub base_rows: usize,
+    pub shared: usize,
+    /// Elements per row.
+    pub row: usize,
+}
+
+impl Pairing {
+    /// Elements the encoding codes: the shared rows, or the whole tensor.
+    pub fn shared_numel(&self, trained: &Checkpoint) -> usize {
+        match self.rows {
+            Some(r) => r.shared * r.row,
+            None => trained.tensors()[self.ti].numel(),
+        }
+    }
+
+    /// The shape the encoding codes.
+    pub fn shared_shape(&self, trained: &Checkpoint) -> Vec<usize> {
+        let mut s = trained.tensors()[self.ti].shape.clone();
+        if let Some(r) = self.rows {
+            s[0] = r.shared;
+        }
+        s
+    }
+
+    /// The trained bytes the encoding codes.
+    pub fn trained_shared<'a>(&self, trained: &'a Checkpoint) -> &'a [u8] {
+        let t = &trained.tensors()[self.ti];
+        &trained.bytes(t)[..self.shared_numel(trained) * elem_size(&t.dtype_name)]
+    }
+
+    /// The base bytes the shared part is coded against.
+    pub fn base_shared<'a>(&self, base: &'a Checkpoint, trained: &Checkpoint) -> Option<&'a [u8]> {
+        let b = &base.tensors()[self.bi?];
+        let n = self.shared_numel(trained) * elem_size(&b.dtype_name);
+        Some(&base.bytes(b)[..n])
+    }
+
+    /// The added rows' bytes (empty unless the trained tensor has more rows).
+    pub fn added<'a>(&self, trained: &'a Checkpoint) -> &'a [u8] {
+        let t = &trained.tensors()[self.ti];
+        &trained.bytes(t)[self.trained_shared(trained).len()..]
+    }
+}
+
+/// Bytes per element of a checkpoint dtype.
+pub fn elem_size(dtype: &str) -> usize {
+    resid_io::header::dtype_size(dtype).unwrap_or(1) as usize
 }
 
 /// How one tensor was coded.

@@ -11,7 +11,9 @@ mod unpack;
 mod verify;
 
 pub use pack::{pack, pack_with_progress, PackReport, TensorReport};
-pub use unpack::{unpack, unpack_with_progress, UnpackReport};
+pub use unpack::{
+    output_bytes, unpack, unpack_with, unpack_with_progress, UnpackOptions, UnpackReport,
+};
 pub use verify::{verify, AgainstReport, VerifyReport};
 
 use resid_io::Checkpoint;

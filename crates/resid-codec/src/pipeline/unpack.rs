@@ -1,6 +1,6 @@
 //! `unpack`: base and residual file in, the trained checkpoint out.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -8,7 +8,7 @@ use resid_io::write::{SafetensorsWriter, TensorSpec};
 use resid_io::Checkpoint;
 
 use super::batches;
-use crate::container::{FileMode, OriginalHeader};
+use crate::container::{FileMode, OriginalHeader, INDEX_FILE};
 use crate::decode::tensor::decode_batch;
 use crate::decode::ResidFile;
 use crate::error::{CodecError, Result};
@@ -22,10 +22,29 @@ pub struct UnpackReport {
     pub outputs: Vec<String>,
 }
 
+/// How an unpack writes its output.
+#[derive(Clone, Debug)]
+pub struct UnpackOptions {
+    /// Trained bytes decoded together (memory bound).
+    pub batch_bytes: usize,
+    /// Replace files that exist at the output (else they are refused before
+    /// anything is written).
+    pub force: bool,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        UnpackOptions {
+            batch_bytes: 64 << 20,
+            force: false,
+        }
+    }
+}
+
 /// Rebuilds the trained checkpoint from `base` and the residual file at
 /// `resid` into `out` (a file, or a folder when the trained side was sharded).
 pub fn unpack(base: &Checkpoint, resid: &Path, out: &Path) -> Result<UnpackReport> {
-    unpack_with_progress(base, resid, out, 64 << 20, &|_| {})
+    unpack_with(base, resid, out, &UnpackOptions::default(), &|_| {})
 }
 
 /// [`unpack`] with a batch size and a progress callback (bytes written).
@@ -36,34 +55,203 @@ pub fn unpack_with_progress(
     batch_bytes: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<UnpackReport> {
+    let opts = UnpackOptions {
+        batch_bytes,
+        force: false,
+    };
+    unpack_with(base, resid, out, &opts, progress)
+}
+
+/// Bytes the rebuild will write, from the header alone: every tensor, every
+/// stored file, each shard's safetensors header and the index (their text
+/// estimated from the names when not recorded).
+pub fn output_bytes(h: &crate::container::Header) -> u64 {
+    let tensors: u64 = h.tensors.iter().map(|t| t.nbytes()).sum();
+    let files: u64 = h.files.iter().map(|f| f.size).sum();
+    let headers: u64 = h
+        .trained
+        .shards
+        .iter()
+        .map(|s| match &s.original {
+            Some(o) => 8 + o.header.len() as u64,
+            None => {
+                8 + 64
+                    + s.metadata
+                        .iter()
+                        .map(|(k, v)| (k.len() + v.len() + 6) as u64)
+                        .sum::<u64>()
+            }
+        })
+        .sum::<u64>()
+        + h.tensors
+            .iter()
+            .map(|t| t.name.len() as u64 + 96)
+            .sum::<u64>();
+    let index = if h.trained.sharded {
+        64 + h
+            .tensors
+            .iter()
+            .map(|t| (t.name.len() + h.trained.shards[t.shard as usize].file.len() + 10) as u64)
+            .sum::<u64>()
+    } else {
+        0
+    };
+    tensors + files + headers + index
+}
+
+/// FORMAT.md 6: "the total a file expands to, known from its header, is
+/// checked against the free space of the output's file system before
+/// anything is written".
+fn check_space(out: &Path, need: u64) -> Result<()> {
+    let Some(dir) = out
+        .ancestors()
+        .skip(if out.is_dir() { 0 } else { 1 })
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.is_dir())
+    else {
+        return Ok(());
+    };
+    if let Some(free) = free_space(dir) {
+        if need > free {
+            return Err(CodecError::NoSpace {
+                path: out.into(),
+                need,
+                free,
+                fs: dir.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Bytes available to this user on the file system holding `dir`
+/// (statvfs's `f_bavail * f_frsize`), when the system says.
+#[cfg(unix)]
+fn free_space(dir: &Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(dir).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+#[cfg(not(unix))]
+fn free_space(_dir: &Path) -> Option<u64> {
+    None
+}
+
+/// An exclusive advisory lock on the output folder, held for the whole
+/// unpack: two unpacks into one folder run one after the other, so the
+/// second sees the first's complete output (and refuses to overwrite it
+/// unless forced) instead of mixing files with it.
+struct FolderLock {
+    #[cfg(unix)]
+    _dir: std::fs::File,
+}
+
+impl FolderLock {
+    #[cfg(unix)]
+    fn take(dir: &Path) -> Result<FolderLock> {
+        let f = std::fs::File::open(dir).map_err(|e| CodecError::io(dir, e))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| CodecError::io(dir, e.into()))?;
+        Ok(FolderLock { _dir: f })
+    }
+
+    #[cfg(not(unix))]
+    fn take(_dir: &Path) -> Result<FolderLock> {
+        Ok(FolderLock {})
+    }
+}
+
+/// A target of the unpack: refused when something is there already, unless
+/// forced (FORMAT.md 6).
+fn check_target(p: &Path, force: bool) -> Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Err(_) => Ok(()),
+        // A device or pipe given as the output is written, not replaced.
+        Ok(m) if !m.is_file() && !m.is_dir() && !m.file_type().is_symlink() => Ok(()),
+        Ok(m) if force && !m.is_dir() => Ok(()),
+        Ok(_) => Err(CodecError::OutputExists { path: p.into() }),
+    }
+}
+
+/// [`unpack`] with its options and a progress callback (bytes written).
+/// Nothing is written unless the whole rebuild fits the output's file
+/// system and no target exists (or `force`); files appear by atomic rename
+/// once every tensor and file passed its checks, and a failure removes
+/// what this unpack created.
+pub fn unpack_with(
+    base: &Checkpoint,
+    resid: &Path,
+    out: &Path,
+    opts: &UnpackOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<UnpackReport> {
     let rf = ResidFile::open(resid)?;
     let h = &rf.header;
+    let force = opts.force;
     let shards = &h.trained.shards;
+    let folder = h.trained.sharded || h.trained.folder;
+    check_space(out, output_bytes(h))?;
     let mut paths = Vec::new();
-    let mut created_dir = false;
-    if h.trained.sharded || h.trained.folder {
-        if !out.exists() {
-            std::fs::create_dir_all(out).map_err(|e| CodecError::io(out, e))?;
-            created_dir = true;
+    // Folders this unpack made (the output folder and its missing
+    // ancestors, stored files' subfolders), removed again on failure.
+    let mut made: Vec<PathBuf> = Vec::new();
+    let mut _lock = None;
+    if folder {
+        if std::fs::symlink_metadata(out).is_ok_and(|m| !m.is_dir() && !out.is_dir()) {
+            return Err(CodecError::OutputExists { path: out.into() });
         }
+        let mut missing: Vec<&Path> = out
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+            .collect();
+        missing.reverse();
+        for m in missing {
+            match std::fs::create_dir(m) {
+                Ok(()) => made.push(m.to_path_buf()),
+                // Another unpack made it first: share it under the lock.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    remove_made(&made);
+                    return Err(CodecError::io(m, e));
+                }
+            }
+        }
+        _lock = Some(FolderLock::take(out).inspect_err(|_| remove_made(&made))?);
         for s in shards {
             paths.push(out.join(&s.file));
         }
     } else {
         paths.push(out.to_path_buf());
     }
-    // Folders made for stored files, removed again if the unpack fails.
-    let mut made: Vec<std::path::PathBuf> = Vec::new();
+    let mut committed: Vec<PathBuf> = Vec::new();
     let result = (|| -> Result<UnpackReport> {
+        let write_index = h.trained.sharded && !h.files.iter().any(|f| f.path == INDEX_FILE);
+        // Every target checked before anything is written.
+        let stored_paths: Vec<PathBuf> = h
+            .files
+            .iter()
+            .map(|f| super::folder::output_path(out, &f.path))
+            .collect::<Result<_>>()?;
+        for p in paths.iter().chain(&stored_paths) {
+            check_target(p, force)?;
+        }
+        if write_index {
+            check_target(&out.join(INDEX_FILE), force)?;
+        }
+        let atomic = |p: &Path| -> Result<AtomicFile> {
+            let a = AtomicFile::create(p)?;
+            Ok(if force { a } else { a.no_replace() })
+        };
         // Stored files first, to temporaries: a damaged one stops the unpack
         // before any shard is in place.
         let mut stored = Vec::new();
-        for f in &h.files {
-            let p = super::folder::output_path(out, &f.path)?;
-            if p.exists() {
-                return Err(CodecError::OutputExists { path: p });
-            }
-            let bytes = crate::decode::files::decode_file(&rf, f)?;
+        for (f, p) in h.files.iter().zip(&stored_paths) {
             if let Some(dir) = p.parent() {
                 let mut missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
                 missing.reverse();
@@ -72,9 +260,9 @@ pub fn unpack_with_progress(
                     made.push(m.to_path_buf());
                 }
             }
-            let mut a = AtomicFile::create(&p)?;
-            a.write_all(&bytes)?;
-            stored.push(a);
+            let mut a = atomic(p)?;
+            crate::decode::files::decode_file_into(&rf, f, &mut a, p)?;
+            stored.push((a, p.clone()));
         }
         let mut writers: Vec<ShardWriter> = Vec::new();
         for (si, s) in shards.iter().enumerate() {
@@ -90,11 +278,15 @@ pub fn unpack_with_progress(
                 .collect();
             let p = &paths[si.min(paths.len() - 1)];
             writers.push(match &s.original {
-                Some(o) => ShardWriter::original(p, o, h.mode == FileMode::Lossless)?,
-                None => ShardWriter::Canonical(SafetensorsWriter::create(p, specs, &s.metadata)?),
+                Some(o) => ShardWriter::original(atomic(p)?, p, o, h.mode == FileMode::Lossless)?,
+                None => {
+                    let w = SafetensorsWriter::create(p, specs, &s.metadata)?;
+                    ShardWriter::Canonical(if force { w } else { w.no_replace() })
+                }
             });
         }
         let sizes: Vec<usize> = h.tensors.iter().map(|t| t.nbytes() as usize).collect();
+        let batch_bytes = opts.batch_bytes;
         // Decoding batch k+1 (and reading its base from disk) overlaps
         // writing batch k on a writer thread; at most one decoded batch
         // waits between them.
@@ -145,27 +337,22 @@ pub fn unpack_with_progress(
             drop(tx);
             writer.join().expect("writer thread")
         })?;
-        for w in writers {
+        for (w, p) in writers.into_iter().zip(&paths) {
             w.finish(&rf.path)?;
+            committed.push(p.clone());
         }
-        for a in stored {
+        for (a, p) in stored {
             a.commit()?;
+            committed.push(p);
         }
-        let index_stored = h
-            .files
-            .iter()
-            .any(|f| f.path == "model.safetensors.index.json");
-        if h.trained.sharded && !index_stored {
+        if write_index {
             let map: Vec<(String, String)> = h
                 .tensors
                 .iter()
                 .map(|t| (t.name.clone(), shards[t.shard as usize].file.clone()))
                 .collect();
-            resid_io::write::write_index(
-                &out.join("model.safetensors.index.json"),
-                &map,
-                total as usize,
-            )?;
+            // Under the folder lock, after the check above.
+            resid_io::write::write_index(&out.join(INDEX_FILE), &map, total as usize)?;
         }
         Ok(UnpackReport {
             tensors: h.tensors.len(),
@@ -174,14 +361,22 @@ pub fn unpack_with_progress(
         })
     })();
     if result.is_err() {
-        for m in made.iter().rev() {
-            let _ = std::fs::remove_dir(m);
+        // What this unpack put in place, then the folders it made.
+        for p in &committed {
+            let _ = std::fs::remove_file(p);
         }
-        if created_dir {
-            let _ = std::fs::remove_dir(out);
-        }
+        remove_made(&made);
     }
     result
+}
+
+/// Removes folders this unpack made, deepest first (only when empty).
+fn remove_made(made: &[PathBuf]) {
+    let mut m = made.to_vec();
+    m.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for d in m {
+        let _ = std::fs::remove_dir(d);
+    }
 }
 
 /// A rebuilt shard being written: in the canonical layout (FORMAT.md 6), or
@@ -197,9 +392,13 @@ enum ShardWriter {
 }
 
 impl ShardWriter {
-    fn original(path: &Path, o: &OriginalHeader, lossless: bool) -> Result<Self> {
+    fn original(
+        mut file: AtomicFile,
+        path: &Path,
+        o: &OriginalHeader,
+        lossless: bool,
+    ) -> Result<Self> {
         use sha2::Digest;
-        let mut file = AtomicFile::create(path)?;
         let len = (o.header.len() as u64).to_le_bytes();
         file.write_all(&len)?;
         file.write_all(o.header.as_bytes())?;

@@ -66,12 +66,13 @@ pub fn verify(
     let (mut got, mut want) = (Vec::new(), Vec::new());
     let against_folder = against.and_then(super::folder::model_folder);
     for f in &h.files {
-        let bytes = crate::decode::files::decode_file(&rf, f)?;
-        progress(bytes.len() as u64);
+        // Streamed and hash-checked, never held whole.
+        crate::decode::files::decode_file_into(&rf, f, &mut std::io::sink(), resid)?;
+        progress(f.size);
         if let Some(dir) = &against_folder {
             let p = dir.join(&f.path);
-            let theirs = std::fs::read(&p).map_err(|e| CodecError::io(&p, e))?;
-            if theirs != bytes {
+            // The stored bytes' sha256 was checked above: equal hashes, equal files.
+            if crate::decode::files::sha256_of_file(&p)? != f.sha256 {
                 return Err(CodecError::AgainstDiffers {
                     path: rf.path.clone(),
                     tensor: format!("(stored file {})", f.path),
