@@ -56,6 +56,7 @@ fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
         resid::io::hub::HubError,
         resid::codec::error::CodecError,
         resid::analysis::AnalysisError,
+        resid_lora::LoraError,
         resid::report::document::ReportError,
         resid::report::plot::PlotError,
         resid_corpus::corpus::CorpusError,

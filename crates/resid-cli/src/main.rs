@@ -57,6 +57,8 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Check a residual file (checksums, base fingerprints, rebuilt tensors) without writing.
     Verify(cmd::verify::Args),
+    /// Write the best rank-r PEFT LoRA adapter for a full fine-tune, with its error per layer.
+    ExtractLora(cmd::extract_lora::Args),
     /// Rate-distortion table of resid's codec beside published delta methods.
     BenchCodec(cmd::bench_codec::Args),
     /// Generate a base/trained checkpoint pair with a real model's shapes.
@@ -84,6 +86,7 @@ fn main() {
         Command::Unpack(a) => cmd::unpack::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Verify(a) => cmd::verify::run(a),
+        Command::ExtractLora(a) => cmd::extract_lora::run(a),
         Command::BenchCodec(a) => cmd::bench_codec::run(a),
         Command::Synth(a) => cmd::synth::run(a),
         Command::Base(a) => cmd::base::run(a),

@@ -720,3 +720,49 @@ fn sharded_folders_whose_index_lies_are_refused_naming_the_file() {
         );
     }
 }
+
+#[test]
+fn pytorch_pickle_checkpoints_are_refused_naming_the_conversion() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, _) = pair(tmp.path(), 64);
+    // A torch.save zip (its first bytes are all resid looks at) in a folder,
+    // as a sharded index, and given as a file.
+    let zip = b"PK\x03\x04\x00\x00\x08\x08archive/data.pkl".to_vec();
+    let folder = tmp.path().join("pt");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("pytorch_model.bin"), &zip).unwrap();
+    std::fs::write(folder.join("config.json"), "{}").unwrap();
+    let sharded = tmp.path().join("pt-sharded");
+    std::fs::create_dir(&sharded).unwrap();
+    std::fs::write(sharded.join("pytorch_model.bin.index.json"), "{}").unwrap();
+    // A bare pickle (protocol 2) named .pt.
+    let bare = tmp.path().join("model.pt");
+    std::fs::write(&bare, b"\x80\x02}q\x00.").unwrap();
+    let out = tmp.path().join("x.resid");
+    for (arg, named) in [
+        (folder.clone(), folder.join("pytorch_model.bin")),
+        (
+            sharded.clone(),
+            sharded.join("pytorch_model.bin.index.json"),
+        ),
+        (
+            folder.join("pytorch_model.bin"),
+            folder.join("pytorch_model.bin"),
+        ),
+        (bare.clone(), bare.clone()),
+    ] {
+        let e = refused(
+            &pack(&b, &arg, &out, &["--lossless"]),
+            exit::BAD_INPUT,
+            &named,
+            "a PyTorch pickle checkpoint, which resid does not read",
+        );
+        assert!(
+            e.contains("save_pretrained(folder, safe_serialization=True)"),
+            "{e}"
+        );
+        assert!(!out.exists());
+        let o = run(&["analyze", "--base", s(&arg), "--trained", s(&b), "-q"]);
+        refused(&o, exit::BAD_INPUT, &named, "PyTorch pickle");
+    }
+}

@@ -34,9 +34,10 @@ fn help(cmd: &str) -> String {
 }
 
 /// Commands whose product is a file or folder.
-const WRITERS: [&str; 8] = [
+const WRITERS: [&str; 9] = [
     "analyze",
     "pack",
+    "extract-lora",
     "unpack",
     "bench-codec",
     "synth",
@@ -45,9 +46,10 @@ const WRITERS: [&str; 8] = [
     "repro",
 ];
 /// Commands that measure or write, hence report figures as JSON.
-const MEASURERS: [&str; 10] = [
+const MEASURERS: [&str; 11] = [
     "analyze",
     "pack",
+    "extract-lora",
     "unpack",
     "inspect",
     "bench-codec",

@@ -74,6 +74,12 @@ impl Checkpoint {
                 shards_from_index(&index)?
             } else if single.is_file() {
                 (vec![single], None)
+            } else if let Some(p) = ["pytorch_model.bin.index.json", "pytorch_model.bin"]
+                .iter()
+                .map(|n| path.join(n))
+                .find(|p| p.exists())
+            {
+                return Err(IoError::PickleCheckpoint { path: p });
             } else {
                 return Err(IoError::NoCheckpoint { path: path.into() });
             }
@@ -310,6 +316,11 @@ fn shards_from_index(index: &Path) -> Result<Sharding> {
 
 fn open_shard(path: &Path, shard: usize) -> Result<(Shard, Vec<TensorEntry>)> {
     let file = File::open(path).map_err(|e| IoError::io(path, e))?;
+    if is_pickle(&file, path) {
+        return Err(IoError::PickleCheckpoint {
+            path: path.to_path_buf(),
+        });
+    }
     let len = file.metadata().map_err(|e| IoError::io(path, e))?.len();
     if len < 8 {
         return Err(IoError::BadHeader {
@@ -329,6 +340,19 @@ fn open_shard(path: &Path, shard: usize) -> Result<(Shard, Vec<TensorEntry>)> {
         },
         entries,
     ))
+}
+
+/// Whether a file is a PyTorch checkpoint rather than safetensors: a zip
+/// (torch.save since 1.6) or a bare pickle (protocol 2-5), by its first bytes.
+fn is_pickle(mut file: &File, path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    let zip = file.read_exact(&mut head).is_ok() && &head == b"PK\x03\x04";
+    let pickle = head[0] == 0x80 && (2..=5).contains(&head[1]);
+    let named = path
+        .extension()
+        .is_some_and(|e| e == "bin" || e == "pt" || e == "pth");
+    zip || (pickle && named)
 }
 
 /// Parses and checks a whole safetensors file's header against its length:

@@ -29,6 +29,10 @@ pub enum IoError {
     },
     #[error("{path}: no model.safetensors or model.safetensors.index.json in this folder")]
     NoCheckpoint { path: PathBuf },
+    /// A PyTorch pickle checkpoint (`pytorch_model.bin`, `.pt`): loading one
+    /// runs arbitrary code, so resid refuses it and names the conversion.
+    #[error("{path}: a PyTorch pickle checkpoint, which resid does not read (unpickling runs code from the file); convert it to safetensors first, e.g. in Python: transformers.AutoModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)")]
+    PickleCheckpoint { path: PathBuf },
     #[error("{path}: shard index: {reason}")]
     BadIndex { path: PathBuf, reason: String },
     #[error("tensor '{tensor}': shape {base_shape:?} in base {base} but {trained_shape:?} in trained {trained}")]
@@ -94,6 +98,7 @@ impl Classify for IoError {
             | IoError::BadTensor { .. }
             | IoError::UnsupportedDtype { .. }
             | IoError::NoCheckpoint { .. }
+            | IoError::PickleCheckpoint { .. }
             | IoError::BadIndex { .. }
             | IoError::ShapeMismatch { .. }
             | IoError::BadLayout { .. } => ErrorClass::BadInput,

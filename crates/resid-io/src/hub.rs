@@ -304,6 +304,15 @@ impl Location {
             Location::Hub(r) => &r.snapshot,
         }
     }
+
+    /// The repo id and the commit it resolved to, as a residual file's
+    /// provenance records them; `None` for a plain path.
+    pub fn provenance(&self) -> Option<(&str, &str)> {
+        match self {
+            Location::Path(_) => None,
+            Location::Hub(r) => Some((&r.id.repo, &r.commit)),
+        }
+    }
 }
 
 /// Reads a checkpoint argument: a path that exists wins; otherwise
@@ -419,6 +428,20 @@ mod tests {
         symlink("../../blobs/missing", snap.join("model.safetensors")).unwrap();
         let e = resolve_in(c, &id).unwrap_err();
         assert!(matches!(e, HubError::MissingBlob { .. }), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn provenance_is_the_repo_and_its_commit() {
+        let (d, _) = fake_cache();
+        let loc = locate_in(Path::new("org/name@main"), Some(d.path())).unwrap();
+        let commit = resolve_in(d.path(), &RepoId::parse("org/name").unwrap())
+            .unwrap()
+            .commit;
+        assert_eq!(loc.provenance(), Some(("org/name", commit.as_str())));
+        let here = tempfile::tempdir().unwrap();
+        let loc = locate_in(here.path(), Some(d.path())).unwrap();
+        assert_eq!(loc.provenance(), None);
     }
 
     #[cfg(unix)]

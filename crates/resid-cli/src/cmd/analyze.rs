@@ -2,6 +2,8 @@
 //! as the study's tables (terminal) and one JSON object (`--json`). With
 //! `--subspace-of` instead of `--base`: the trained weights with the top-K
 //! directions of a token embedding projected out, measured the same way.
+//! With `--adapter` instead of `--trained`: the ΔW a PEFT LoRA adapter adds
+//! to `--base`, laid out as a base/trained pair in a temporary folder.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,8 +26,19 @@ pub struct Args {
     )]
     pub base: Option<PathBuf>,
     /// Trained checkpoint (same forms as --base).
-    #[arg(long)]
-    pub trained: PathBuf,
+    #[arg(long, required_unless_present = "adapter", conflicts_with = "adapter")]
+    pub trained: Option<PathBuf>,
+    /// Instead of --trained: a PEFT LoRA adapter folder (adapter_config.json +
+    /// adapter_model.safetensors); analyses the ΔW = (alpha/r)·B·A it adds
+    /// to each module of --base. Needs 8 bytes of temporary disk per adapted
+    /// parameter (TMPDIR).
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "base",
+        conflicts_with = "subspace_of"
+    )]
+    pub adapter: Option<PathBuf>,
     /// Instead of a base: project each weight matrix of --trained off the
     /// top --k eigenvectors of E^T E of this checkpoint's token embedding
     /// (mean removed) and analyse what is left (base = 0).
@@ -104,7 +117,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .as_deref()
         .map(|b| crate::input::open(b, args.quiet))
         .transpose()?;
-    let trained = crate::input::open(&args.trained, args.quiet)?;
+    // With an adapter, the pair is written to `_applied` (removed on drop).
+    let (base, trained, _applied) = match (&args.adapter, base) {
+        (Some(dir), Some(b)) => {
+            let (pb, pt, tmp) = apply_adapter(dir, &b, args.quiet)?;
+            (Some(pb), pt, Some(tmp))
+        }
+        (_, base) => {
+            let t = args
+                .trained
+                .as_deref()
+                .expect("clap: --trained or --adapter");
+            (base, crate::input::open(t, args.quiet)?, None)
+        }
+    };
     let subspace = match &args.subspace_of {
         Some(p) => {
             let ck = crate::input::open(p, args.quiet)?;
@@ -139,7 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ..Margins::default()
         },
         allow_nonfinite: !args.deny_nonfinite,
-        memory_budget: Some(super::pack::memory_budget(args.max_memory)),
+        memory_budget: Some(resid::budget::memory_budget(args.max_memory)),
         ..Options::default()
     };
     let total = match &base {
@@ -157,7 +183,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, None) => unreachable!("clap requires --base or --subspace-of"),
     };
     pb.finish_and_clear();
-    let report = report?;
+    let mut report = report?;
+    if let (Some(dir), Some(b)) = (&args.adapter, &args.base) {
+        report.base = b.display().to_string();
+        report.trained = format!("{} + adapter {}", b.display(), dir.display());
+    }
     // Non-finite values are data problems the user must hear about even
     // with --quiet; the JSON carries the same counts per tensor.
     for r in report.tensors.iter().filter(|r| r.nan + r.inf > 0) {
@@ -206,4 +236,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Opens the adapter and writes its base/trained pair into a temporary
+/// folder (kept alive by the returned handle).
+fn apply_adapter(
+    dir: &std::path::Path,
+    base: &resid::io::Checkpoint,
+    quiet: bool,
+) -> anyhow::Result<(
+    resid::io::Checkpoint,
+    resid::io::Checkpoint,
+    tempfile::TempDir,
+)> {
+    let adapter = resid_lora::Adapter::open(dir)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("resid-adapter")
+        .tempdir()
+        .context("a temporary folder for the adapter's residual")?;
+    let pb = crate::progress::bar(adapter.modules().len() as u64, "apply adapter", quiet);
+    let pair = resid_lora::apply::write_pair(&adapter, base, tmp.path(), &|i, name| {
+        pb.set_position(i as u64);
+        pb.set_message(name.to_string());
+    })?;
+    pb.finish_and_clear();
+    Ok((
+        resid::io::Checkpoint::open(&pair.base)?,
+        resid::io::Checkpoint::open(&pair.trained)?,
+        tmp,
+    ))
 }

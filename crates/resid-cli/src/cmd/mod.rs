@@ -6,6 +6,7 @@ pub mod bench_codec;
 pub mod completions;
 #[cfg(feature = "lm")]
 pub mod eval;
+pub mod extract_lora;
 pub mod inspect;
 pub mod pack;
 #[cfg(feature = "lm")]
