@@ -160,4 +160,4 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
 }
 
 /// `--max-memory`'s default and batch size: the facade's, shared with Python.
-pub use resid::budget::{batch_bytes, memory_budget};
+pub use resid::budget::batch_bytes;
