@@ -165,7 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ..Margins::default()
         },
         allow_nonfinite: !args.deny_nonfinite,
-        memory_budget: Some(super::pack::memory_budget(args.max_memory)),
+        memory_budget: Some(resid::budget::memory_budget(args.max_memory)),
         ..Options::default()
     };
     let total = match &base {
