@@ -25,6 +25,7 @@ use crate::aggregate::{
     aggregate, KmeansFigure, KmeansSample, Report, Sampling, TensorRecord, Unmatched,
 };
 use crate::entropy;
+use crate::figures::{self, FigureOptions, Figures, PowerMaps};
 use crate::interlayer::{self, Tracker};
 use crate::kmeans;
 use crate::lines;
@@ -229,11 +230,7 @@ impl Nulls {
 
     fn lowfreq(&self, rows: usize, cols: usize) -> f64 {
         self.lowfreq.get(&(rows, cols), || {
-            lowfreq::null_share(
-                rows,
-                cols,
-                mix(self.seed, hash_str(&format!("lowfreq-null:{rows}x{cols}"))),
-            )
+            lowfreq::null_share(rows, cols, lowfreq::null_seed(self.seed, rows, cols))
         })
     }
 
@@ -259,7 +256,51 @@ struct Job<'a> {
     key: Option<String>,
     cost: usize,
     side: ProjSide,
+    /// Keep this matrix's spectrum for the figures.
+    spectrum: bool,
 }
+
+/// The figure pass's shared state: the smoothest matrix so far and its maps
+/// (computed only when a tensor beats it, so a handful of times a run).
+struct FigureState {
+    best: Mutex<Option<(f64, String, PowerMaps)>>,
+}
+
+impl FigureState {
+    /// Whether (ratio, name) beats the best so far (higher ratio, then the
+    /// lower name, as [`figures::smoother`]).
+    fn beats(&self, ratio: f64, name: &str) -> bool {
+        match &*self.best.lock().expect("figures") {
+            None => true,
+            Some((r, n, _)) => ratio
+                .total_cmp(r)
+                .then_with(|| n.as_str().cmp(name))
+                .is_gt(),
+        }
+    }
+
+    fn offer(&self, ratio: f64, maps: PowerMaps) {
+        let mut b = self.best.lock().expect("figures");
+        let better = match &*b {
+            None => true,
+            Some((r, n, _)) => ratio
+                .total_cmp(r)
+                .then_with(|| n.as_str().cmp(&maps.tensor))
+                .is_gt(),
+        };
+        if better {
+            *b = Some((ratio, maps.tensor.clone(), maps));
+        }
+    }
+}
+
+/// What one tensor gives the figures.
+struct TensorFigures {
+    counts: Vec<(u16, u64)>,
+    spectrum: Option<figures::Spectrum>,
+}
+
+type Measured = (TensorRecord, Option<Vec<f32>>, Option<TensorFigures>);
 
 struct Worker {
     a: Vec<f32>,
@@ -275,8 +316,9 @@ fn measure(
     opts: &Options,
     nulls: &Nulls,
     want_sample: bool,
+    figs: Option<&FigureState>,
     w: &mut Worker,
-) -> Result<(TensorRecord, Option<Vec<f32>>), AnalysisError> {
+) -> Result<Measured, AnalysisError> {
     let base = base.zip(job.base);
     let formed = timings::time(0, || -> Result<Moments, AnalysisError> {
         let m = residual::form(base, (trained, job.trained), &mut w.a, &mut w.b)?;
@@ -371,6 +413,11 @@ fn measure(
     let sample = timings::time(8, || {
         want_sample.then(|| interlayer::take_sample(x, opts.seed))
     });
+    let mut tfig = figs.map(|_| TensorFigures {
+        counts: timings::time(9, || figures::grid_counts(x)),
+        spectrum: None,
+    });
+    let mut eigs = None;
     let mut rec = TensorRecord {
         name: name.clone(),
         layer: job.layer,
@@ -432,6 +479,9 @@ fn measure(
                     opts.gram_budget.min(participation::GRAM_BUDGET),
                 )
             });
+            if job.spectrum {
+                eigs = s.eigenvalues;
+            }
             rec.pr = Some(s.pr);
             rec.pr_null = Some(participation::mp_null(rows, cols));
             rec.stable_rank = Some(s.stable_rank);
@@ -459,6 +509,14 @@ fn measure(
             rec.lowfreq_share = Some(share);
             rec.lowfreq_null_share = Some(null_share);
             rec.lowfreq_ratio = Some(share / null_share);
+            if let Some(f) = figs {
+                let ratio = share / null_share;
+                if ratio.is_finite() && f.beats(ratio, name) {
+                    let maps =
+                        timings::time(9, || figures::power_maps(x, rows, cols, name, opts.seed));
+                    f.offer(ratio, maps);
+                }
+            }
             let idx = kmeans::sample_rows(rows, kmeans::rows_for(rows, cols), mix(tseed, 17));
             let mrows = idx.len();
             let data: &[f32] = if mrows == rows {
@@ -474,7 +532,7 @@ fn measure(
                 kmeans::variance_explained(data, mrows, cols, &kmeans::KS, mix(tseed, 23))
             });
             // Same-covariance Gaussian null: the rows' spectrum, no types.
-            let same_cov = timings::time(6, || {
+            let same_cov = timings::time(10, || {
                 let g = kmeans::same_covariance_gaussian(data, mrows, cols, mix(tseed, 37));
                 kmeans::variance_explained(&g, mrows, cols, &kmeans::KS, mix(tseed, 39))
             });
@@ -528,7 +586,10 @@ fn measure(
     if !notes.is_empty() {
         rec.note = Some(notes.join("; "));
     }
-    Ok((rec, sample))
+    if let (Some(t), Some(e)) = (tfig.as_mut(), eigs) {
+        t.spectrum = figures::spectrum_of(&rec, &e);
+    }
+    Ok((rec, sample, tfig))
 }
 
 /// Analyses the residual `trained - base`, calling `progress` after each tensor.
@@ -538,7 +599,20 @@ pub fn analyze(
     opts: &Options,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Report, AnalysisError> {
-    run(Some(base), trained, None, opts, progress)
+    run(Some(base), trained, None, opts, None, progress).map(|r| r.0)
+}
+
+/// [`analyze`], also gathering the report's figure data in the same pass
+/// (docs/MEASURES.md, "Figures"): no checkpoint is read twice.
+pub fn analyze_with_figures(
+    base: &Checkpoint,
+    trained: &Checkpoint,
+    opts: &Options,
+    figs: &FigureOptions,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<(Report, Figures), AnalysisError> {
+    run(Some(base), trained, None, opts, Some(figs), progress)
+        .map(|(r, f)| (r, f.unwrap_or_default()))
 }
 
 /// Analyses `trained` with span(U) of `subspace` projected out of every
@@ -551,7 +625,19 @@ pub fn analyze_subspace(
     opts: &Options,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Report, AnalysisError> {
-    run(None, trained, Some(subspace), opts, progress)
+    run(None, trained, Some(subspace), opts, None, progress).map(|r| r.0)
+}
+
+/// [`analyze_subspace`] with the figure data, in the same pass.
+pub fn analyze_subspace_with_figures(
+    trained: &Checkpoint,
+    subspace: &Subspace,
+    opts: &Options,
+    figs: &FigureOptions,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<(Report, Figures), AnalysisError> {
+    run(None, trained, Some(subspace), opts, Some(figs), progress)
+        .map(|(r, f)| (r, f.unwrap_or_default()))
 }
 
 fn run(
@@ -559,8 +645,9 @@ fn run(
     trained: &Checkpoint,
     subspace: Option<&Subspace>,
     opts: &Options,
+    fig_opts: Option<&FigureOptions>,
     progress: &(dyn Fn(&Progress) + Sync),
-) -> Result<Report, AnalysisError> {
+) -> Result<(Report, Option<Figures>), AnalysisError> {
     let pairing = match base {
         Some(b) => resid_io::pair(b, trained)?,
         None => resid_io::Pairing::default(),
@@ -607,8 +694,30 @@ fn run(
             key,
             cost: working_bytes(&t.shape) + subspace.map_or(0, |s| s.working_bytes(&t.shape)),
             side,
+            spectrum: false,
         });
     }
+    let gram_budget = opts.gram_budget.min(participation::GRAM_BUDGET);
+    let spectra = fig_opts.map_or_else(Vec::new, |f| {
+        let cands: Vec<figures::Candidate> = jobs
+            .iter()
+            .map(|j| figures::Candidate {
+                name: &j.trained.name,
+                layer: j.layer,
+                component: j.component,
+                exact_matrix: matrix_view(&j.trained.shape)
+                    .filter(|&(r, c)| participation::sample_size(r, c, gram_budget).is_none()),
+            })
+            .collect();
+        figures::spectrum_choice(&cands, f.spectra)
+    });
+    for j in &mut jobs {
+        j.spectrum = spectra.contains(&j.trained.name);
+    }
+    let fig_state = fig_opts.map(|_| FigureState {
+        best: Mutex::new(None),
+    });
+    let mut figs = fig_opts.map(|_| Figures::default());
     if jobs.is_empty() {
         return Err(AnalysisError::NothingInCommon {
             base: base.map_or_else(
@@ -680,6 +789,7 @@ fn run(
                 let tx = tx.clone();
                 let (jobs, state, cv, abort, pool, nulls, wants) =
                     (&jobs, &state, &cv, &abort, &pool, &nulls, &wants);
+                let fig_state = fig_state.as_ref();
                 s.spawn(move || {
                     let mut w = Worker {
                         a: Vec::new(),
@@ -704,7 +814,8 @@ fn run(
                         };
                         let r = pool.install(|| {
                             measure(
-                                &jobs[i], base, trained, subspace, opts, nulls, wants[i], &mut w,
+                                &jobs[i], base, trained, subspace, opts, nulls, wants[i],
+                                fig_state, &mut w,
                             )
                         });
                         // Buffers are reused (fresh pages cost a zeroing
@@ -732,7 +843,11 @@ fn run(
             let mut bytes_done = 0u64;
             for (i, r) in rx {
                 match r {
-                    Ok((rec, sample)) => {
+                    Ok((rec, sample, tfig)) => {
+                        if let (Some(f), Some(t)) = (figs.as_mut(), tfig) {
+                            f.add_values(jobs[i].component, &t.counts);
+                            f.spectra.extend(t.spectrum);
+                        }
                         if let (Some(s), Some(k), Some(l)) = (sample, &jobs[i].key, jobs[i].layer) {
                             timings::time(8, || tracker.add(k, l, s));
                         }
@@ -797,5 +912,11 @@ fn run(
         },
     );
     report.subspace = projection;
-    Ok(report)
+    if let Some(f) = figs.as_mut() {
+        f.order_spectra(&spectra);
+        f.powermap = fig_state
+            .and_then(|s| s.best.into_inner().expect("figures"))
+            .map(|b| b.2);
+    }
+    Ok((report, figs))
 }
