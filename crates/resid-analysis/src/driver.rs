@@ -149,27 +149,27 @@ pub fn working_bytes(shape: &[usize]) -> usize {
 /// for the same key; blocking it on a lock (or a `OnceLock`) held further up
 /// its own stack would deadlock. Two workers may so compute the same null
 /// at once; it depends only on the key and seed, so either copy is the same.
-struct NullCache<K> {
-    map: Mutex<HashMap<K, f64>>,
+struct NullCache<K, V = f64> {
+    map: Mutex<HashMap<K, V>>,
 }
 
-impl<K: Eq + Hash + Clone> NullCache<K> {
+impl<K: Eq + Hash + Clone, V: Clone> NullCache<K, V> {
     fn new() -> Self {
         NullCache {
             map: Mutex::new(HashMap::new()),
         }
     }
-    fn get(&self, k: &K, f: impl FnOnce() -> f64) -> f64 {
-        if let Some(&v) = self.map.lock().expect("null cache").get(k) {
-            return v;
+    fn get(&self, k: &K, f: impl FnOnce() -> V) -> V {
+        if let Some(v) = self.map.lock().expect("null cache").get(k) {
+            return v.clone();
         }
         let v = f();
-        *self
-            .map
+        self.map
             .lock()
             .expect("null cache")
             .entry(k.clone())
             .or_insert(v)
+            .clone()
     }
 }
 
@@ -177,7 +177,7 @@ struct Nulls {
     entropy: NullCache<u64>,
     energy_rank: NullCache<(usize, usize, usize)>,
     lowfreq: NullCache<(usize, usize)>,
-    kmeans: NullCache<(usize, usize, usize)>,
+    kmeans: NullCache<(usize, usize), Vec<f64>>,
     seed: u64,
 }
 
@@ -234,14 +234,13 @@ impl Nulls {
         })
     }
 
-    fn kmeans(&self, m: usize, d: usize, ki: usize) -> f64 {
-        // All K of one shape are computed together; cache each.
-        let key = (m, d, ki);
-        self.kmeans.get(&key, || {
+    /// VE of an i.i.d. Gaussian m x d sample at every K of [`kmeans::KS`]
+    /// (one shared seeding, as the residual's).
+    fn kmeans(&self, m: usize, d: usize) -> Vec<f64> {
+        self.kmeans.get(&(m, d), || {
             let seed = mix(self.seed, hash_str(&format!("kmeans-null:{m}x{d}")));
             let g = null::gaussian_vec(m * d, 1.0, seed);
-            let k = kmeans::KS[ki];
-            kmeans::variance_explained(&g, m, d, &[k], mix(seed, 1))[0]
+            kmeans::variance_explained(&g, m, d, &kmeans::KS, mix(seed, 1))
         })
     }
 }
@@ -258,6 +257,8 @@ struct Job<'a> {
     side: ProjSide,
     /// Keep this matrix's spectrum for the figures.
     spectrum: bool,
+    /// The residual-stream side, for the subspace overlap (layered matrices).
+    stream: Option<crate::overlap::StreamSide>,
 }
 
 /// The figure pass's shared state: the smoothest matrix so far and its maps
@@ -300,7 +301,11 @@ struct TensorFigures {
     spectrum: Option<figures::Spectrum>,
 }
 
-type Measured = (TensorRecord, Option<Vec<f32>>, Option<TensorFigures>);
+type Measured = (
+    TensorRecord,
+    Option<interlayer::Sample>,
+    Option<TensorFigures>,
+);
 
 struct Worker {
     a: Vec<f32>,
@@ -410,9 +415,19 @@ fn measure(
     } else {
         f64::NAN
     };
-    let sample = timings::time(8, || {
-        want_sample.then(|| interlayer::take_sample(x, opts.seed))
+    let mut sample = timings::time(8, || {
+        want_sample.then(|| interlayer::Sample {
+            values: interlayer::take_sample(x, opts.seed),
+            basis: None,
+        })
     });
+    if let (Some(s), Some(side), Some((rows, cols))) = (sample.as_mut(), job.stream, view) {
+        if m.n == x.len() as u64 && std > 0.0 {
+            s.basis = Some(timings::time(8, || {
+                crate::overlap::top_basis(x, rows, cols, side, mix(opts.seed, 53))
+            }));
+        }
+    }
     let mut tfig = figs.map(|_| TensorFigures {
         counts: timings::time(9, || figures::grid_counts(x)),
         spectrum: None,
@@ -553,7 +568,7 @@ fn measure(
             });
             rec.kmeans_rows = Some(mrows);
             let restarts = kmeans::restarts_for(mrows, cols);
-            let km_sample = (mrows < rows || restarts < kmeans::RESTARTS).then_some(KmeansSample {
+            let km_sample = (mrows < rows).then_some(KmeansSample {
                 rows: mrows,
                 of: rows,
                 restarts,
@@ -564,6 +579,7 @@ fn measure(
                     kmeans: km_sample,
                 });
             }
+            let gauss = timings::time(7, || nulls.kmeans(mrows, cols));
             rec.kmeans = Some(
                 kmeans::KS
                     .iter()
@@ -571,11 +587,7 @@ fn measure(
                     .map(|(i, &k)| KmeansFigure {
                         k,
                         ve: ves[i],
-                        ve_null: if k < mrows {
-                            timings::time(7, || nulls.kmeans(mrows, cols, i))
-                        } else {
-                            f64::NAN
-                        },
+                        ve_null: gauss[i],
                         ve_shuffled: shuf[i],
                         ve_same_cov: same_cov[i],
                     })
@@ -695,7 +707,21 @@ fn run(
             cost: working_bytes(&t.shape) + subspace.map_or(0, |s| s.working_bytes(&t.shape)),
             side,
             spectrum: false,
+            stream: None,
         });
+    }
+    // The model width, and each layered matrix's residual-stream side.
+    let layered = || jobs.iter().filter(|j| j.layer.is_some());
+    let width = crate::overlap::model_width(
+        layered()
+            .filter(|j| j.component == resid_io::Component::Norm && j.trained.shape.len() == 1)
+            .map(|j| j.trained.shape[0]),
+        layered().filter_map(|j| matrix_view(&j.trained.shape)),
+    );
+    for j in &mut jobs {
+        if let (Some(w), Some(_), Some((r, c))) = (width, j.layer, matrix_view(&j.trained.shape)) {
+            j.stream = crate::overlap::stream_side(r, c, w, &j.role);
+        }
     }
     let gram_budget = opts.gram_budget.min(participation::GRAM_BUDGET);
     let spectra = fig_opts.map_or_else(Vec::new, |f| {
@@ -849,7 +875,7 @@ fn run(
                             f.spectra.extend(t.spectrum);
                         }
                         if let (Some(s), Some(k), Some(l)) = (sample, &jobs[i].key, jobs[i].layer) {
-                            timings::time(8, || tracker.add(k, l, s));
+                            timings::time(8, || tracker.add_sample(k, l, s));
                         }
                         done += 1;
                         bytes_done += jobs[i].trained.numel() as u64 * 4;

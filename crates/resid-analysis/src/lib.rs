@@ -15,6 +15,7 @@ pub mod lines;
 pub mod lowfreq;
 pub mod moments;
 pub mod null;
+pub mod overlap;
 pub mod participation;
 pub mod residual;
 pub mod scan;

@@ -659,6 +659,13 @@ pub fn analysis_document(
                     opt(c.mean_adjacent_r),
                     format!("±{}", opt(c.null_band)),
                     c.pairs_beyond_band.to_string(),
+                    opt(c.mean_overlap),
+                    opt(c.mean_overlap_null),
+                    if c.mean_overlap.is_some() {
+                        c.pairs_overlap_beyond_band.to_string()
+                    } else {
+                        String::new()
+                    },
                 ]);
             }
         }
@@ -668,10 +675,13 @@ pub fn analysis_document(
             opt(il.mean_adjacent_r),
             format!("±{}", opt(il.null_band)),
             String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
         ]);
         blocks.push(Block::Table(Table {
-            caption: "Adjacent-layer r by kind of parameter: each kind against the null band of its own sizes; a pair is beyond its band when |r| > 2/sqrt(n) (about 5% of pairs by chance)".into(),
-            header: ["parameters", "pairs", "mean r", "null band", "pairs beyond own band"].map(String::from).to_vec(),
+            caption: "Adjacent-layer r by kind of parameter: each kind against the null band of its own sizes; a pair is beyond its band when |r| > 2/sqrt(n) (about 5% of pairs by chance). Subspace overlap: mean cos² of the principal angles between the top-8 singular subspaces of R_l and R_l+1 on the residual-stream side (a reordering of hidden units cannot hide it); null: random subspaces of the same dimension, k/d; a pair is beyond when it exceeds the null by 2 null std".into(),
+            header: ["parameters", "pairs", "mean r", "null band", "pairs beyond own band", "subspace overlap", "null", "pairs beyond"].map(String::from).to_vec(),
             rows,
         }));
     }
