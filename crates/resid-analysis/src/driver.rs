@@ -25,6 +25,7 @@ use crate::aggregate::{
     aggregate, KmeansFigure, KmeansSample, Report, Sampling, TensorRecord, Unmatched,
 };
 use crate::entropy;
+use crate::figures::{self, FigureOptions, Figures, PowerMaps};
 use crate::interlayer::{self, Tracker};
 use crate::kmeans;
 use crate::lines;
@@ -148,27 +149,27 @@ pub fn working_bytes(shape: &[usize]) -> usize {
 /// for the same key; blocking it on a lock (or a `OnceLock`) held further up
 /// its own stack would deadlock. Two workers may so compute the same null
 /// at once; it depends only on the key and seed, so either copy is the same.
-struct NullCache<K> {
-    map: Mutex<HashMap<K, f64>>,
+struct NullCache<K, V = f64> {
+    map: Mutex<HashMap<K, V>>,
 }
 
-impl<K: Eq + Hash + Clone> NullCache<K> {
+impl<K: Eq + Hash + Clone, V: Clone> NullCache<K, V> {
     fn new() -> Self {
         NullCache {
             map: Mutex::new(HashMap::new()),
         }
     }
-    fn get(&self, k: &K, f: impl FnOnce() -> f64) -> f64 {
-        if let Some(&v) = self.map.lock().expect("null cache").get(k) {
-            return v;
+    fn get(&self, k: &K, f: impl FnOnce() -> V) -> V {
+        if let Some(v) = self.map.lock().expect("null cache").get(k) {
+            return v.clone();
         }
         let v = f();
-        *self
-            .map
+        self.map
             .lock()
             .expect("null cache")
             .entry(k.clone())
             .or_insert(v)
+            .clone()
     }
 }
 
@@ -176,7 +177,7 @@ struct Nulls {
     entropy: NullCache<u64>,
     energy_rank: NullCache<(usize, usize, usize)>,
     lowfreq: NullCache<(usize, usize)>,
-    kmeans: NullCache<(usize, usize, usize)>,
+    kmeans: NullCache<(usize, usize), Vec<f64>>,
     seed: u64,
 }
 
@@ -229,22 +230,17 @@ impl Nulls {
 
     fn lowfreq(&self, rows: usize, cols: usize) -> f64 {
         self.lowfreq.get(&(rows, cols), || {
-            lowfreq::null_share(
-                rows,
-                cols,
-                mix(self.seed, hash_str(&format!("lowfreq-null:{rows}x{cols}"))),
-            )
+            lowfreq::null_share(rows, cols, lowfreq::null_seed(self.seed, rows, cols))
         })
     }
 
-    fn kmeans(&self, m: usize, d: usize, ki: usize) -> f64 {
-        // All K of one shape are computed together; cache each.
-        let key = (m, d, ki);
-        self.kmeans.get(&key, || {
+    /// VE of an i.i.d. Gaussian m x d sample at every K of [`kmeans::KS`]
+    /// (one shared seeding, as the residual's).
+    fn kmeans(&self, m: usize, d: usize) -> Vec<f64> {
+        self.kmeans.get(&(m, d), || {
             let seed = mix(self.seed, hash_str(&format!("kmeans-null:{m}x{d}")));
             let g = null::gaussian_vec(m * d, 1.0, seed);
-            let k = kmeans::KS[ki];
-            kmeans::variance_explained(&g, m, d, &[k], mix(seed, 1))[0]
+            kmeans::variance_explained(&g, m, d, &kmeans::KS, mix(seed, 1))
         })
     }
 }
@@ -259,7 +255,57 @@ struct Job<'a> {
     key: Option<String>,
     cost: usize,
     side: ProjSide,
+    /// Keep this matrix's spectrum for the figures.
+    spectrum: bool,
+    /// The residual-stream side, for the subspace overlap (layered matrices).
+    stream: Option<crate::overlap::StreamSide>,
 }
+
+/// The figure pass's shared state: the smoothest matrix so far and its maps
+/// (computed only when a tensor beats it, so a handful of times a run).
+struct FigureState {
+    best: Mutex<Option<(f64, String, PowerMaps)>>,
+}
+
+impl FigureState {
+    /// Whether (ratio, name) beats the best so far (higher ratio, then the
+    /// lower name, as [`figures::smoother`]).
+    fn beats(&self, ratio: f64, name: &str) -> bool {
+        match &*self.best.lock().expect("figures") {
+            None => true,
+            Some((r, n, _)) => ratio
+                .total_cmp(r)
+                .then_with(|| n.as_str().cmp(name))
+                .is_gt(),
+        }
+    }
+
+    fn offer(&self, ratio: f64, maps: PowerMaps) {
+        let mut b = self.best.lock().expect("figures");
+        let better = match &*b {
+            None => true,
+            Some((r, n, _)) => ratio
+                .total_cmp(r)
+                .then_with(|| n.as_str().cmp(&maps.tensor))
+                .is_gt(),
+        };
+        if better {
+            *b = Some((ratio, maps.tensor.clone(), maps));
+        }
+    }
+}
+
+/// What one tensor gives the figures.
+struct TensorFigures {
+    counts: Vec<(u16, u64)>,
+    spectrum: Option<figures::Spectrum>,
+}
+
+type Measured = (
+    TensorRecord,
+    Option<interlayer::Sample>,
+    Option<TensorFigures>,
+);
 
 struct Worker {
     a: Vec<f32>,
@@ -275,8 +321,9 @@ fn measure(
     opts: &Options,
     nulls: &Nulls,
     want_sample: bool,
+    figs: Option<&FigureState>,
     w: &mut Worker,
-) -> Result<(TensorRecord, Option<Vec<f32>>), AnalysisError> {
+) -> Result<Measured, AnalysisError> {
     let base = base.zip(job.base);
     let formed = timings::time(0, || -> Result<Moments, AnalysisError> {
         let m = residual::form(base, (trained, job.trained), &mut w.a, &mut w.b)?;
@@ -368,9 +415,24 @@ fn measure(
     } else {
         f64::NAN
     };
-    let sample = timings::time(8, || {
-        want_sample.then(|| interlayer::take_sample(x, opts.seed))
+    let mut sample = timings::time(8, || {
+        want_sample.then(|| interlayer::Sample {
+            values: interlayer::take_sample(x, opts.seed),
+            basis: None,
+        })
     });
+    if let (Some(s), Some(side), Some((rows, cols))) = (sample.as_mut(), job.stream, view) {
+        if m.n == x.len() as u64 && std > 0.0 {
+            s.basis = Some(timings::time(8, || {
+                crate::overlap::top_basis(x, rows, cols, side, mix(opts.seed, 53))
+            }));
+        }
+    }
+    let mut tfig = figs.map(|_| TensorFigures {
+        counts: timings::time(9, || figures::grid_counts(x)),
+        spectrum: None,
+    });
+    let mut eigs = None;
     let mut rec = TensorRecord {
         name: name.clone(),
         layer: job.layer,
@@ -432,6 +494,9 @@ fn measure(
                     opts.gram_budget.min(participation::GRAM_BUDGET),
                 )
             });
+            if job.spectrum {
+                eigs = s.eigenvalues;
+            }
             rec.pr = Some(s.pr);
             rec.pr_null = Some(participation::mp_null(rows, cols));
             rec.stable_rank = Some(s.stable_rank);
@@ -459,6 +524,14 @@ fn measure(
             rec.lowfreq_share = Some(share);
             rec.lowfreq_null_share = Some(null_share);
             rec.lowfreq_ratio = Some(share / null_share);
+            if let Some(f) = figs {
+                let ratio = share / null_share;
+                if ratio.is_finite() && f.beats(ratio, name) {
+                    let maps =
+                        timings::time(9, || figures::power_maps(x, rows, cols, name, opts.seed));
+                    f.offer(ratio, maps);
+                }
+            }
             let idx = kmeans::sample_rows(rows, kmeans::rows_for(rows, cols), mix(tseed, 17));
             let mrows = idx.len();
             let data: &[f32] = if mrows == rows {
@@ -474,7 +547,7 @@ fn measure(
                 kmeans::variance_explained(data, mrows, cols, &kmeans::KS, mix(tseed, 23))
             });
             // Same-covariance Gaussian null: the rows' spectrum, no types.
-            let same_cov = timings::time(6, || {
+            let same_cov = timings::time(10, || {
                 let g = kmeans::same_covariance_gaussian(data, mrows, cols, mix(tseed, 37));
                 kmeans::variance_explained(&g, mrows, cols, &kmeans::KS, mix(tseed, 39))
             });
@@ -495,7 +568,7 @@ fn measure(
             });
             rec.kmeans_rows = Some(mrows);
             let restarts = kmeans::restarts_for(mrows, cols);
-            let km_sample = (mrows < rows || restarts < kmeans::RESTARTS).then_some(KmeansSample {
+            let km_sample = (mrows < rows).then_some(KmeansSample {
                 rows: mrows,
                 of: rows,
                 restarts,
@@ -506,6 +579,7 @@ fn measure(
                     kmeans: km_sample,
                 });
             }
+            let gauss = timings::time(7, || nulls.kmeans(mrows, cols));
             rec.kmeans = Some(
                 kmeans::KS
                     .iter()
@@ -513,11 +587,7 @@ fn measure(
                     .map(|(i, &k)| KmeansFigure {
                         k,
                         ve: ves[i],
-                        ve_null: if k < mrows {
-                            timings::time(7, || nulls.kmeans(mrows, cols, i))
-                        } else {
-                            f64::NAN
-                        },
+                        ve_null: gauss[i],
                         ve_shuffled: shuf[i],
                         ve_same_cov: same_cov[i],
                     })
@@ -528,7 +598,10 @@ fn measure(
     if !notes.is_empty() {
         rec.note = Some(notes.join("; "));
     }
-    Ok((rec, sample))
+    if let (Some(t), Some(e)) = (tfig.as_mut(), eigs) {
+        t.spectrum = figures::spectrum_of(&rec, &e);
+    }
+    Ok((rec, sample, tfig))
 }
 
 /// Analyses the residual `trained - base`, calling `progress` after each tensor.
@@ -538,7 +611,20 @@ pub fn analyze(
     opts: &Options,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Report, AnalysisError> {
-    run(Some(base), trained, None, opts, progress)
+    run(Some(base), trained, None, opts, None, progress).map(|r| r.0)
+}
+
+/// [`analyze`], also gathering the report's figure data in the same pass
+/// (docs/MEASURES.md, "Figures"): no checkpoint is read twice.
+pub fn analyze_with_figures(
+    base: &Checkpoint,
+    trained: &Checkpoint,
+    opts: &Options,
+    figs: &FigureOptions,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<(Report, Figures), AnalysisError> {
+    run(Some(base), trained, None, opts, Some(figs), progress)
+        .map(|(r, f)| (r, f.unwrap_or_default()))
 }
 
 /// Analyses `trained` with span(U) of `subspace` projected out of every
@@ -551,7 +637,19 @@ pub fn analyze_subspace(
     opts: &Options,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Report, AnalysisError> {
-    run(None, trained, Some(subspace), opts, progress)
+    run(None, trained, Some(subspace), opts, None, progress).map(|r| r.0)
+}
+
+/// [`analyze_subspace`] with the figure data, in the same pass.
+pub fn analyze_subspace_with_figures(
+    trained: &Checkpoint,
+    subspace: &Subspace,
+    opts: &Options,
+    figs: &FigureOptions,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<(Report, Figures), AnalysisError> {
+    run(None, trained, Some(subspace), opts, Some(figs), progress)
+        .map(|(r, f)| (r, f.unwrap_or_default()))
 }
 
 fn run(
@@ -559,8 +657,9 @@ fn run(
     trained: &Checkpoint,
     subspace: Option<&Subspace>,
     opts: &Options,
+    fig_opts: Option<&FigureOptions>,
     progress: &(dyn Fn(&Progress) + Sync),
-) -> Result<Report, AnalysisError> {
+) -> Result<(Report, Option<Figures>), AnalysisError> {
     let pairing = match base {
         Some(b) => resid_io::pair(b, trained)?,
         None => resid_io::Pairing::default(),
@@ -607,8 +706,44 @@ fn run(
             key,
             cost: working_bytes(&t.shape) + subspace.map_or(0, |s| s.working_bytes(&t.shape)),
             side,
+            spectrum: false,
+            stream: None,
         });
     }
+    // The model width, and each layered matrix's residual-stream side.
+    let layered = || jobs.iter().filter(|j| j.layer.is_some());
+    let width = crate::overlap::model_width(
+        layered()
+            .filter(|j| j.component == resid_io::Component::Norm && j.trained.shape.len() == 1)
+            .map(|j| j.trained.shape[0]),
+        layered().filter_map(|j| matrix_view(&j.trained.shape)),
+    );
+    for j in &mut jobs {
+        if let (Some(w), Some(_), Some((r, c))) = (width, j.layer, matrix_view(&j.trained.shape)) {
+            j.stream = crate::overlap::stream_side(r, c, w, &j.role);
+        }
+    }
+    let gram_budget = opts.gram_budget.min(participation::GRAM_BUDGET);
+    let spectra = fig_opts.map_or_else(Vec::new, |f| {
+        let cands: Vec<figures::Candidate> = jobs
+            .iter()
+            .map(|j| figures::Candidate {
+                name: &j.trained.name,
+                layer: j.layer,
+                component: j.component,
+                exact_matrix: matrix_view(&j.trained.shape)
+                    .filter(|&(r, c)| participation::sample_size(r, c, gram_budget).is_none()),
+            })
+            .collect();
+        figures::spectrum_choice(&cands, f.spectra)
+    });
+    for j in &mut jobs {
+        j.spectrum = spectra.contains(&j.trained.name);
+    }
+    let fig_state = fig_opts.map(|_| FigureState {
+        best: Mutex::new(None),
+    });
+    let mut figs = fig_opts.map(|_| Figures::default());
     if jobs.is_empty() {
         return Err(AnalysisError::NothingInCommon {
             base: base.map_or_else(
@@ -680,6 +815,7 @@ fn run(
                 let tx = tx.clone();
                 let (jobs, state, cv, abort, pool, nulls, wants) =
                     (&jobs, &state, &cv, &abort, &pool, &nulls, &wants);
+                let fig_state = fig_state.as_ref();
                 s.spawn(move || {
                     let mut w = Worker {
                         a: Vec::new(),
@@ -704,7 +840,8 @@ fn run(
                         };
                         let r = pool.install(|| {
                             measure(
-                                &jobs[i], base, trained, subspace, opts, nulls, wants[i], &mut w,
+                                &jobs[i], base, trained, subspace, opts, nulls, wants[i],
+                                fig_state, &mut w,
                             )
                         });
                         // Buffers are reused (fresh pages cost a zeroing
@@ -732,9 +869,13 @@ fn run(
             let mut bytes_done = 0u64;
             for (i, r) in rx {
                 match r {
-                    Ok((rec, sample)) => {
+                    Ok((rec, sample, tfig)) => {
+                        if let (Some(f), Some(t)) = (figs.as_mut(), tfig) {
+                            f.add_values(jobs[i].component, &t.counts);
+                            f.spectra.extend(t.spectrum);
+                        }
                         if let (Some(s), Some(k), Some(l)) = (sample, &jobs[i].key, jobs[i].layer) {
-                            timings::time(8, || tracker.add(k, l, s));
+                            timings::time(8, || tracker.add_sample(k, l, s));
                         }
                         done += 1;
                         bytes_done += jobs[i].trained.numel() as u64 * 4;
@@ -797,5 +938,11 @@ fn run(
         },
     );
     report.subspace = projection;
-    Ok(report)
+    if let Some(f) = figs.as_mut() {
+        f.order_spectra(&spectra);
+        f.powermap = fig_state
+            .and_then(|s| s.best.into_inner().expect("figures"))
+            .map(|b| b.2);
+    }
+    Ok((report, figs))
 }

@@ -14,6 +14,10 @@
 //! mean over all roles says more about the norms than about the matrices.
 //! The verdict reads the matrices; the pooled mean is kept as the study's
 //! figure.
+//!
+//! Beside r, each matrix pair carries the overlap of its top singular
+//! subspaces on the residual-stream side ([`crate::overlap`]), which a
+//! reordering of hidden units cannot hide.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -107,6 +111,16 @@ pub struct LayerPair {
     pub r: f64,
     /// Entries compared.
     pub n: usize,
+    /// Overlap of the two top-k singular subspaces on the residual-stream
+    /// side (mean cos^2 of the principal angles; matrices only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<f64>,
+    /// Its null: the mean overlap of random k-dim subspaces, k / dim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap_null: Option<f64>,
+    /// Null std of one pair's overlap (closed form, [`crate::overlap::overlap_null`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap_null_std: Option<f64>,
 }
 
 impl LayerPair {
@@ -126,6 +140,14 @@ pub struct KindCoordination {
     pub null_band: Option<f64>,
     /// Pairs whose |r| exceeds their own band 2/sqrt(n) (about 5% under the null).
     pub pairs_beyond_band: usize,
+    /// Mean subspace overlap of the pairs that have one, and its null.
+    #[serde(default)]
+    pub mean_overlap: Option<f64>,
+    #[serde(default)]
+    pub mean_overlap_null: Option<f64>,
+    /// Pairs whose overlap exceeds its null by more than 2 null std.
+    #[serde(default)]
+    pub pairs_overlap_beyond_band: usize,
 }
 
 /// Coordination of one tensor pattern (a role at one shape) across layers.
@@ -141,6 +163,11 @@ pub struct RoleCoordination {
     pub mean_adjacent_r: Option<f64>,
     /// Null band of that mean for its own n and pair count.
     pub null_band: Option<f64>,
+    /// Mean subspace overlap of its pairs, and its null.
+    #[serde(default)]
+    pub mean_overlap: Option<f64>,
+    #[serde(default)]
+    pub mean_overlap_null: Option<f64>,
 }
 
 /// The interlayer section of the report.
@@ -169,6 +196,14 @@ pub struct Interlayer {
     pub roles: Vec<RoleCoordination>,
 }
 
+fn mean_of<'a>(
+    v: impl Iterator<Item = &'a LayerPair>,
+    f: impl Fn(&LayerPair) -> Option<f64>,
+) -> Option<f64> {
+    let x: Vec<f64> = v.filter_map(f).filter(|r| r.is_finite()).collect();
+    (!x.is_empty()).then(|| x.iter().sum::<f64>() / x.len() as f64)
+}
+
 fn mean_r<'a>(v: impl Iterator<Item = &'a LayerPair>) -> Option<f64> {
     let f: Vec<f64> = v.map(|p| p.r).filter(|r| r.is_finite()).collect();
     (!f.is_empty()).then(|| f.iter().sum::<f64>() / f.len() as f64)
@@ -184,6 +219,15 @@ pub fn of_kind(pairs: &[LayerPair], kind: ParamKind) -> KindCoordination {
         pairs_beyond_band: ps
             .iter()
             .filter(|p| p.r.is_finite() && p.r.abs() > p.band())
+            .count(),
+        mean_overlap: mean_of(ps.iter(), |p| p.overlap),
+        mean_overlap_null: mean_of(ps.iter(), |p| p.overlap.and(p.overlap_null)),
+        pairs_overlap_beyond_band: ps
+            .iter()
+            .filter(|p| match (p.overlap, p.overlap_null, p.overlap_null_std) {
+                (Some(o), Some(m), Some(sd)) => o > m + 2.0 * sd,
+                _ => false,
+            })
             .count(),
     }
 }
@@ -204,6 +248,8 @@ pub fn by_role(pairs: &[LayerPair]) -> Vec<RoleCoordination> {
             pairs: ps.len(),
             mean_adjacent_r: mean_r(ps.iter()),
             null_band: band_of_mean(&ps),
+            mean_overlap: mean_of(ps.iter(), |p| p.overlap),
+            mean_overlap_null: mean_of(ps.iter(), |p| p.overlap.and(p.overlap_null)),
         })
         .collect()
 }
@@ -245,12 +291,57 @@ pub fn pattern(name: &str, layer: usize) -> String {
         .join(".")
 }
 
+/// What a tensor leaves for its neighbours: the entries r compares and,
+/// for a matrix, its residual-stream basis.
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    pub values: Vec<f32>,
+    pub basis: Option<crate::overlap::Basis>,
+}
+
+impl Sample {
+    /// The pair of two layers' samples.
+    fn pair(
+        &self,
+        other: &Sample,
+        role: &str,
+        kind: ParamKind,
+        key: &str,
+        a: usize,
+        b: usize,
+    ) -> LayerPair {
+        let ov = self
+            .basis
+            .as_ref()
+            .zip(other.basis.as_ref())
+            .map(|(x, y)| {
+                (
+                    crate::overlap::overlap(x, y),
+                    crate::overlap::overlap_null(x.k, x.dim),
+                )
+            })
+            .filter(|(o, _)| o.is_finite());
+        LayerPair {
+            role: role.to_string(),
+            kind,
+            tensor: key.to_string(),
+            a,
+            b,
+            r: pearson(&self.values, &other.values),
+            n: self.values.len().min(other.values.len()),
+            overlap: ov.map(|o| o.0),
+            overlap_null: ov.map(|o| o.1 .0),
+            overlap_null_std: ov.map(|o| o.1 .1),
+        }
+    }
+}
+
 struct Group {
     role: String,
     kind: ParamKind,
     layers: Vec<usize>,
     seen: BTreeSet<usize>,
-    samples: BTreeMap<usize, Vec<f32>>,
+    samples: BTreeMap<usize, Sample>,
 }
 
 /// Collects samples as tensors finish (in any order) and computes r.
@@ -296,8 +387,20 @@ impl Tracker {
         self.groups.values().map(|g| g.samples.len()).sum()
     }
 
+    /// Adds the entries of `key` at `layer` (no basis).
+    pub fn add(&mut self, key: &str, layer: usize, values: Vec<f32>) {
+        self.add_sample(
+            key,
+            layer,
+            Sample {
+                values,
+                basis: None,
+            },
+        )
+    }
+
     /// Adds the sample of `key` at `layer`.
-    pub fn add(&mut self, key: &str, layer: usize, sample: Vec<f32>) {
+    pub fn add_sample(&mut self, key: &str, layer: usize, sample: Sample) {
         let Some(g) = self.groups.get_mut(key) else {
             return;
         };
@@ -319,15 +422,8 @@ impl Tracker {
                     (layer, other)
                 };
                 let s = &g.samples[&layer];
-                self.pairs.push(LayerPair {
-                    role: g.role.clone(),
-                    kind: g.kind,
-                    tensor: key.to_string(),
-                    a,
-                    b,
-                    r: pearson(o, s),
-                    n: o.len().min(s.len()),
-                });
+                let (x, y) = if j < i { (o, s) } else { (s, o) };
+                self.pairs.push(x.pair(y, &g.role, g.kind, key, a, b));
             }
         }
         // Drop samples both of whose neighbours have been seen.
@@ -353,15 +449,7 @@ impl Tracker {
             let g = &self.groups[key];
             let (f, l) = (g.layers[0], *g.layers.last().expect("two layers"));
             if let (Some(a), Some(b)) = (g.samples.get(&f), g.samples.get(&l)) {
-                first_last.push(LayerPair {
-                    role: g.role.clone(),
-                    kind: g.kind,
-                    tensor: key.clone(),
-                    a: f,
-                    b: l,
-                    r: pearson(a, b),
-                    n: a.len().min(b.len()),
-                });
+                first_last.push(a.pair(b, &g.role, g.kind, key, f, l));
             }
         }
         self.pairs

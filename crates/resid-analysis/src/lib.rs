@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod driver;
 pub mod entropy;
+pub mod figures;
 pub mod interlayer;
 pub mod json;
 pub mod kmeans;
@@ -14,6 +15,7 @@ pub mod lines;
 pub mod lowfreq;
 pub mod moments;
 pub mod null;
+pub mod overlap;
 pub mod participation;
 pub mod residual;
 pub mod scan;
@@ -25,7 +27,11 @@ pub mod verdict;
 pub use aggregate::{
     ComponentSummary, Components, KmeansFigure, LayerSummary, Report, TensorRecord, Unmatched,
 };
-pub use driver::{analyze, analyze_subspace, AnalysisError, Options, Progress};
+pub use driver::{
+    analyze, analyze_subspace, analyze_subspace_with_figures, analyze_with_figures, AnalysisError,
+    Options, Progress,
+};
+pub use figures::{FigureOptions, Figures};
 pub use interlayer::{Interlayer, KindCoordination, LayerPair, ParamKind, RoleCoordination};
 pub use json::{ReportJsonError, SCHEMA_VERSION};
 pub use moments::Moments;

@@ -172,6 +172,15 @@ pub fn share_of(x: &[f32], rows: usize, cols: usize, mean: f64, scratch: &mut Ve
     })
 }
 
+/// The seed of the null of a shape (`seed`: the run's): the verdict's null
+/// and the power-map figure draw the same rows from it.
+pub fn null_seed(seed: u64, rows: usize, cols: usize) -> u64 {
+    crate::null::mix(
+        seed,
+        crate::null::hash_str(&format!("lowfreq-null:{rows}x{cols}")),
+    )
+}
+
 /// Share for the Gaussian null of this shape, rows generated from the seed.
 /// The null's mean is 0 by construction (its sample mean carries about 1/n of
 /// the power, and the DC term is excluded anyway), so no mean is removed.

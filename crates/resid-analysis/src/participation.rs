@@ -78,7 +78,7 @@ pub fn gram_floats(rows: usize, cols: usize) -> usize {
 }
 
 /// Spectral figures of a matrix.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Spectral {
     pub pr: f64,
     pub stable_rank: f64,
@@ -88,6 +88,9 @@ pub struct Spectral {
     /// Gram's eigenvalues; from the sample's when the Gram is sampled).
     pub energy_rank_90: usize,
     pub energy_rank_99: usize,
+    /// The exact Gram's eigenvalues (the squared singular values), any
+    /// order; None when the Gram was sampled.
+    pub eigenvalues: Option<Vec<f64>>,
 }
 
 /// Fewest of the largest `eigs` (any order, >= 0) whose sum reaches
@@ -109,7 +112,8 @@ pub fn energy_rank(eigs: &[f64], frac: f64) -> usize {
     e.len()
 }
 
-fn eigenvalues(g: MatRef<'_, f32>) -> Vec<f64> {
+/// Eigenvalues of a symmetric matrix (empty if faer fails).
+pub fn eigenvalues(g: MatRef<'_, f32>) -> Vec<f64> {
     g.self_adjoint_eigenvalues(faer::Side::Lower)
         .map(|e| e.into_iter().map(f64::from).collect())
         .unwrap_or_default()
@@ -161,6 +165,7 @@ pub fn spectral(x: &[f32], rows: usize, cols: usize, fro2: f64, seed: u64) -> Sp
         s_max2,
         energy_rank_90: energy_rank(&eigs, 0.9),
         energy_rank_99: energy_rank(&eigs, 0.99),
+        eigenvalues: Some(eigs),
     }
 }
 
@@ -400,6 +405,7 @@ pub fn spectral_budget(
             s_max2,
             energy_rank_90: energy_rank(&eigs, 0.9),
             energy_rank_99: energy_rank(&eigs, 0.99),
+            eigenvalues: None,
         },
         Some(PrSample {
             side: if by_rows {
@@ -478,6 +484,61 @@ pub fn mp_null(rows: usize, cols: usize) -> f64 {
 pub fn stable_rank_null(rows: usize, cols: usize) -> f64 {
     let (p, q) = (rows as f64, cols as f64);
     p * q / (p.sqrt() + q.sqrt()).powi(2)
+}
+
+/// The spectrum figure's null (docs/MEASURES.md, "Figures"): the expected sorted singular values (largest first, `min(rows, cols)`
+/// of them) of a `rows x cols` matrix of i.i.d. entries with std `std`:
+/// the quantiles `(k + 1/2) / p` of the Marchenko-Pastur law.
+pub fn mp_singular_values(rows: usize, cols: usize, std: f64) -> Vec<f64> {
+    let p = rows.min(cols);
+    let q = rows.max(cols);
+    if p == 0 {
+        return Vec::new();
+    }
+    let c = p as f64 / q as f64;
+    // Eigenvalues of X X^T / q (sigma = 1) lie in [a, b]. Substituting
+    // lambda = a + (b - a)(1 - cos t)/2 makes the density smooth in t.
+    let a = (1.0 - c.sqrt()).powi(2);
+    let b = (1.0 + c.sqrt()).powi(2);
+    let n = 20_000;
+    let h = std::f64::consts::PI / n as f64;
+    let lam = |t: f64| a + (b - a) * (1.0 - t.cos()) / 2.0;
+    let dens = |t: f64| {
+        let l = lam(t);
+        let r = (b - a) / 2.0 * t.sin();
+        if l <= 0.0 {
+            // Only when c = 1 (a = 0) at t = 0, where r^2 / l -> b.
+            return b / (2.0 * std::f64::consts::PI * c);
+        }
+        r * r / (2.0 * std::f64::consts::PI * c * l)
+    };
+    let mut cdf = vec![0.0f64; n + 1];
+    let mut prev = dens(0.0);
+    for k in 1..=n {
+        let d = dens(k as f64 * h);
+        cdf[k] = cdf[k - 1] + 0.5 * (prev + d) * h;
+        prev = d;
+    }
+    let total = cdf[n];
+    let mut out = Vec::with_capacity(p);
+    let mut j = 0usize;
+    // Ascending quantiles, then reversed.
+    for k in 0..p {
+        let target = (k as f64 + 0.5) / p as f64 * total;
+        while j < n && cdf[j + 1] < target {
+            j += 1;
+        }
+        let (c0, c1) = (cdf[j], cdf[(j + 1).min(n)]);
+        let f = if c1 > c0 {
+            (target - c0) / (c1 - c0)
+        } else {
+            0.0
+        };
+        let t = (j as f64 + f) * h;
+        out.push(std * (q as f64 * lam(t)).sqrt());
+    }
+    out.reverse();
+    out
 }
 
 /// Marchenko-Pastur energy rank: how many of the p = min(rows, cols)
@@ -701,5 +762,41 @@ mod tests {
         let s = spectral(&x, rows, cols, fro2(&x), 4);
         let null = mp_null(rows, cols);
         assert!((s.pr / null - 1.0).abs() < 0.03, "{} vs {null}", s.pr);
+    }
+    #[test]
+    fn mp_quantiles_have_the_right_energy_and_edge() {
+        for (p, q) in [(100, 400), (300, 300), (64, 1000)] {
+            let s = mp_singular_values(p, q, 0.5);
+            assert_eq!(s.len(), p);
+            assert!(s.windows(2).all(|w| w[0] >= w[1]));
+            // E ||X||_F^2 = p q std^2.
+            let e: f64 = s.iter().map(|v| v * v).sum();
+            let want = (p * q) as f64 * 0.25;
+            assert!((e / want - 1.0).abs() < 0.01, "{p}x{q}: {e} vs {want}");
+            // Largest near std (sqrt p + sqrt q).
+            let edge = 0.5 * ((p as f64).sqrt() + (q as f64).sqrt());
+            assert!(
+                s[0] < edge * 1.001 && s[0] > edge * 0.93,
+                "{} vs {edge}",
+                s[0]
+            );
+        }
+    }
+
+    #[test]
+    fn mp_quantiles_match_a_gaussian_matrix_svd() {
+        let (p, q) = (120usize, 300usize);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let d = rand_distr::Normal::new(0.0f64, 1.0).unwrap();
+        let m =
+            faer::Mat::<f64>::from_fn(p, q, |_, _| rand_distr::Distribution::sample(&d, &mut rng));
+        let mut sv: Vec<f64> = m.singular_values().unwrap();
+        sv.sort_by(|a, b| b.total_cmp(a));
+        let mp = mp_singular_values(p, q, 1.0);
+        // Bulk quantiles agree within a few percent.
+        for k in (5..p - 5).step_by(10) {
+            let rel = (sv[k] - mp[k]).abs() / mp[k];
+            assert!(rel < 0.05, "k={k}: svd {} vs mp {}", sv[k], mp[k]);
+        }
     }
 }

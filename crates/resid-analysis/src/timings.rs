@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 /// The phases timed, in the order printed.
-pub const PHASES: [&str; 9] = [
+pub const PHASES: [&str; 11] = [
     "read, R and moments",
     "entropy+sparsity scan",
     "entropy gaussian null",
@@ -17,9 +17,11 @@ pub const PHASES: [&str; 9] = [
     "kmeans shuffled",
     "kmeans gaussian null",
     "interlayer",
+    "figures",
+    "kmeans same-cov null",
 ];
 
-static NANOS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+static NANOS: [AtomicU64; 11] = [const { AtomicU64::new(0) }; 11];
 
 /// Whether `RESID_TIMINGS` is set to something other than 0 or empty.
 pub fn enabled() -> bool {

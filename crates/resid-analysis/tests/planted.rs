@@ -314,3 +314,67 @@ fn independent_matrices_with_shared_norm_shifts_are_not_coordinated() {
             < 1e-12
     );
 }
+
+/// The same rank-8 residual-stream subspace in every layer, with the
+/// hidden units (rows) of each layer in their own random order: Pearson r
+/// of the flattened residuals sees nothing, the subspace overlap on the
+/// residual-stream side (columns of c_fc [F, D]) sees it, far above the
+/// null k/D of random subspaces. Independent layers overlap at the null.
+#[test]
+fn a_permutation_of_hidden_units_hides_r_but_not_the_subspace_overlap() {
+    let k = 8;
+    let basis = gaussian_vec(k * D, 1.0, 77); // shared directions (k x D)
+    let coef = gaussian_vec(F * k, 1.0, 78); // the same hidden-unit weights
+    let planted = move |i: usize, name: &str, rows: usize, cols: usize| -> Vec<f32> {
+        if !name.contains("c_fc") {
+            return gaussian_vec(rows * cols, 0.01, 500 + i as u64);
+        }
+        // A seeded permutation of the rows per layer.
+        let mut perm: Vec<usize> = (0..rows).collect();
+        let mut h = 0x9e37u64 + i as u64;
+        for a in (1..rows).rev() {
+            h = resid_analysis::null::mix(h, a as u64);
+            perm.swap(a, (h % (a as u64 + 1)) as usize);
+        }
+        let noise = gaussian_vec(rows * cols, 0.002, 900 + i as u64);
+        (0..rows * cols)
+            .map(|e| {
+                let (r, c) = (perm[e / cols], e % cols);
+                0.01 * (0..k)
+                    .map(|j| coef[r * k + j] * basis[j * D + c])
+                    .sum::<f32>()
+                    + noise[e]
+            })
+            .collect()
+    };
+    let rep = run(planted);
+    let fc = rep
+        .interlayer
+        .roles
+        .iter()
+        .find(|r| r.tensor.contains("c_fc"))
+        .unwrap();
+    let r = fc.mean_adjacent_r.unwrap();
+    assert!(r.abs() < fc.null_band.unwrap().max(0.05), "r {r}");
+    let (o, null) = (fc.mean_overlap.unwrap(), fc.mean_overlap_null.unwrap());
+    assert!((null - k as f64 / D as f64).abs() < 1e-12, "{null}");
+    assert!(o > 0.9, "overlap {o}");
+    let fc_pairs: Vec<_> = rep
+        .interlayer
+        .pairs
+        .iter()
+        .filter(|p| p.tensor.contains("c_fc"))
+        .collect();
+    assert_eq!(fc_pairs.len(), LAYERS - 1);
+    assert!(fc_pairs.iter().all(|p| p.overlap.unwrap() > 0.9));
+
+    let indep = run(|i, _, rows, cols| gaussian_vec(rows * cols, 0.01, 600 + i as u64));
+    let m = &indep.interlayer.matrices;
+    let (o, null) = (m.mean_overlap.unwrap(), m.mean_overlap_null.unwrap());
+    // 10 matrix pairs: their mean within a few of its null std.
+    let (_, sd) = resid_analysis::overlap::overlap_null(k, D);
+    assert!(
+        (o - null).abs() < 4.0 * sd / (m.pairs as f64).sqrt(),
+        "{o} vs {null}"
+    );
+}

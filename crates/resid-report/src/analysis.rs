@@ -12,31 +12,26 @@ use resid_io::{Checkpoint, Component};
 use crate::document::{Block, Document, Figure, ReportError, Section, Table, VerdictItem};
 use crate::plot::bars::{self, BarSeries, BarsData};
 use crate::plot::heatmap::{self, HeatmapData};
-use crate::plot::histogram::{self, HistogramData, HistogramLabels, StreamingHistogram};
+use crate::plot::histogram::{self, HistogramData, HistogramLabels};
 use crate::plot::lines::{self, LineSeries, LinesData};
-use crate::plot::powermap::{self, PowerMap};
-use crate::plot::spectrum::{self, Spectrum};
+use crate::plot::powermap;
+use crate::plot::spectrum;
 use crate::plot::{fmt_num, DEFAULT_SIZE};
 
-/// Figures that need the tensors themselves, not only the report's
-/// numbers: value histograms, singular values, a power map.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct FigureData {
-    /// Per component name ("attention", "mlp", ..., and "all").
-    pub histograms: BTreeMap<String, HistogramData>,
-    pub spectra: Vec<Spectrum>,
-    /// (tensor name, residual map, null map).
-    pub powermap: Option<(String, PowerMap, PowerMap)>,
-}
+/// The figure data: gathered by the analysis pass itself
+/// ([`resid_analysis::analyze_with_figures`]), or by [`collect_figure_data`]
+/// for a report that was made without it.
+pub type FigureData = resid_analysis::Figures;
 
 /// Limits of [`collect_figure_data`].
 #[derive(Clone, Debug)]
 pub struct FigureOptions {
     /// Matrices whose spectra are drawn (at most).
     pub spectra: usize,
-    /// Largest smaller side for an SVD (the cost grows as its cube).
+    /// Unused: spectra come from the analysis's exact Gram (kept so callers
+    /// that set it still build).
     pub max_svd_side: usize,
-    /// Seed of the power map's null.
+    /// Unused: the power map's null is the verdict's, seeded by the report.
     pub seed: u64,
 }
 
@@ -50,31 +45,18 @@ impl Default for FigureOptions {
     }
 }
 
-/// Pooled mean and population std of a set of tensors, from their records.
-fn pooled_mean_std<'a>(rs: impl Iterator<Item = &'a TensorRecord>) -> (f64, f64) {
-    let (mut n, mut s, mut ss) = (0f64, 0f64, 0f64);
-    for r in rs {
-        let k = r.finite as f64;
-        if k == 0.0 || !r.mean.is_finite() || !r.std.is_finite() {
-            continue;
+impl FigureOptions {
+    /// The analysis's figure options.
+    pub fn analysis(&self) -> resid_analysis::FigureOptions {
+        resid_analysis::FigureOptions {
+            spectra: self.spectra,
         }
-        n += k;
-        s += k * r.mean;
-        ss += k * (r.std * r.std + r.mean * r.mean);
     }
-    if n == 0.0 {
-        return (0.0, 0.0);
-    }
-    let m = s / n;
-    (m, (ss / n - m * m).max(0.0).sqrt())
 }
 
-/// Reads the residual of every tensor in `report` once, one tensor at a
-/// time, and fills per-component histograms, the spectra of up to
-/// `opts.spectra` matrices (an attention and an MLP matrix of the first
-/// layer and an MLP matrix of the last, whose smaller side is at most
-/// `opts.max_svd_side`), and the power map of the matrix with the highest
-/// low-frequency ratio.
+/// The figures of `report` from both checkpoints, read a second time (the
+/// same figure code as the analysis pass). Prefer
+/// [`resid_analysis::analyze_with_figures`], which reads them once.
 pub fn collect_figure_data(
     base: &Checkpoint,
     trained: &Checkpoint,
@@ -82,7 +64,7 @@ pub fn collect_figure_data(
     opts: &FigureOptions,
 ) -> Result<FigureData, ReportError> {
     let mut bb = Vec::new();
-    collect_figure_data_from(report, opts, |r, out| {
+    resid_analysis::figures::collect(report, &opts.analysis(), |r, out| {
         let (Some(be), Some(te)) = (base.get(&r.name), trained.get(&r.name)) else {
             return Ok(false);
         };
@@ -91,20 +73,19 @@ pub fn collect_figure_data(
         for (t, b) in out.iter_mut().zip(&bb) {
             *t -= *b;
         }
-        Ok(true)
+        Ok::<bool, ReportError>(true)
     })
 }
 
-/// The figures of a subspace-mode report (`resid analyze --subspace-of`):
-/// each tensor of `trained` with span(U) projected out, as the analysis
-/// measured it.
+/// The figures of a subspace-mode report, read a second time (prefer
+/// [`resid_analysis::analyze_subspace_with_figures`]).
 pub fn collect_subspace_figure_data(
     trained: &Checkpoint,
     subspace: &resid_analysis::Subspace,
     report: &Report,
     opts: &FigureOptions,
 ) -> Result<FigureData, ReportError> {
-    collect_figure_data_from(report, opts, |r, out| {
+    resid_analysis::figures::collect(report, &opts.analysis(), |r, out| {
         let Some(te) = trained.get(&r.name) else {
             return Ok(false);
         };
@@ -113,111 +94,39 @@ pub fn collect_subspace_figure_data(
         if out.iter().all(|v| v.is_finite()) {
             subspace.project(out, &te.shape);
         }
-        Ok(true)
+        Ok::<bool, ReportError>(true)
     })
 }
 
-/// The figure pass over any residual source: `residual` fills the
-/// residual of a report tensor and returns false to skip it.
-pub fn collect_figure_data_from(
+/// The drawn histogram of one component ("all" for every tensor): the
+/// grid counts of the pass, with the records' pooled moments and their
+/// count beyond 3 std (each tensor against its own std, as the verdict).
+pub fn histogram_of(
     report: &Report,
-    opts: &FigureOptions,
-    mut residual: impl FnMut(&TensorRecord, &mut Vec<f32>) -> Result<bool, ReportError>,
-) -> Result<FigureData, ReportError> {
-    let mut hists: BTreeMap<String, StreamingHistogram> = BTreeMap::new();
-    let (m, s) = pooled_mean_std(report.tensors.iter());
-    hists.insert("all".into(), StreamingHistogram::new(m, s));
-    for c in Component::ALL {
-        let rs: Vec<&TensorRecord> = report.tensors.iter().filter(|r| r.component == c).collect();
-        if !rs.is_empty() {
-            let (m, s) = pooled_mean_std(rs.iter().copied());
-            hists.insert(c.name().into(), StreamingHistogram::new(m, s));
-        }
-    }
-    let spectra_names = spectrum_choice(report, opts);
-    let power_name = report
+    name: &str,
+    grid: &resid_analysis::figures::ValueHistogram,
+) -> HistogramData {
+    let rs: Vec<&TensorRecord> = report
         .tensors
         .iter()
-        .filter(|r| r.matrix.is_some() && r.lowfreq_ratio.is_some_and(f64::is_finite))
-        .max_by(|a, b| {
-            a.lowfreq_ratio
-                .unwrap()
-                .total_cmp(&b.lowfreq_ratio.unwrap())
-        })
-        .map(|r| r.name.clone());
-    let mut out = FigureData::default();
-    let mut tb = Vec::new();
-    for r in &report.tensors {
-        if !residual(r, &mut tb)? {
-            continue;
-        }
-        let resid = &tb[..];
-        hists.get_mut("all").expect("all").add(resid);
-        if let Some(h) = hists.get_mut(r.component.name()) {
-            h.add(resid);
-        }
-        if let Some((rows, cols)) = r.matrix {
-            if spectra_names.contains(&r.name) {
-                let mat = faer::Mat::<f64>::from_fn(rows, cols, |i, j| resid[i * cols + j] as f64);
-                if let Ok(mut sv) = mat.singular_values() {
-                    sv.sort_by(|a, b| b.total_cmp(a));
-                    out.spectra.push(Spectrum {
-                        name: format!("{} ({rows} x {cols})", short_name(&r.name)),
-                        rows,
-                        cols,
-                        std: r.std,
-                        singular_values: sv,
-                    });
-                }
-            }
-            if power_name.as_deref() == Some(r.name.as_str()) {
-                let pm = powermap::power_map(resid, rows, cols, 64);
-                let null = powermap::gaussian_null(pm.rows, pm.cols, r.std, opts.seed ^ 0x5eed);
-                let pn = powermap::power_map(&null, pm.rows, pm.cols, 64);
-                out.powermap = Some((r.name.clone(), pm, pn));
-            }
-        }
-    }
-    out.histograms = hists
-        .into_iter()
-        .filter(|(_, h)| h.n() > 0)
-        .map(|(k, h)| (k, h.finish(120)))
+        .filter(|r| name == "all" || r.component.name() == name)
         .collect();
-    Ok(out)
-}
-
-fn spectrum_choice(report: &Report, opts: &FigureOptions) -> Vec<String> {
-    let ok = |r: &&TensorRecord| {
-        r.matrix
-            .is_some_and(|(a, b)| a.min(b) <= opts.max_svd_side && a.min(b) >= 2)
-    };
-    let first = report.tensors.iter().filter_map(|r| r.layer).min();
-    let last = report.tensors.iter().filter_map(|r| r.layer).max();
-    let mut names = Vec::new();
-    let mut pick = |layer: Option<usize>, c: Component| {
-        if let Some(r) = report
-            .tensors
-            .iter()
-            .filter(ok)
-            .find(|r| r.layer == layer && r.component == c && !names.contains(&r.name))
-        {
-            names.push(r.name.clone());
-        }
-    };
-    pick(first, Component::Attention);
-    pick(first, Component::Mlp);
-    pick(last, Component::Mlp);
-    pick(last, Component::Attention);
-    for r in report.tensors.iter().filter(ok) {
-        if names.len() >= opts.spectra {
-            break;
-        }
-        if !names.contains(&r.name) {
-            names.push(r.name.clone());
-        }
-    }
-    names.truncate(opts.spectra);
-    names
+    let m = rs
+        .iter()
+        .fold(Moments::default(), |m, r| m.merge(&r.moments));
+    let beyond: f64 = rs
+        .iter()
+        .map(|r| r.share_above_3std * r.finite as f64)
+        .filter(|v| v.is_finite())
+        .sum();
+    HistogramData::from_grid(
+        grid,
+        m.mean,
+        m.std(),
+        (m.min, m.max),
+        beyond.round() as u64,
+        120,
+    )
 }
 
 /// "model.layers.3.mlp.up_proj.weight" -> "layers.3.mlp.up_proj".
@@ -645,7 +554,7 @@ pub fn analysis_document(
         Some(h) if !h.is_empty() => {
             let order = ["all", "attention", "mlp", "embedding", "norm", "other"];
             for name in order.iter().filter(|n| h.contains_key(**n)) {
-                let d = &h[*name];
+                let d = &histogram_of(report, name, &h[*name]);
                 let label = component_label(name);
                 let svg = histogram::render(
                     d,
@@ -660,7 +569,7 @@ pub fn analysis_document(
                     &format!("hist-{name}"),
                     svg,
                     format!(
-                        "{label}: {} entries in {} bins of {}; mean {}, std {}; {:.3}% beyond 3 std against 0.27% for a Gaussian. Counts on a log axis: a Gaussian is a parabola, heavy tails lie above it.",
+                        "{label}: {} entries in {} bins of {}; mean {}, std {}; {:.3}% beyond 3 std of their own tensor against 0.27% for a Gaussian. Counts on a log axis: a Gaussian is a parabola, heavy tails lie above it.",
                         d.n,
                         d.counts.len(),
                         fmt_num(d.bin_width()),
@@ -750,6 +659,13 @@ pub fn analysis_document(
                     opt(c.mean_adjacent_r),
                     format!("±{}", opt(c.null_band)),
                     c.pairs_beyond_band.to_string(),
+                    opt(c.mean_overlap),
+                    opt(c.mean_overlap_null),
+                    if c.mean_overlap.is_some() {
+                        c.pairs_overlap_beyond_band.to_string()
+                    } else {
+                        String::new()
+                    },
                 ]);
             }
         }
@@ -759,10 +675,13 @@ pub fn analysis_document(
             opt(il.mean_adjacent_r),
             format!("±{}", opt(il.null_band)),
             String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
         ]);
         blocks.push(Block::Table(Table {
-            caption: "Adjacent-layer r by kind of parameter: each kind against the null band of its own sizes; a pair is beyond its band when |r| > 2/sqrt(n) (about 5% of pairs by chance)".into(),
-            header: ["parameters", "pairs", "mean r", "null band", "pairs beyond own band"].map(String::from).to_vec(),
+            caption: "Adjacent-layer r by kind of parameter: each kind against the null band of its own sizes; a pair is beyond its band when |r| > 2/sqrt(n) (about 5% of pairs by chance). Subspace overlap: mean cos² of the principal angles between the top-8 singular subspaces of R_l and R_l+1 on the residual-stream side (a reordering of hidden units cannot hide it); null: random subspaces of the same dimension, k/d; a pair is beyond when it exceeds the null by 2 null std".into(),
+            header: ["parameters", "pairs", "mean r", "null band", "pairs beyond own band", "subspace overlap", "null", "pairs beyond"].map(String::from).to_vec(),
             rows,
         }));
     }
@@ -781,20 +700,25 @@ pub fn analysis_document(
         )?;
         blocks.push(fig("spectrum", svg, "Singular values, largest first, scaled by std·√(larger side); dashed: what a Gaussian matrix of the same shape and std gives. A few values far above the null: low-rank structure."));
     }
-    if let Some((name, pm, pn)) = figs.and_then(|f| f.powermap.as_ref()) {
+    let maps = figs.and_then(|f| f.powermap.as_ref()).and_then(|m| {
+        let r = report.tensors.iter().find(|r| r.name == m.tensor)?;
+        Some((m, r.lowfreq_share?, r.lowfreq_null_share?))
+    });
+    if let Some((m, share, null_share)) = maps {
         let svg = powermap::render(
             &format!(
                 "Spatial-frequency power of {} vs Gaussian null",
-                short_name(name)
+                short_name(&m.tensor)
             ),
-            pm,
-            pn,
+            &m.residual,
+            &m.null,
+            (share, null_share),
             DEFAULT_SIZE,
         )?;
         blocks.push(fig("powermap", svg, format!(
-            "2-D FFT power of the mean-removed residual (the matrix with the highest low-frequency ratio) and of a Gaussian matrix of the same shape and std, averaged in blocks, log scale. Red box: |f| <= 1/8 cycle per entry; white noise puts about 1/16 of its power there. Low-frequency share {:.2}% vs {:.2}% for the null.",
-            100.0 * pm.lowfreq_share,
-            100.0 * pn.lowfreq_share
+            "2-D FFT power of the mean-removed residual (the matrix with the highest low-frequency ratio) and of the verdict's Gaussian null for its shape, averaged in blocks, log scale. Red box: |f| <= 1/8 cycle per entry; white noise puts about 1/16 of its power there. Low-frequency share of the whole matrix {:.2}% vs {:.2}% for the null (the verdict's figures).",
+            100.0 * share,
+            100.0 * null_share
         )));
     }
     let rows = structure_rows(report);

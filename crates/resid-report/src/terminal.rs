@@ -181,6 +181,9 @@ pub fn render(r: &Report) -> String {
             "Mean r",
             "Null band",
             "Pairs beyond own band",
+            "Subspace overlap",
+            "Null",
+            "Pairs beyond",
         ]);
         for (name, c) in [
             ("weight matrices (verdict)", &il.matrices),
@@ -193,6 +196,13 @@ pub fn render(r: &Report) -> String {
                     fo(c.mean_adjacent_r, 4),
                     format!("+-{}", fo(c.null_band, 4)),
                     c.pairs_beyond_band.to_string(),
+                    fo(c.mean_overlap, 3),
+                    fo(c.mean_overlap_null, 3),
+                    if c.mean_overlap.is_some() {
+                        c.pairs_overlap_beyond_band.to_string()
+                    } else {
+                        String::new()
+                    },
                 ]);
             }
         }
@@ -201,6 +211,9 @@ pub fn render(r: &Report) -> String {
             il.pairs.len().to_string(),
             fo(il.mean_adjacent_r, 4),
             format!("+-{}", fo(il.null_band, 4)),
+            String::new(),
+            String::new(),
+            String::new(),
             String::new(),
         ]);
         section(

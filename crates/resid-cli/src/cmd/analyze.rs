@@ -9,7 +9,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use resid::analysis::{analyze, analyze_subspace, Margins, Options, Subspace};
+use resid::analysis::{
+    analyze, analyze_subspace, analyze_subspace_with_figures, analyze_with_figures, FigureOptions,
+    Margins, Options, Subspace,
+};
 use resid::io::atomic::AtomicFile;
 use resid::io::Layout;
 
@@ -177,13 +180,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         pb.set_position(p.done as u64);
         pb.set_message(p.name.to_string());
     };
-    let report = match (&base, &subspace) {
-        (Some(b), _) => analyze(b, &trained, &opts, &on),
-        (None, Some(s)) => analyze_subspace(&trained, s, &opts, &on),
-        (None, None) => unreachable!("clap requires --base or --subspace-of"),
+    // With --report, the figure data is gathered in the same pass.
+    let figs = args.report.is_some().then(FigureOptions::default);
+    let run = match (&base, &subspace, &figs) {
+        (Some(b), _, Some(f)) => analyze_with_figures(b, &trained, &opts, f, &on).map(some),
+        (Some(b), _, None) => analyze(b, &trained, &opts, &on).map(|r| (r, None)),
+        (None, Some(s), Some(f)) => {
+            analyze_subspace_with_figures(&trained, s, &opts, f, &on).map(some)
+        }
+        (None, Some(s), None) => analyze_subspace(&trained, s, &opts, &on).map(|r| (r, None)),
+        (None, None, _) => unreachable!("clap requires --base or --subspace-of"),
     };
     pb.finish_and_clear();
-    let mut report = report?;
+    let (mut report, figs) = run?;
     if let (Some(dir), Some(b)) = (&args.adapter, &args.base) {
         report.base = b.display().to_string();
         report.trained = format!("{} + adapter {}", b.display(), dir.display());
@@ -204,23 +213,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", resid::report::terminal::render(&report));
     }
     if let Some(dir) = &args.report {
-        // The figures read each residual once more, one tensor at a time.
-        let sp = crate::progress::spinner("report figures", args.quiet);
-        let fig_opts = resid::report::analysis::FigureOptions {
-            seed: args.seed,
-            ..Default::default()
-        };
-        let figs = match (&base, &subspace) {
-            (Some(b), _) => {
-                resid::report::analysis::collect_figure_data(b, &trained, &report, &fig_opts)
-            }
-            (None, Some(s)) => resid::report::analysis::collect_subspace_figure_data(
-                &trained, s, &report, &fig_opts,
-            ),
-            (None, None) => unreachable!("clap requires --base or --subspace-of"),
-        }
-        .with_context(|| format!("report figures for {}", dir.display()))?;
-        resid::report::analysis::write_analysis_report(dir, &report, Some(&figs))
+        let sp = crate::progress::spinner("writing the report", args.quiet);
+        resid::report::analysis::write_analysis_report(dir, &report, figs.as_ref())
             .with_context(|| format!("writing the report in {}", dir.display()))?;
         sp.finish_and_clear();
         if !args.quiet {
@@ -265,4 +259,8 @@ fn apply_adapter(
         resid::io::Checkpoint::open(&pair.trained)?,
         tmp,
     ))
+}
+
+fn some<R, F>((r, f): (R, F)) -> (R, Option<F>) {
+    (r, Some(f))
 }

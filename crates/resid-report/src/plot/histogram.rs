@@ -8,7 +8,7 @@ use super::{
 };
 
 /// Binned values: equal-width bins over `[lo, hi]`; values outside the
-/// range (only possible for [`StreamingHistogram`]) are counted in the edge
+/// range (only possible for [`HistogramData::from_grid`]) are counted in the edge
 /// bins, so `counts` always sums to `n`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HistogramData {
@@ -163,117 +163,46 @@ fn erfc(x: f64) -> f64 {
     }
 }
 
-/// A histogram filled chunk by chunk (one tensor at a time) when the mean
-/// and std are known beforehand (for example pooled from per-tensor
-/// moments): fine bins of std/16 over mean +- 64 std, values past that
-/// clipped into the edge bins; [`StreamingHistogram::finish`] trims the
-/// empty ends and merges bins to about the requested number.
-#[derive(Clone, Debug)]
-pub struct StreamingHistogram {
-    mean: f64,
-    std: f64,
-    lo: f64,
-    width: f64,
-    counts: Vec<u64>,
-    n: u64,
-    beyond: u64,
-    sum: f64,
-    sumsq: f64,
-    min: f64,
-    max: f64,
-}
+/// Half-width of a drawn histogram at most, in std: values past it are
+/// counted in the edge bins.
+pub const MAX_HALF_RANGE_STD: f64 = 64.0;
 
-const FINE_PER_STD: f64 = 16.0;
-const FINE_HALF_RANGE_STD: f64 = 64.0;
-
-impl StreamingHistogram {
-    pub fn new(mean: f64, std: f64) -> Self {
-        let std = if std.is_finite() && std > 0.0 {
-            std
-        } else {
-            1e-30
-        };
-        let bins = (2.0 * FINE_HALF_RANGE_STD * FINE_PER_STD) as usize;
-        StreamingHistogram {
+impl HistogramData {
+    /// The drawn histogram of values gathered on the bf16 grid during the
+    /// analysis pass: `bins` equal bins, symmetric about `mean` (so the
+    /// Gaussian overlay reads evenly), wide enough for [min, max] up to
+    /// [`MAX_HALF_RANGE_STD`]. The moments and the count beyond 3 std are
+    /// the record's, passed in, not re-estimated from bins.
+    pub fn from_grid(
+        grid: &resid_analysis::figures::ValueHistogram,
+        mean: f64,
+        std: f64,
+        (min, max): (f64, f64),
+        beyond_3std: u64,
+        bins: usize,
+    ) -> HistogramData {
+        let mut half = (max - mean).max(mean - min);
+        if std > 0.0 {
+            half = half.min(MAX_HALF_RANGE_STD * std);
+        }
+        if !(half > 0.0 && half.is_finite()) {
+            half = if std > 0.0 {
+                std
+            } else {
+                mean.abs().max(1e-30)
+            };
+        }
+        let (lo, hi) = (mean - half, mean + half);
+        HistogramData {
+            lo,
+            hi,
+            counts: grid.linear(lo, hi, bins),
+            n: grid.n(),
             mean,
             std,
-            lo: mean - FINE_HALF_RANGE_STD * std,
-            width: std / FINE_PER_STD,
-            counts: vec![0; bins],
-            n: 0,
-            beyond: 0,
-            sum: 0.0,
-            sumsq: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-        }
-    }
-
-    /// Adds values; non-finite ones are skipped.
-    pub fn add(&mut self, values: &[f32]) {
-        let last = self.counts.len() as isize - 1;
-        for &v in values {
-            if !v.is_finite() {
-                continue;
-            }
-            let v = v as f64;
-            let i = (((v - self.lo) / self.width).floor() as isize).clamp(0, last) as usize;
-            self.counts[i] += 1;
-            self.n += 1;
-            self.sum += v;
-            self.sumsq += v * v;
-            self.min = self.min.min(v);
-            self.max = self.max.max(v);
-            if (v - self.mean).abs() > 3.0 * self.std {
-                self.beyond += 1;
-            }
-        }
-    }
-
-    /// Number of values added.
-    pub fn n(&self) -> u64 {
-        self.n
-    }
-
-    /// Trims empty ends, merges fine bins to about `target_bins` bins
-    /// (symmetric about the mean, so the Gaussian overlay reads evenly).
-    pub fn finish(&self, target_bins: usize) -> HistogramData {
-        let nb = self.counts.len();
-        let first = self.counts.iter().position(|&c| c > 0);
-        let last = self.counts.iter().rposition(|&c| c > 0);
-        let (first, last) = match (first, last) {
-            (Some(f), Some(l)) => (f, l),
-            _ => (nb / 2 - 1, nb / 2),
-        };
-        // Symmetric about the centre bin boundary (the mean).
-        let centre = nb / 2;
-        let half = (centre - first.min(centre)).max(last + 1 - centre).max(1);
-        let factor = (2 * half).div_ceil(target_bins.max(1)).max(1);
-        let half = half.div_ceil(factor) * factor;
-        let start = centre.saturating_sub(half);
-        let end = (centre + half).min(nb);
-        let mut counts = Vec::with_capacity((end - start) / factor + 1);
-        let mut i = start;
-        while i < end {
-            let j = (i + factor).min(end);
-            counts.push(self.counts[i..j].iter().sum());
-            i = j;
-        }
-        // Clipped values below `start` or above `end` cannot exist: the
-        // range covers every non-empty fine bin.
-        let n = self.n.max(1) as f64;
-        let mean = self.sum / n;
-        let var = (self.sumsq / n - mean * mean).max(0.0);
-        HistogramData {
-            lo: self.lo + start as f64 * self.width,
-            hi: self.lo + end as f64 * self.width,
-            counts,
-            n: self.n,
-            mean,
-            std: var.sqrt(),
-            beyond_3std: self.beyond,
-            min: if self.n > 0 { self.min } else { 0.0 },
-            max: if self.n > 0 { self.max } else { 0.0 },
+            beyond_3std,
+            min,
+            max,
         }
     }
 }
@@ -475,30 +404,6 @@ mod tests {
         assert!(rel < 0.05, "{rel}");
         let share = h.share_beyond_3std();
         assert!((share - 0.0027).abs() < 0.0006, "{share}");
-    }
-
-    #[test]
-    fn streaming_equals_one_shot_totals_and_tails() {
-        let v = gaussian(50_000, 0.5, 3);
-        let mut s = StreamingHistogram::new(0.0, 0.5);
-        for chunk in v.chunks(7000) {
-            s.add(chunk);
-        }
-        let h = s.finish(100);
-        assert_eq!(h.counts.iter().sum::<u64>(), 50_000);
-        assert!(
-            h.counts.len() <= 101 && h.counts.len() >= 50,
-            "{}",
-            h.counts.len()
-        );
-        let one = HistogramData::from_values(&v, 10);
-        let direct_beyond = v.iter().filter(|&&x| (x as f64).abs() > 1.5).count() as u64;
-        assert_eq!(h.beyond_3std, direct_beyond);
-        assert!((h.std - one.std).abs() < 1e-6);
-        assert!(h.lo <= h.min && h.hi >= h.max);
-        // An outlier far past the fine range is still counted.
-        s.add(&[1000.0]);
-        assert_eq!(s.finish(100).counts.iter().sum::<u64>(), 50_001);
     }
 
     #[test]

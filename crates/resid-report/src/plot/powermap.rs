@@ -2,154 +2,10 @@
 //! Gaussian null: smooth matrices put their power near the origin.
 
 use plotters::prelude::*;
-use rand::SeedableRng;
-use rand_distr::{Distribution, Normal};
-use realfft::num_complex::Complex;
 
 use super::{ensure_font, PlotError, Result, Size, FONT, TICK_PT, TITLE_PT};
 
-/// Largest block analysed; bigger matrices are cropped to their top-left
-/// corner of this size (said in the figure).
-pub const MAX_SIDE: usize = 512;
-
-/// A power map: mean power per block of frequencies, over the half plane
-/// row frequency in [-1/2, 1/2), column frequency in [0, 1/2] (cycles per
-/// entry), normalised so that the mean power of a non-DC frequency is 1.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PowerMap {
-    /// Shape analysed (after cropping).
-    pub rows: usize,
-    pub cols: usize,
-    /// Shape before cropping.
-    pub full_rows: usize,
-    pub full_cols: usize,
-    /// Blocks: `grid_rows x grid_cols`, row 0 = most negative row frequency.
-    pub grid_rows: usize,
-    pub grid_cols: usize,
-    /// Mean normalised power per block, row-major.
-    pub power: Vec<f64>,
-    /// Share of power (DC excluded) with |f_row| <= rows/8 and
-    /// |f_col| <= cols/8 (in frequency indices), over the full spectrum.
-    pub lowfreq_share: f64,
-}
-
-/// Computes the map of the `rows x cols` row-major matrix `m` (mean
-/// removed; cropped to [`MAX_SIDE`]), with at most `grid` blocks a side.
-pub fn power_map(m: &[f32], rows: usize, cols: usize, grid: usize) -> PowerMap {
-    assert_eq!(m.len(), rows * cols, "matrix size");
-    let r = rows.min(MAX_SIDE);
-    let c = cols.min(MAX_SIDE);
-    let mut mean = 0f64;
-    for i in 0..r {
-        for &v in &m[i * cols..i * cols + c] {
-            mean += v as f64;
-        }
-    }
-    mean /= (r * c).max(1) as f64;
-    let hc = c / 2 + 1;
-    // Row transforms (real), then column transforms (complex).
-    let mut planner = realfft::RealFftPlanner::<f64>::new();
-    let rfft = planner.plan_fft_forward(c);
-    let mut spec = vec![Complex::new(0.0, 0.0); r * hc];
-    let mut row = vec![0f64; c];
-    let mut out = rfft.make_output_vec();
-    for i in 0..r {
-        for (d, &v) in row.iter_mut().zip(&m[i * cols..i * cols + c]) {
-            *d = v as f64 - mean;
-        }
-        rfft.process(&mut row, &mut out).expect("rfft sizes");
-        spec[i * hc..(i + 1) * hc].copy_from_slice(&out);
-    }
-    let fft = rustfft::FftPlanner::<f64>::new().plan_fft_forward(r);
-    let mut col = vec![Complex::new(0.0, 0.0); r];
-    let mut power = vec![0f64; r * hc]; // [k_row][k_col], k_row unshifted
-    for j in 0..hc {
-        for i in 0..r {
-            col[i] = spec[i * hc + j];
-        }
-        fft.process(&mut col);
-        for i in 0..r {
-            power[i * hc + j] = col[i].norm_sqr();
-        }
-    }
-    // Conjugate-symmetry weights: the half plane stands for the full one.
-    let weight = |j: usize| {
-        if j == 0 || (c.rem_euclid(2) == 0 && j == c / 2) {
-            1.0
-        } else {
-            2.0
-        }
-    };
-    let signed = |i: usize| {
-        if i <= r / 2 {
-            i as i64
-        } else {
-            i as i64 - r as i64
-        }
-    };
-    let (mut total, mut low, mut count) = (0f64, 0f64, 0f64);
-    for i in 0..r {
-        for j in 0..hc {
-            if i == 0 && j == 0 {
-                continue;
-            }
-            let p = power[i * hc + j] * weight(j);
-            total += p;
-            count += weight(j);
-            if signed(i).unsigned_abs() as usize * 8 <= r && j * 8 <= c {
-                low += p;
-            }
-        }
-    }
-    let lowfreq_share = if total > 0.0 { low / total } else { 0.0 };
-    let norm = if total > 0.0 { total / count } else { 1.0 };
-    // Blocks over shifted row frequencies (most negative first).
-    let gr = grid.clamp(1, r.max(1));
-    let gc = grid.div_ceil(2).clamp(1, hc);
-    let mut sum = vec![0f64; gr * gc];
-    let mut n = vec![0usize; gr * gc];
-    for i in 0..r {
-        let shifted = (signed(i) + (r as i64) / 2) as usize; // 0..r
-        let bi = (shifted * gr / r).min(gr - 1);
-        for j in 0..hc {
-            if i == 0 && j == 0 {
-                continue;
-            }
-            let bj = (j * gc / hc).min(gc - 1);
-            sum[bi * gc + bj] += power[i * hc + j] / norm;
-            n[bi * gc + bj] += 1;
-        }
-    }
-    let power = sum
-        .iter()
-        .zip(&n)
-        .map(|(s, &k)| if k > 0 { s / k as f64 } else { 0.0 })
-        .collect();
-    PowerMap {
-        rows: r,
-        cols: c,
-        full_rows: rows,
-        full_cols: cols,
-        grid_rows: gr,
-        grid_cols: gc,
-        power,
-        lowfreq_share,
-    }
-}
-
-/// A Gaussian matrix of the given shape and std, from a fixed seed.
-pub fn gaussian_null(rows: usize, cols: usize, std: f64, seed: u64) -> Vec<f32> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let std = if std.is_finite() && std > 0.0 {
-        std
-    } else {
-        1.0
-    };
-    let d = Normal::new(0.0, std).expect("finite std");
-    (0..rows * cols)
-        .map(|_| d.sample(&mut rng) as f32)
-        .collect()
-}
+pub use resid_analysis::figures::{PowerMap, MAP_SIDE};
 
 /// Perceptual dark-blue -> yellow colour of t in [0, 1] (viridis-like).
 pub fn sequential(t: f64) -> RGBColor {
@@ -173,8 +29,16 @@ pub fn sequential(t: f64) -> RGBColor {
 }
 
 /// Draws `residual` and `null` side by side on one colour scale
-/// (log10 of normalised power), the low-frequency box outlined.
-pub fn render(title: &str, residual: &PowerMap, null: &PowerMap, size: Size) -> Result<String> {
+/// (log10 of normalised power), the low-frequency box outlined; `shares`
+/// are the record's low-frequency shares of the whole residual and of its
+/// null (the verdict's numbers, not re-measured on the drawn block).
+pub fn render(
+    title: &str,
+    residual: &PowerMap,
+    null: &PowerMap,
+    shares: (f64, f64),
+    size: Size,
+) -> Result<String> {
     ensure_font();
     let err = |e: &dyn std::fmt::Display| PlotError::new(title, e);
     let logs = |m: &PowerMap| -> Vec<f64> {
@@ -196,8 +60,8 @@ pub fn render(title: &str, residual: &PowerMap, null: &PowerMap, size: Size) -> 
     if hi - lo < 1e-9 {
         hi = lo + 1.0;
     }
-    let ratio = if null.lowfreq_share > 0.0 {
-        residual.lowfreq_share / null.lowfreq_share
+    let ratio = if shares.1 > 0.0 {
+        shares.0 / shares.1
     } else {
         f64::NAN
     };
@@ -217,14 +81,14 @@ pub fn render(title: &str, residual: &PowerMap, null: &PowerMap, size: Size) -> 
             (
                 format!(
                     "residual{crop}: {:.1}% low-freq ({:.2}x)",
-                    100.0 * residual.lowfreq_share,
+                    100.0 * shares.0,
                     ratio
                 ),
                 residual,
                 &lr,
             ),
             (
-                format!("Gaussian null: {:.1}% low-freq", 100.0 * null.lowfreq_share),
+                format!("Gaussian null: {:.1}% low-freq", 100.0 * shares.1),
                 null,
                 &ln,
             ),
@@ -315,50 +179,27 @@ pub fn render(title: &str, residual: &PowerMap, null: &PowerMap, size: Size) -> 
 mod tests {
     use super::*;
     use crate::plot::{svg_texts, DEFAULT_SIZE};
-
-    #[test]
-    fn white_noise_puts_a_sixteenth_in_the_low_box() {
-        let (r, c) = (128, 96);
-        let m = gaussian_null(r, c, 0.1, 1);
-        let p = power_map(&m, r, c, 32);
-        // |k_r| <= 16 of 128 and |k_c| <= 12 of 96: (33/128)(25/96) = 0.067
-        let want = (33.0 / 128.0) * (25.0 / 96.0);
-        assert!(
-            (p.lowfreq_share - want).abs() < 0.012,
-            "{} vs {want}",
-            p.lowfreq_share
-        );
-        // Normalised: the mean block power is about 1.
-        let mean = p.power.iter().sum::<f64>() / p.power.len() as f64;
-        assert!((mean - 1.0).abs() < 0.1, "{mean}");
-    }
-
-    #[test]
-    fn smooth_matrix_concentrates_power_at_low_frequency() {
-        let (r, c) = (64, 80);
-        let m: Vec<f32> = (0..r * c)
-            .map(|k| {
-                let (i, j) = ((k / c) as f32, (k % c) as f32);
-                (i * 0.07).sin() * (j * 0.05).cos() + 0.3 * (i * 0.02 + j * 0.03).sin()
-            })
-            .collect();
-        let p = power_map(&m, r, c, 16);
-        assert!(p.lowfreq_share > 0.9, "{}", p.lowfreq_share);
-        // The block holding the origin is the brightest.
-        let (bi0, bj0) = (p.grid_rows / 2, 0);
-        let origin = p.power[bi0 * p.grid_cols + bj0];
-        assert!(p.power.iter().all(|&v| v <= origin + 1e-9));
-    }
+    use resid_analysis::figures::power_maps;
 
     #[test]
     fn large_matrices_are_cropped_and_the_figure_says_so() {
-        let m = gaussian_null(600, 40, 1.0, 2);
-        let p = power_map(&m, 600, 40, 32);
-        assert_eq!((p.rows, p.cols, p.full_rows), (MAX_SIDE, 40, 600));
-        let n = power_map(&gaussian_null(MAX_SIDE, 40, 1.0, 3), MAX_SIDE, 40, 32);
-        let svg = render("power map: test vs null", &p, &n, DEFAULT_SIZE).unwrap();
+        let m = resid_analysis::null::gaussian_vec(600 * 40, 1.0, 2);
+        let p = power_maps(&m, 600, 40, "t", 0);
+        assert_eq!((p.residual.rows, p.residual.cols), (MAP_SIDE, 40));
+        let svg = render(
+            "power map: test vs null",
+            &p.residual,
+            &p.null,
+            (0.07, 0.0625),
+            DEFAULT_SIZE,
+        )
+        .unwrap();
         let t = svg_texts(&svg);
         assert!(t.iter().any(|s| s.contains("top-left 512x40")), "{t:?}");
-        assert!(t.iter().any(|s| s.starts_with("Gaussian null: ")));
+        assert!(
+            t.iter().any(|s| s.contains("7.0% low-freq (1.12x)")),
+            "{t:?}"
+        );
+        assert!(t.iter().any(|s| s.starts_with("Gaussian null: 6.2")));
     }
 }
