@@ -155,9 +155,11 @@ impl Subspace {
         let eig = c
             .self_adjoint_eigen(faer::Side::Lower)
             .map_err(|e| format!("eigendecomposition failed: {e:?}"))?;
-        // faer sorts ascending: the top K are the last K columns.
+        // The top K by value (faer's ascending order is not relied on).
         let (s, uu) = (eig.S().column_vector(), eig.U());
-        let idx: Vec<usize> = (0..k).map(|j| d - 1 - j).collect();
+        let mut idx: Vec<usize> = (0..d).collect();
+        idx.sort_by(|&i, &j| s[j].total_cmp(&s[i]));
+        idx.truncate(k);
         let eigenvalues: Vec<f64> = idx.iter().map(|&i| s[i].max(0.0)).collect();
         let u = Mat::<f32>::from_fn(d, k, |r, j| uu[(r, idx[j])] as f32);
         let share = if trace > 0.0 {

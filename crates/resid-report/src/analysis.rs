@@ -159,7 +159,8 @@ pub fn collect_figure_data_from(
         if let Some((rows, cols)) = r.matrix {
             if spectra_names.contains(&r.name) {
                 let mat = faer::Mat::<f64>::from_fn(rows, cols, |i, j| resid[i * cols + j] as f64);
-                if let Ok(sv) = mat.singular_values() {
+                if let Ok(mut sv) = mat.singular_values() {
+                    sv.sort_by(|a, b| b.total_cmp(a));
                     out.spectra.push(Spectrum {
                         name: format!("{} ({rows} x {cols})", short_name(&r.name)),
                         rows,

@@ -173,16 +173,20 @@ fn rsvd(
     );
     let s = svd.S().column_vector();
     let v = svd.V();
-    let sigma: Vec<f64> = (0..k).map(|j| s[j].max(0.0) as f64).collect();
+    // The top k by value, not the first k: faer's order is not relied on
+    // (with pulp's AVX-512 paths its SVD once came back unsorted).
+    let mut order: Vec<usize> = (0..s.nrows()).collect();
+    order.sort_by(|&i, &j| s[j].total_cmp(&s[i]));
+    let sigma: Vec<f64> = order[..k].iter().map(|&j| s[j].max(0.0) as f64).collect();
     let mut a = vec![0f32; rows * k];
     let mut b = vec![0f32; k * cols];
-    for j in 0..k {
-        let sq = (sigma[j] as f32).sqrt();
+    for (jj, &j) in order[..k].iter().enumerate() {
+        let sq = (sigma[jj] as f32).sqrt();
         for i in 0..rows {
-            a[i * k + j] = u[(i, j)] * sq;
+            a[i * k + jj] = u[(i, j)] * sq;
         }
         for c in 0..cols {
-            b[j * cols + c] = v[(c, j)] * sq;
+            b[jj * cols + c] = v[(c, j)] * sq;
         }
     }
     (sigma, a, b)

@@ -64,9 +64,15 @@ pub fn gaussian(rows: usize, cols: usize, std: f64, rng: &mut ChaCha8Rng) -> Mat
 pub fn svd_dense(a: MatRef<'_, f64>, rank: usize) -> (Mat<f64>, Vec<f64>, Mat<f64>) {
     let svd = a.thin_svd().expect("SVD converges");
     let r = rank.min(a.nrows()).min(a.ncols());
-    let u = svd.U().subcols(0, r).to_owned();
-    let v = svd.V().subcols(0, r).to_owned();
-    let s: Vec<f64> = (0..r).map(|i| svd.S().column_vector()[i]).collect();
+    // Sorted here, not trusted: with pulp's AVX-512 paths faer 0.24 returned
+    // a correct but unsorted SVD (zeros first) for the rank-deficient log-ratio.
+    let sv = svd.S().column_vector();
+    let mut order: Vec<usize> = (0..sv.nrows()).collect();
+    order.sort_by(|&i, &j| sv[j].total_cmp(&sv[i]));
+    order.truncate(r);
+    let u = Mat::from_fn(a.nrows(), r, |i, j| svd.U()[(i, order[j])]);
+    let v = Mat::from_fn(a.ncols(), r, |i, j| svd.V()[(i, order[j])]);
+    let s: Vec<f64> = order.iter().map(|&i| sv[i]).collect();
     (u, s, v)
 }
 
