@@ -1,11 +1,17 @@
-//! The built-in corpus (Shakespeare's complete works, public domain) and the
-//! held-out split. The gzip ships inside the binary so resid works anywhere.
+//! The built-in corpora (Shakespeare's complete works; the King James New
+//! Testament for the fine-tune regime; both public domain, data/README.md)
+//! and the held-out split. The gzips ship inside the binary so resid works
+//! anywhere.
 
 use std::io::Read;
 use std::path::Path;
 
 /// Shakespeare's complete works, gzip-compressed (5,057,282 bytes unpacked).
 pub static SHAKESPEARE_GZ: &[u8] = include_bytes!("../../../data/shakespeare-complete.txt.gz");
+
+/// The King James Version's New Testament, gzip-compressed (952,776 bytes
+/// unpacked): the fine-tune regime's second corpus, prose of another genre.
+pub static KJV_NEW_TESTAMENT_GZ: &[u8] = include_bytes!("../../../data/kjv-new-testament.txt.gz");
 
 /// Errors reading a corpus.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +38,15 @@ impl resid_io::Classify for CorpusError {
 pub fn shakespeare() -> Vec<u8> {
     let mut out = Vec::with_capacity(5_100_000);
     flate2::read::GzDecoder::new(SHAKESPEARE_GZ)
+        .read_to_end(&mut out)
+        .expect("the shipped corpus is a valid gzip");
+    out
+}
+
+/// The shipped fine-tune corpus, unpacked.
+pub fn kjv_new_testament() -> Vec<u8> {
+    let mut out = Vec::with_capacity(960_000);
+    flate2::read::GzDecoder::new(KJV_NEW_TESTAMENT_GZ)
         .read_to_end(&mut out)
         .expect("the shipped corpus is a valid gzip");
     out
@@ -78,6 +93,23 @@ mod tests {
     #[test]
     fn shipped_corpus_has_its_documented_size() {
         assert_eq!(shakespeare().len(), 5_057_282);
+    }
+
+    #[test]
+    fn fine_tune_corpus_has_its_documented_size_and_text() {
+        let t = kjv_new_testament();
+        assert_eq!(t.len(), 952_776);
+        let s = std::str::from_utf8(&t).unwrap();
+        assert!(s.starts_with("\nMatthew 1\n\nThe book of the generation of Jesus Christ"));
+        assert!(s
+            .trim_end()
+            .ends_with("The grace of our Lord Jesus Christ be with you all. Amen."));
+        // 260 chapters, each heading a line alone between blank lines.
+        let l: Vec<&str> = s.split('\n').collect();
+        let headings = (1..l.len() - 1)
+            .filter(|&i| l[i - 1].is_empty() && l[i + 1].is_empty() && !l[i].is_empty())
+            .count();
+        assert_eq!(headings, 260);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! torch layout (`[out, in]`), named as `GptConfig::param_specs()` says, so
 //! resid's analysis and codec never see a burn type.
 
+pub mod amplitude;
 pub mod backend;
 pub mod checkpoint;
 pub mod cpu;

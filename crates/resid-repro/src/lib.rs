@@ -1,10 +1,15 @@
 //! The study, end to end: derive the corpus base, train from it and from a
 //! random init (the control the study lacked), analyse both residuals, pack
-//! them at several rates, run the needle test, and write the report.
+//! them at several rates, run the needle test, fine-tune the corpus-base
+//! model on a second corpus (the regime users bring), test the study's
+//! implications (layer additivity, the information budget; layer-wise and
+//! layer-parallel training on request), and write the report.
 //!
 //! Every step writes its result under the output folder and a `done` marker
 //! last, so an interrupted run resumes where it stopped.
 
+pub mod additivity;
+pub mod budget;
 pub mod needle;
 pub mod pipeline;
 pub mod report;

@@ -1,7 +1,9 @@
 //! The needle test: add back part of the residual to the start point and see
 //! how much of the training gain returns. Top-p% by |r| tests the study's
-//! claim that a few large entries carry the gain; a seeded random p% with
-//! 1/p rescale (DARE) is the control that carries no position information.
+//! claim that a few large entries carry the gain; a seeded random p% is the
+//! control that carries no position information, shown both as is and with
+//! DARE's 1/p rescale (which keeps the expected residual but multiplies its
+//! noise, and so blows up at small p).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -57,11 +59,31 @@ pub fn top_fraction(start: &Named, trained: &Named, frac: f64) -> (Named, usize)
     (out, keep)
 }
 
-/// Start + a seeded random `frac` of residual entries, each scaled by 1/frac
-/// so the expected residual is unchanged (DARE's rescale).
-pub fn random_fraction(start: &Named, trained: &Named, frac: f64, seed: u64) -> Named {
+/// How a random selection's entries are added back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rescale {
+    /// Each kept entry as it is (the same treatment as top-p%).
+    None,
+    /// Each kept entry times 1/frac, so the expected residual is unchanged
+    /// (DARE's rescale).
+    Dare,
+}
+
+/// Start + a seeded random `frac` of residual entries. The mask depends on
+/// the seed alone, so both [`Rescale`]s pick the same entries.
+pub fn random_fraction(
+    start: &Named,
+    trained: &Named,
+    frac: f64,
+    seed: u64,
+    rescale: Rescale,
+) -> Named {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let scale = if frac > 0.0 { 1.0 / frac } else { 0.0 } as f32;
+    let scale = match rescale {
+        Rescale::None => 1.0,
+        Rescale::Dare if frac > 0.0 => (1.0 / frac) as f32,
+        Rescale::Dare => 0.0,
+    };
     let mut out = start.clone();
     for (o, w) in out.iter_mut().zip(trained) {
         for (x, y) in o.2.iter_mut().zip(&w.2) {
@@ -125,10 +147,31 @@ mod tests {
     fn random_fraction_is_unbiased() {
         let s = vec![("a".to_string(), vec![20000], vec![0.0; 20000])];
         let t = vec![("a".to_string(), vec![20000], vec![1.0; 20000])];
-        let w = random_fraction(&s, &t, 0.1, 3);
+        let w = random_fraction(&s, &t, 0.1, 3, Rescale::Dare);
         let mean: f64 = w[0].2.iter().map(|&x| x as f64).sum::<f64>() / 20000.0;
         assert!((mean - 1.0).abs() < 0.1, "{mean}");
-        assert_eq!(random_fraction(&s, &t, 1.0, 3), t);
+        assert_eq!(random_fraction(&s, &t, 1.0, 3, Rescale::Dare), t);
+    }
+
+    #[test]
+    fn unscaled_random_keeps_the_same_entries_as_they_are() {
+        let s = vec![("a".to_string(), vec![20000], vec![0.0; 20000])];
+        let t = vec![("a".to_string(), vec![20000], vec![1.0; 20000])];
+        let plain = random_fraction(&s, &t, 0.1, 3, Rescale::None);
+        let dare = random_fraction(&s, &t, 0.1, 3, Rescale::Dare);
+        let kept: Vec<bool> = plain[0].2.iter().map(|&x| x != 0.0).collect();
+        assert_eq!(
+            kept,
+            dare[0].2.iter().map(|&x| x != 0.0).collect::<Vec<_>>()
+        );
+        // Kept entries are the trained values; about a tenth are kept.
+        assert!(plain[0].2.iter().all(|&x| x == 0.0 || x == 1.0));
+        let share = kept.iter().filter(|&&k| k).count() as f64 / 20000.0;
+        assert!((share - 0.1).abs() < 0.01, "{share}");
+        assert!(dare[0]
+            .2
+            .iter()
+            .all(|&x| x == 0.0 || (x - 10.0).abs() < 1e-5));
     }
 
     #[test]

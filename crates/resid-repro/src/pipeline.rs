@@ -40,6 +40,16 @@ pub struct ReproOptions {
     pub needle_fracs: Vec<f64>,
     /// Lossy rates (bits per parameter) at which residuals are packed.
     pub rates: Vec<f64>,
+    /// Also the fine-tune regime: the corpus-base model fine-tuned on a
+    /// second corpus at a tenth of the learning rate and tokens.
+    pub finetune: bool,
+    /// The fine-tune corpus; the shipped King James New Testament when `None`.
+    pub finetune_corpus: Option<PathBuf>,
+    /// Shares of the gain for which the smallest residual file is searched
+    /// (empty: no search).
+    pub budget_targets: Vec<f64>,
+    /// Also the long runs: layer-wise and layer-parallel training.
+    pub full: bool,
 }
 
 impl ReproOptions {
@@ -56,6 +66,10 @@ impl ReproOptions {
             eval_tokens: 32_768,
             needle_fracs: vec![0.001, 0.01, 0.05, 0.10, 0.25],
             rates: vec![2.0, 1.0, 0.5, 0.25],
+            finetune: true,
+            finetune_corpus: None,
+            budget_targets: vec![0.90, 0.95, 0.99],
+            full: false,
         }
     }
 }
@@ -107,8 +121,12 @@ pub struct NeedleRow {
     pub top_gain: f64,
     /// Bits per parameter of storing the top entries (mask entropy + fp16 values).
     pub top_bits_per_param: f64,
+    /// Random p% with DARE's 1/p rescale.
     pub random_loss: f64,
     pub random_gain: f64,
+    /// The same random entries added back as they are.
+    pub random_plain_loss: f64,
+    pub random_plain_gain: f64,
 }
 
 /// Everything `resid repro` measured; `report.json`.
@@ -126,6 +144,83 @@ pub struct ReproReport {
     pub analysis: BTreeMap<String, resid::analysis::Report>,
     /// Per run name: each residual file's rate and the loss of base + file.
     pub codec: BTreeMap<String, Vec<CodecRow>>,
+    /// Per run name: the gain of each layer's residual alone and left out.
+    pub additivity: BTreeMap<String, crate::additivity::Additivity>,
+    /// Per run name: the information budget.
+    pub budget: BTreeMap<String, Budget>,
+    /// The fine-tune regime's before/after on both corpora.
+    pub finetune: Option<Finetune>,
+    /// Layer-wise and layer-parallel training (`full` runs only).
+    pub layers: Option<LayerTraining>,
+    /// Amplitude-only fine-tunes (with the fine-tune regime).
+    pub amplitude: Vec<AmplitudeRun>,
+}
+
+/// One amplitude-only fine-tune: the pretrained corpus-base model's
+/// per-row and per-column scales (plus norms and biases) trained on the
+/// second corpus with the fine-tune's steps.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AmplitudeRun {
+    pub lr: f64,
+    pub steps: usize,
+    pub trainable: usize,
+    pub params: usize,
+    /// Held-out nats/byte on the second and first corpus after it.
+    pub second_after: f64,
+    pub first_after: f64,
+    /// Share of the full fine-tune's gain on the second corpus.
+    pub gain_vs_full: f64,
+}
+
+/// How many bits one residual takes: its entropy at a storage step, and the
+/// smallest residual files that rebuild 90/95/99% of its gain.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Budget {
+    pub entropy: crate::budget::EntropyBudget,
+    pub smallest: Vec<crate::budget::Smallest>,
+    /// Every file the search made, by rate.
+    pub probes: Vec<crate::budget::Probe>,
+}
+
+/// The fine-tune regime: the corpus-base model after pretraining, then
+/// fine-tuned on a second corpus; held-out nats/byte on both.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Finetune {
+    pub corpus: String,
+    pub steps: usize,
+    pub lr: f64,
+    pub tokens: usize,
+    pub pretrain_steps: usize,
+    pub pretrain_lr: f64,
+    /// The first corpus, before and after fine-tuning (forgetting).
+    pub first_before: f64,
+    pub first_after: f64,
+    /// The second corpus, before and after (the gain on the new domain).
+    pub second_before: f64,
+    pub second_after: f64,
+    /// The bigram count model on the second corpus, for scale.
+    pub second_bigram: f64,
+    pub second_heldout_bytes: usize,
+}
+
+/// Layer independence tested by training: each run's held-out loss on the
+/// same slice, all from the corpus base with the same step budget.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LayerTraining {
+    pub start: f64,
+    /// Every parameter trained together (the `csb` run).
+    pub joint: f64,
+    /// Only the blocks trained, together (embeddings and head frozen as in
+    /// the layer runs): the fair control.
+    pub joint_blocks: f64,
+    /// One block at a time, others frozen, steps split evenly.
+    pub layer_wise: f64,
+    /// Each block trained alone from the start (all steps each), then the
+    /// trained blocks put together.
+    pub layer_parallel: f64,
+    /// Each block's own run, scored alone.
+    pub parallel_alone: Vec<f64>,
+    pub steps: usize,
 }
 
 /// One residual file of a run, unpacked and scored.
@@ -170,31 +265,33 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
     let (train_text, heldout_text) = resid_corpus::corpus::split(&corpus);
     let tok = tokenizer(out, &cfg, train_text)?;
     cfg.vocab_size = tok.vocab_size();
-    let train_tokens = tok.encode(train_text);
-    let heldout_tokens = tok.encode(heldout_text);
-    let bytes_per_token = heldout_text.len() as f64 / heldout_tokens.len().max(1) as f64;
+    let first = Data::new(&tok, train_text, heldout_text);
+    // The fine-tune corpus, tokenized with the pretraining vocabulary.
+    let second = if opts.finetune {
+        let mut c = match &opts.finetune_corpus {
+            Some(p) => resid_corpus::corpus::load(Some(p))
+                .map_err(|e| ReproError::at("finetune corpus", e))?,
+            None => resid_corpus::corpus::kjv_new_testament(),
+        };
+        if let Some(n) = opts.corpus_bytes {
+            c.truncate(n);
+        }
+        let (a, b) = resid_corpus::corpus::split(&c);
+        Some(Data::new(&tok, a, b))
+    } else {
+        None
+    };
 
     on(ReproEvent::Step {
         name: "baselines".into(),
         cached: false,
     });
-    let (baselines, _) = cached(out, "baselines", || {
-        let v = cfg.vocab_size;
-        let uni = counts::unigram_loss(&train_tokens, &heldout_tokens, v, 1.0);
-        let bi = counts::bigram_loss(&train_tokens, &heldout_tokens, v, 0.5);
-        Ok(Baselines {
-            uniform: (v as f64).ln() / bytes_per_token,
-            unigram: uni.per_byte(heldout_text.len()),
-            bigram: bi.per_byte(heldout_text.len()),
-            heldout_bytes: heldout_text.len(),
-            heldout_tokens: heldout_tokens.len(),
-        })
-    })?;
+    let (baselines, _) = cached(out, "baselines", || Ok(first.baselines(cfg.vocab_size)))?;
 
     // The corpus-derived base.
     let base_dir = out.join("base");
     let (_, was) = cached(out, "base", || {
-        let base = resid_corpus::base::derive_base(&train_tokens, &cfg, opts.seed);
+        let base = resid_corpus::base::derive_base(&first.train, &cfg, opts.seed);
         resid_corpus::base::write_base(&base_dir, &base, &cfg, &tok)
             .map_err(|e| ReproError::at("base", e))?;
         Ok(base_dir.clone())
@@ -204,84 +301,64 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
         cached: was,
     });
 
-    // Training runs: corpus base, random control, optionally mimetic.
-    let mut inits = vec![
-        ("csb", InitKind::Path(base_dir.clone())),
-        ("random", InitKind::Random),
+    // Training runs: corpus base, random control, optionally mimetic, then
+    // the fine-tune of the corpus-base model.
+    let mut plan: Vec<Planned> = vec![
+        Planned::new("csb", InitKind::Path(base_dir.clone()), cfg.clone(), false),
+        Planned::new("random", InitKind::Random, cfg.clone(), false),
     ];
     if opts.mimetic {
-        inits.push(("mimetic", InitKind::Mimetic));
+        plan.push(Planned::new(
+            "mimetic",
+            InitKind::Mimetic,
+            cfg.clone(),
+            false,
+        ));
     }
-    let to_train = inits
+    if second.is_some() {
+        plan.push(Planned::new(
+            FINETUNE,
+            InitKind::Path(out.join("train-csb")),
+            finetune_config(&cfg),
+            true,
+        ));
+    }
+    let layer_plan = if opts.full {
+        layer_runs(&cfg, &base_dir, out)
+    } else {
+        Vec::new()
+    };
+    let to_train: Vec<&Planned> = plan
         .iter()
-        .filter(|(n, _)| !out.join(format!("train-{n}.json")).exists())
-        .count();
-    if to_train > 0 {
+        .chain(&layer_plan)
+        .filter(|p| !out.join(format!("train-{}.json", p.name)).exists())
+        .collect();
+    if !to_train.is_empty() {
         on(ReproEvent::Note(estimate(
             opts,
             &cfg,
-            to_train,
-            inits.len(),
+            &to_train,
+            plan.len(),
         )?));
     }
-    let mut runs = Vec::new();
-    for (name, init) in inits {
-        let step = format!("train-{name}");
-        let dir = out.join(&step);
-        let mut fresh = false;
-        let (r, _) = cached(out, &step, || {
-            fresh = true;
-            on(ReproEvent::Step {
-                name: step.clone(),
-                cached: false,
-            });
-            let mut o = TrainOptions::new(cfg.clone(), &dir);
-            o.init = init.clone();
-            o.seed = opts.seed;
-            o.eval_tokens = (opts.eval_tokens / 2).max(1);
-            o.final_eval_tokens = opts.eval_tokens;
-            o.eval_every = (cfg.steps / 10).max(1);
-            if dir.join("model.json").exists() || dir.join("step-0").exists() {
-                // An interrupted run: resume from its latest checkpoint if any.
-                if let Some(last) = latest_checkpoint(&dir) {
-                    o.resume = Some(last);
-                }
-            }
-            o.save_every = (cfg.steps / 4).max(1);
-            let s = resid_lm::train(&o, &train_tokens, &heldout_tokens, bytes_per_token, |p| {
-                on(ReproEvent::Train {
-                    run: name.to_string(),
-                    progress: p.clone(),
-                })
-            })
-            .map_err(|e| ReproError::at(&step, e))?;
-            Ok(RunResult {
-                name: name.to_string(),
-                init: init.to_string(),
-                dir: dir.clone(),
-                start_loss: s
-                    .initial_heldout
-                    .map(|e| e.nats_per_byte)
-                    .unwrap_or(f64::NAN),
-                trained_loss: s.final_heldout.nats_per_byte,
-                steps: s.steps,
-                seconds: s.seconds,
-                tokens_per_s: s.tokens_per_s,
-                curve: s
-                    .curve
-                    .iter()
-                    .filter_map(|c| c.heldout_nats_per_byte.map(|l| (c.step, l)))
-                    .collect(),
-            })
-        })?;
-        if !fresh {
-            on(ReproEvent::Step {
-                name: step.clone(),
-                cached: true,
-            });
+    let data_of = |p: &Planned| {
+        if p.second {
+            second.as_ref().expect("planned with a second corpus")
+        } else {
+            &first
         }
-        runs.push(r);
+    };
+    let mut runs = Vec::new();
+    for p in &plan {
+        runs.push(train_run(out, p, opts, data_of(p), &mut on)?);
     }
+    let data_for = |name: &str| {
+        if name == FINETUNE {
+            second.as_ref().expect("a fine-tune run has its corpus")
+        } else {
+            &first
+        }
+    };
 
     // Analysis of each residual: trained minus its own start point.
     let mut analysis = BTreeMap::new();
@@ -351,17 +428,10 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
     let mut ends: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     for r in &runs {
         let step = format!("ends-{}", r.name);
+        let d = data_for(&r.name);
         let (v, _) = cached(out, &step, || {
-            let score = |dir: &Path| {
-                eval(
-                    &cfg,
-                    &load(dir, &cfg, &step)?,
-                    &heldout_tokens,
-                    bytes_per_token,
-                    opts.eval_tokens,
-                    &step,
-                )
-            };
+            let score =
+                |dir: &Path| d.eval(&cfg, &load(dir, &cfg, &step)?, opts.eval_tokens, &step);
             Ok((score(&r.dir.join("step-0"))?, score(&r.dir)?))
         })?;
         ends.insert(r.name.clone(), v);
@@ -378,13 +448,9 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
             name: step.clone(),
             cached: false,
         });
+        let d = data_for(&r.name);
         let (rows, _) = cached(out, &step, || {
-            use resid::codec::pack::{Mode, PackOptions};
-            let open =
-                |p: PathBuf| resid::io::Checkpoint::open(&p).map_err(|e| ReproError::at(&step, e));
-            let start = open(r.dir.join("step-0").join("model.safetensors"))?;
-            let trained = open(r.dir.join("model.safetensors"))?;
-            // Scored on the same held-out slice as every variant.
+            use resid::codec::pack::Mode;
             let (l0, l1) = ends[&r.name];
             let mut modes = vec![(String::from("lossless"), Mode::Lossless, None)];
             for &b in &opts.rates {
@@ -394,26 +460,7 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
             for (label, mode, req) in modes {
                 let tag = label.replace([' ', '/'], "-");
                 let file = files.join(format!("{}-{tag}.resid", r.name));
-                let po = PackOptions {
-                    mode,
-                    seed: opts.seed,
-                    ..Default::default()
-                };
-                let rep = resid::codec::pack::pack(&start, &trained, &file, &po)
-                    .map_err(|e| ReproError::at(&step, e))?;
-                let rebuilt = files.join(format!("{}-{tag}.safetensors", r.name));
-                resid::codec::pack::unpack(&start, &file, &rebuilt)
-                    .map_err(|e| ReproError::at(&step, e))?;
-                let w = load(&rebuilt, &cfg, &step)?;
-                let _ = std::fs::remove_file(&rebuilt);
-                let l = eval(
-                    &cfg,
-                    &w,
-                    &heldout_tokens,
-                    bytes_per_token,
-                    opts.eval_tokens,
-                    &step,
-                )?;
+                let (rep, l) = pack_and_score(r, &cfg, d, opts, mode, &file, &step)?;
                 on(ReproEvent::Note(format!(
                     "{}: {label}: {:.3} bits/param, held-out {l:.3} nats/byte",
                     r.name, rep.bits_per_param
@@ -433,6 +480,46 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
         codec.insert(r.name.clone(), rows);
     }
 
+    // The information budget: entropy at the storage step, and the
+    // smallest file that rebuilds each share of the gain.
+    let mut budget = BTreeMap::new();
+    for r in &runs {
+        let step = format!("budget-{}", r.name);
+        on(ReproEvent::Step {
+            name: step.clone(),
+            cached: false,
+        });
+        let d = data_for(&r.name);
+        let (v, _) = cached(out, &step, || {
+            use resid::codec::pack::Mode;
+            let (l0, l1) = ends[&r.name];
+            let file = files.join(format!("{}-search.resid", r.name));
+            let (smallest, probes) = crate::budget::smallest_files(
+                &opts.budget_targets,
+                BUDGET_RATES.0,
+                BUDGET_RATES.1,
+                BUDGET_TOLERANCE,
+                |rate| {
+                    let (rep, l) =
+                        pack_and_score(r, &cfg, d, opts, Mode::BitsPerParam(rate), &file, &step)?;
+                    Ok(crate::budget::Probe {
+                        requested: rate,
+                        bits_per_param: rep.bits_per_param,
+                        file_bytes: rep.file_bytes,
+                        gain: needle::gain_recovered(l0, l, l1),
+                    })
+                },
+            )?;
+            let _ = std::fs::remove_file(&file);
+            Ok(Budget {
+                entropy: crate::budget::EntropyBudget::of(&analysis[&r.name]),
+                smallest,
+                probes,
+            })
+        })?;
+        budget.insert(r.name.clone(), v);
+    }
+
     // The needle test on each run's residual.
     let mut needle_rows = BTreeMap::new();
     for r in &runs {
@@ -441,32 +528,25 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
             name: step.clone(),
             cached: false,
         });
+        let d = data_for(&r.name);
         let (rows, _) = cached(out, &step, || {
             let start = load(&r.dir.join("step-0"), &cfg, &step)?;
             let trained = load(&r.dir, &cfg, &step)?;
-            let eval = |w: &Named| {
-                eval(
-                    &cfg,
-                    w,
-                    &heldout_tokens,
-                    bytes_per_token,
-                    opts.eval_tokens,
-                    &step,
-                )
-            };
+            let eval = |w: &Named| d.eval(&cfg, w, opts.eval_tokens, &step);
             let (l0, l1) = ends[&r.name];
             let mut rows = Vec::new();
             for &p in &opts.needle_fracs {
                 let (top, _) = needle::top_fraction(&start, &trained, p);
                 let lt = eval(&top)?;
-                let rnd = needle::random_fraction(&start, &trained, p, opts.seed ^ 0x5EED);
-                let lr = eval(&rnd)?;
+                let random = |rescale| {
+                    needle::random_fraction(&start, &trained, p, opts.seed ^ 0x5EED, rescale)
+                };
+                let lr = eval(&random(needle::Rescale::Dare))?;
+                let lp = eval(&random(needle::Rescale::None))?;
                 on(ReproEvent::Note(format!(
-                    "{}: p = {:.1}%: top {:.3}, random {:.3} nats/byte",
+                    "{}: p = {:.1}%: top {lt:.3}, random {lp:.3}, random rescaled {lr:.3} nats/byte",
                     r.name,
                     p * 100.0,
-                    lt,
-                    lr
                 )));
                 rows.push(NeedleRow {
                     frac: p,
@@ -475,11 +555,156 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
                     top_bits_per_param: needle::top_bits_per_param(p, 16.0),
                     random_loss: lr,
                     random_gain: needle::gain_recovered(l0, lr, l1),
+                    random_plain_loss: lp,
+                    random_plain_gain: needle::gain_recovered(l0, lp, l1),
                 });
             }
             Ok(rows)
         })?;
         needle_rows.insert(r.name.clone(), rows);
+    }
+
+    // Additivity: each layer's residual alone, and the whole without it.
+    let mut additivity = BTreeMap::new();
+    for r in &runs {
+        let step = format!("additivity-{}", r.name);
+        on(ReproEvent::Step {
+            name: step.clone(),
+            cached: false,
+        });
+        let d = data_for(&r.name);
+        let (v, _) = cached(out, &step, || {
+            use crate::additivity::{add_back, part_of, Additivity, PartRow};
+            let start = load(&r.dir.join("step-0"), &cfg, &step)?;
+            let trained = load(&r.dir, &cfg, &step)?;
+            let (l0, l1) = ends[&r.name];
+            let gain = |w: &Named| -> Result<f64> {
+                Ok(needle::gain_recovered(
+                    l0,
+                    d.eval(&cfg, w, opts.eval_tokens, &step)?,
+                    l1,
+                ))
+            };
+            let mut rows = Vec::new();
+            for (part, params) in crate::additivity::parts(&start) {
+                let alone = gain(&add_back(&start, &trained, |n| part_of(n) == part))?;
+                let without = gain(&add_back(&start, &trained, |n| part_of(n) != part))?;
+                rows.push(PartRow {
+                    part,
+                    params,
+                    gain_alone: alone,
+                    gain_without: without,
+                });
+            }
+            Ok(Additivity::new(rows))
+        })?;
+        additivity.insert(r.name.clone(), v);
+    }
+
+    // The fine-tune regime's before/after on both corpora.
+    let finetune = match (&second, runs.iter().find(|r| r.name == FINETUNE)) {
+        (Some(d2), Some(ft)) => {
+            let (v, _) = cached(out, "finetune", || {
+                let step = "finetune";
+                let after = load(&ft.dir, &cfg, step)?;
+                let (second_before, second_after) = ends[FINETUNE];
+                let fcfg = finetune_config(&cfg);
+                Ok(Finetune {
+                    corpus: opts.finetune_corpus.as_ref().map_or_else(
+                        || "King James Version, New Testament (shipped)".into(),
+                        |p| p.display().to_string(),
+                    ),
+                    steps: fcfg.steps,
+                    lr: fcfg.lr,
+                    tokens: fcfg.steps * fcfg.batch_size * fcfg.context,
+                    pretrain_steps: cfg.steps,
+                    pretrain_lr: cfg.lr,
+                    first_before: ends["csb"].1,
+                    first_after: first.eval(&cfg, &after, opts.eval_tokens, step)?,
+                    second_before,
+                    second_after,
+                    second_bigram: d2.baselines(cfg.vocab_size).bigram,
+                    second_heldout_bytes: d2.heldout_bytes,
+                })
+            })?;
+            Some(v)
+        }
+        _ => None,
+    };
+
+    // Layer-wise and layer-parallel training (the long runs).
+    let layers = if opts.full {
+        let mut trained = BTreeMap::new();
+        for p in &layer_plan {
+            let r = train_run(out, p, opts, &first, &mut on)?;
+            trained.insert(p.name.clone(), r);
+        }
+        let (v, _) = cached(out, "layers", || {
+            let step = "layers";
+            let score = |w: &Named| first.eval(&cfg, w, opts.eval_tokens, step);
+            let start = load(&base_dir, &cfg, step)?;
+            let mut combined = start.clone();
+            let mut alone = Vec::new();
+            for l in 0..cfg.n_layer {
+                let w = load(&trained[&format!("parallel-{l}")].dir, &cfg, step)?;
+                alone.push(score(&w)?);
+                let part = format!("blocks.{l}");
+                combined = crate::additivity::add_back(&combined, &w, |n| {
+                    crate::additivity::part_of(n) == part
+                });
+            }
+            let last = &trained[&format!("layerwise-{}", cfg.n_layer - 1)];
+            Ok(LayerTraining {
+                start: ends["csb"].0,
+                joint: ends["csb"].1,
+                joint_blocks: score(&load(&trained["joint-blocks"].dir, &cfg, step)?)?,
+                layer_wise: score(&load(&last.dir, &cfg, step)?)?,
+                layer_parallel: score(&combined)?,
+                parallel_alone: alone,
+                steps: cfg.steps,
+            })
+        })?;
+        Some(v)
+    } else {
+        None
+    };
+
+    // Amplitude-only fine-tunes: at the fine-tune's learning rate and at
+    // pretraining's (a scale moves by lr per step, a tenth of which may
+    // not be the fairest budget for it).
+    let mut amplitude = Vec::new();
+    if let (Some(d2), Some(f)) = (&second, &finetune) {
+        let fcfg = finetune_config(&cfg);
+        for lr in [fcfg.lr, cfg.lr] {
+            let step = format!("amplitude-lr{lr}");
+            on(ReproEvent::Step {
+                name: step.clone(),
+                cached: false,
+            });
+            let (v, _) = cached(out, &step, || {
+                let mut c = fcfg.clone();
+                c.lr = lr;
+                let start = load(&out.join("train-csb"), &cfg, &step)?;
+                let (w, s) =
+                    resid_lm::amplitude::train_amplitudes(&c, &start, &d2.train, opts.seed)
+                        .map_err(|e| ReproError::at(&step, e))?;
+                let second_after = d2.eval(&cfg, &w, opts.eval_tokens, &step)?;
+                Ok(AmplitudeRun {
+                    lr,
+                    steps: s.steps,
+                    trainable: s.trainable,
+                    params: s.params,
+                    second_after,
+                    first_after: first.eval(&cfg, &w, opts.eval_tokens, &step)?,
+                    gain_vs_full: needle::gain_recovered(
+                        f.second_before,
+                        second_after,
+                        f.second_after,
+                    ),
+                })
+            })?;
+            amplitude.push(v);
+        }
     }
 
     let report = ReproReport {
@@ -492,6 +717,11 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
         needle: needle_rows,
         analysis,
         codec,
+        additivity,
+        budget,
+        finetune,
+        layers,
+        amplitude,
     };
     let text = serde_json::to_string_pretty(&report).map_err(|e| ReproError::at("report", e))?;
     resid::io::atomic::write_atomic(&out.join("report.json"), text.as_bytes())
@@ -500,29 +730,282 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
     Ok(report)
 }
 
-/// Seconds the steps other than training and scoring took in the default
+/// The fine-tune run's name.
+pub const FINETUNE: &str = "finetune";
+
+/// Rates (bits per parameter) between which the smallest file is searched,
+/// and the bracket's ratio at which the search stops.
+const BUDGET_RATES: (f64, f64) = (0.25, 8.0);
+const BUDGET_TOLERANCE: f64 = 0.1;
+
+/// A fine-tune's budget: a tenth of pretraining's peak learning rate and of
+/// its tokens (the ceiling for a typical fine-tune).
+pub fn finetune_config(cfg: &GptConfig) -> GptConfig {
+    let mut c = cfg.clone();
+    c.steps = (cfg.steps / 10).max(1);
+    c.lr = cfg.lr / 10.0;
+    c.warmup_steps = (c.steps / 10).max(1);
+    c
+}
+
+/// A corpus split and tokenized.
+struct Data {
+    train: Vec<u32>,
+    heldout: Vec<u32>,
+    bytes_per_token: f64,
+    heldout_bytes: usize,
+}
+
+impl Data {
+    fn new(tok: &Tokenizer, train: &[u8], heldout: &[u8]) -> Self {
+        let h = tok.encode(heldout);
+        Data {
+            train: tok.encode(train),
+            bytes_per_token: heldout.len() as f64 / h.len().max(1) as f64,
+            heldout: h,
+            heldout_bytes: heldout.len(),
+        }
+    }
+
+    fn baselines(&self, v: usize) -> Baselines {
+        let uni = counts::unigram_loss(&self.train, &self.heldout, v, 1.0);
+        let bi = counts::bigram_loss(&self.train, &self.heldout, v, 0.5);
+        Baselines {
+            uniform: (v as f64).ln() / self.bytes_per_token,
+            unigram: uni.per_byte(self.heldout_bytes),
+            bigram: bi.per_byte(self.heldout_bytes),
+            heldout_bytes: self.heldout_bytes,
+            heldout_tokens: self.heldout.len(),
+        }
+    }
+
+    /// Held-out nats per byte of `w` on the first `max_tokens` tokens.
+    fn eval(&self, cfg: &GptConfig, w: &Named, max_tokens: usize, step: &str) -> Result<f64> {
+        eval(
+            cfg,
+            w,
+            &self.heldout,
+            self.bytes_per_token,
+            max_tokens,
+            step,
+        )
+    }
+}
+
+/// A training run to make: its name, start, config and corpus.
+struct Planned {
+    name: String,
+    init: InitKind,
+    cfg: GptConfig,
+    /// Trains on the second (fine-tune) corpus.
+    second: bool,
+    frozen: Vec<String>,
+}
+
+impl Planned {
+    fn new(name: &str, init: InitKind, cfg: GptConfig, second: bool) -> Self {
+        Planned {
+            name: name.into(),
+            init,
+            cfg,
+            second,
+            frozen: Vec::new(),
+        }
+    }
+}
+
+/// The `full` runs: every block trained together with the rest frozen
+/// (the control), one block at a time in order, and each block alone.
+fn layer_runs(cfg: &GptConfig, base: &Path, out: &Path) -> Vec<Planned> {
+    let names: Vec<String> = cfg.param_specs().into_iter().map(|(n, _)| n).collect();
+    let all_but = |keep: &dyn Fn(&str) -> bool| -> Vec<String> {
+        names.iter().filter(|n| !keep(n)).cloned().collect()
+    };
+    let block = |l: usize| move |n: &str| n.starts_with(&format!("blocks.{l}."));
+    let mut v = Vec::new();
+    let mut joint = Planned::new(
+        "joint-blocks",
+        InitKind::Path(base.into()),
+        cfg.clone(),
+        false,
+    );
+    joint.frozen = all_but(&|n| n.starts_with("blocks."));
+    v.push(joint);
+    let mut c = cfg.clone();
+    c.steps = (cfg.steps / cfg.n_layer.max(1)).max(1);
+    c.warmup_steps = c.warmup_steps.min(c.steps / 5);
+    for l in 0..cfg.n_layer {
+        let from = if l == 0 {
+            base.to_path_buf()
+        } else {
+            out.join(format!("train-layerwise-{}", l - 1))
+        };
+        let mut p = Planned::new(
+            &format!("layerwise-{l}"),
+            InitKind::Path(from),
+            c.clone(),
+            false,
+        );
+        p.frozen = all_but(&block(l));
+        v.push(p);
+    }
+    for l in 0..cfg.n_layer {
+        let mut p = Planned::new(
+            &format!("parallel-{l}"),
+            InitKind::Path(base.into()),
+            cfg.clone(),
+            false,
+        );
+        p.frozen = all_but(&block(l));
+        v.push(p);
+    }
+    v
+}
+
+/// Trains (or resumes, or finds finished) one planned run.
+fn train_run(
+    out: &Path,
+    p: &Planned,
+    opts: &ReproOptions,
+    data: &Data,
+    on: &mut dyn FnMut(ReproEvent),
+) -> Result<RunResult> {
+    let step = format!("train-{}", p.name);
+    let dir = out.join(&step);
+    let cfg = &p.cfg;
+    let mut fresh = false;
+    let (r, _) = cached(out, &step, || {
+        fresh = true;
+        on(ReproEvent::Step {
+            name: step.clone(),
+            cached: false,
+        });
+        let mut o = TrainOptions::new(cfg.clone(), &dir);
+        o.init = p.init.clone();
+        o.seed = opts.seed;
+        o.frozen = p.frozen.clone();
+        o.eval_tokens = (opts.eval_tokens / 2).max(1);
+        o.final_eval_tokens = opts.eval_tokens;
+        o.eval_every = (cfg.steps / 10).max(1);
+        if dir.join("model.json").exists() || dir.join("step-0").exists() {
+            // An interrupted run: resume from its latest checkpoint if any.
+            if let Some(last) = latest_checkpoint(&dir) {
+                o.resume = Some(last);
+            }
+        }
+        o.save_every = (cfg.steps / 4).max(1);
+        let s = resid_lm::train(&o, &data.train, &data.heldout, data.bytes_per_token, |pr| {
+            on(ReproEvent::Train {
+                run: p.name.clone(),
+                progress: pr.clone(),
+            })
+        })
+        .map_err(|e| ReproError::at(&step, e))?;
+        Ok(RunResult {
+            name: p.name.clone(),
+            init: p.init.to_string(),
+            dir: dir.clone(),
+            start_loss: s
+                .initial_heldout
+                .map(|e| e.nats_per_byte)
+                .unwrap_or(f64::NAN),
+            trained_loss: s.final_heldout.nats_per_byte,
+            steps: s.steps,
+            seconds: s.seconds,
+            tokens_per_s: s.tokens_per_s,
+            curve: s
+                .curve
+                .iter()
+                .filter_map(|c| c.heldout_nats_per_byte.map(|l| (c.step, l)))
+                .collect(),
+        })
+    })?;
+    if !fresh {
+        on(ReproEvent::Step {
+            name: step,
+            cached: true,
+        });
+    }
+    Ok(r)
+}
+
+/// Packs run `r`'s residual into `file` at `mode`, rebuilds start + file,
+/// and scores it on `d`'s held-out slice.
+fn pack_and_score(
+    r: &RunResult,
+    cfg: &GptConfig,
+    d: &Data,
+    opts: &ReproOptions,
+    mode: resid::codec::pack::Mode,
+    file: &Path,
+    step: &str,
+) -> Result<(resid::codec::pack::PackReport, f64)> {
+    use resid::codec::pack::PackOptions;
+    let open = |p: PathBuf| resid::io::Checkpoint::open(&p).map_err(|e| ReproError::at(step, e));
+    let start = open(r.dir.join("step-0").join("model.safetensors"))?;
+    let trained = open(r.dir.join("model.safetensors"))?;
+    let po = PackOptions {
+        mode,
+        seed: opts.seed,
+        ..Default::default()
+    };
+    let rep = resid::codec::pack::pack(&start, &trained, file, &po)
+        .map_err(|e| ReproError::at(step, e))?;
+    let rebuilt = file.with_extension("safetensors");
+    resid::codec::pack::unpack(&start, file, &rebuilt).map_err(|e| ReproError::at(step, e))?;
+    let w = load(&rebuilt, cfg, step)?;
+    let _ = std::fs::remove_file(&rebuilt);
+    Ok((rep, d.eval(cfg, &w, opts.eval_tokens, step)?))
+}
+
+/// Seconds the steps other than training and scoring take in the default
 /// tiny run (corpus base, analyses, residual files; BENCHMARKS.md).
 const OTHER_STEPS_S: f64 = 60.0;
 
+/// Residual files the budget search makes per run, about (two ends, then
+/// bisection steps shared by the targets).
+const BUDGET_PROBES: f64 = 10.0;
+
 /// A line saying how long the run will take: this model's training speed
 /// measured now (three steps), times the tokens to train and to score.
-fn estimate(opts: &ReproOptions, cfg: &GptConfig, to_train: usize, runs: usize) -> Result<String> {
+fn estimate(
+    opts: &ReproOptions,
+    cfg: &GptConfig,
+    to_train: &[&Planned],
+    runs: usize,
+) -> Result<String> {
     let kind = resid_lm::EngineKind::default();
     let tps = resid_lm::engine::measure_tokens_per_s(kind, cfg, 2)
         .map_err(|e| ReproError::at("estimate", e))?;
-    let per_run = (cfg.steps * cfg.batch_size * cfg.context) as f64;
-    let train_s = to_train as f64 * per_run / tps;
+    let per = |c: &GptConfig| c.steps * c.batch_size * c.context;
+    let mut tokens: usize = to_train.iter().map(|p| per(&p.cfg)).sum();
+    if opts.finetune {
+        // The two amplitude-only fine-tunes.
+        tokens += 2 * per(&finetune_config(cfg));
+    }
+    let train_s = tokens as f64 / tps;
     // Held-out tokens scored per run: eleven evals of half the slice while
-    // training, then the ends, every residual file and both needle variants.
-    let evals =
-        5.5 + 1.0 + 2.0 + (1 + opts.rates.len()) as f64 + 2.0 * opts.needle_fracs.len() as f64;
+    // training, then the ends, every residual file, the budget search, the
+    // needle test's three variants and the additivity test's two per part.
+    let evals = 5.5
+        + 1.0
+        + 2.0
+        + (1 + opts.rates.len()) as f64
+        + if opts.budget_targets.is_empty() {
+            0.0
+        } else {
+            BUDGET_PROBES
+        }
+        + 3.0 * opts.needle_fracs.len() as f64
+        + 2.0 * (cfg.n_layer + 1) as f64;
     // A forward pass costs about a third of a training step.
     let score_s = runs as f64 * evals * opts.eval_tokens as f64 / (3.0 * tps);
     let total = train_s + score_s + OTHER_STEPS_S;
     Ok(format!(
-        "about {:.1} min: {to_train} training run(s) of {} steps at {:.0} tokens/s (measured now) {:.0} s, scoring {:.0} s, base and analyses ~{:.0} s",
+        "about {:.1} min: {} training run(s), {:.1}M tokens at {:.0} tokens/s (measured now) {:.0} s, scoring {:.0} s, base and analyses ~{:.0} s",
         total / 60.0,
-        cfg.steps,
+        to_train.len(),
+        tokens as f64 / 1e6,
         tps,
         train_s,
         score_s,

@@ -40,9 +40,11 @@ fn clamp_gain(mut s: Vec<LineSeries>) -> Vec<LineSeries> {
 pub fn figures(r: &ReproReport) -> Vec<(String, String, LinesData)> {
     let mut out = Vec::new();
     // Training curves.
+    // The fine-tune's curve is on the second corpus: not on this axis.
     let mut s: Vec<LineSeries> = r
         .runs
         .iter()
+        .filter(|x| x.name != crate::pipeline::FINETUNE)
         .enumerate()
         .map(|(i, run)| {
             series(
@@ -86,8 +88,19 @@ pub fn figures(r: &ReproReport) -> Vec<(String, String, LinesData)> {
             false,
             i,
         ));
+        s.push(LineSeries {
+            markers: false,
+            ..series(
+                &format!("{run}: random p%, as is"),
+                rows.iter()
+                    .map(|x| (x.frac * 100.0, x.random_plain_gain))
+                    .collect(),
+                true,
+                i + 3,
+            )
+        });
         s.push(series(
-            &format!("{run}: random p%, rescaled"),
+            &format!("{run}: random p%, x 1/p"),
             rows.iter()
                 .map(|x| (x.frac * 100.0, x.random_gain))
                 .collect(),
@@ -97,7 +110,7 @@ pub fn figures(r: &ReproReport) -> Vec<(String, String, LinesData)> {
     }
     out.push((
         "needle".into(),
-        "Needle test: share of the training gain recovered by adding back p% of the residual's entries to the start point (points below -0.5 drawn at -0.5; the table has their values).".into(),
+        "Needle test: share of the training gain recovered by adding back p% of the residual's entries to the start point: the largest by |r|, a random p% as is, and the same random p% times 1/p as DARE does (points below -0.5 drawn at -0.5; the table has their values). The fine-tune's gains are on the second corpus.".into(),
         LinesData {
             title: "Needle test: gain recovered vs entries added back".into(),
             x_label: "entries added back (% of parameters, log scale)".into(),
@@ -134,8 +147,10 @@ pub fn figures(r: &ReproReport) -> Vec<(String, String, LinesData)> {
             s.push(LineSeries {
                 markers: false,
                 ..series(
-                    &format!("{run}: random p%, fp16 values"),
-                    n.iter().map(|x| (16.0 * x.frac, x.random_gain)).collect(),
+                    &format!("{run}: random p% as is, fp16 values"),
+                    n.iter()
+                        .map(|x| (16.0 * x.frac, x.random_plain_gain))
+                        .collect(),
                     true,
                     i + 3,
                 )
@@ -144,7 +159,7 @@ pub fn figures(r: &ReproReport) -> Vec<(String, String, LinesData)> {
     }
     out.push((
         "codec".into(),
-        "Gain recovered per stored bit: resid's lossy residual file vs top-p% (fp16 values and an entropy-coded mask) and random p% (fp16 values, seeded mask); points below -0.5 drawn at -0.5.".into(),
+        "Gain recovered per stored bit: resid's lossy residual file vs top-p% (fp16 values and an entropy-coded mask) and random p% added back as is (fp16 values, seeded mask); points below -0.5 drawn at -0.5.".into(),
         LinesData {
             title: "Residual file vs top-p at equal bits".into(),
             x_label: "bits per parameter (log scale)".into(),

@@ -14,16 +14,20 @@ fn minute_sized_reproduction_runs_end_to_end_and_resumes() {
     o.rates = vec![1.0, 0.25];
     o.needle_fracs = vec![0.01, 0.25];
     o.mimetic = true;
+    o.full = true;
+    o.budget_targets = vec![0.5, 0.9];
     let r = run(&o, |_| {}).unwrap();
 
     let b = &r.baselines;
     assert!(b.bigram < b.unigram && b.unigram < b.uniform, "{b:?}");
     let names: Vec<&str> = r.runs.iter().map(|x| x.name.as_str()).collect();
-    assert_eq!(names, ["csb", "random", "mimetic"]);
+    assert_eq!(names, ["csb", "random", "mimetic", "finetune"]);
     for run in &r.runs {
         assert!(run.start_loss.is_finite() && run.trained_loss.is_finite());
         assert!(run.trained_loss > 0.0 && run.trained_loss < 6.0, "{run:?}");
-        assert_eq!(run.steps, 12);
+        // The fine-tune: a tenth of the steps.
+        let steps = if run.name == "finetune" { 1 } else { 12 };
+        assert_eq!(run.steps, steps, "{}", run.name);
     }
     // Random init starts near ln 256 nats/byte; the corpus base far below it.
     let csb = &r.runs[0];
@@ -55,8 +59,109 @@ fn minute_sized_reproduction_runs_end_to_end_and_resumes() {
         assert_eq!(rows.len(), 2, "{name}");
         for x in rows {
             assert!(x.top_gain.is_finite() && x.random_gain.is_finite(), "{x:?}");
+            assert!(x.random_plain_gain.is_finite(), "{x:?}");
             assert!(x.top_bits_per_param > 0.0);
         }
+    }
+
+    // The fine-tune starts where the corpus-base run ended: its start on
+    // the first corpus is that run's end, and both corpora are scored.
+    let ft = r.finetune.as_ref().unwrap();
+    let rel = (ft.first_before - r.runs[0].trained_loss).abs() / ft.first_before;
+    assert!(
+        rel < 1e-4,
+        "{} vs {}",
+        ft.first_before,
+        r.runs[0].trained_loss
+    );
+    assert!(ft.lr <= r.config.lr / 10.0 + 1e-12 && ft.steps * 10 <= r.config.steps);
+    let ft_run = &r.runs[3];
+    let ft_start =
+        resid_lm::checkpoint::load_weights_for(&ft_run.dir.join("step-0"), &r.config).unwrap();
+    let csb_end = resid_lm::checkpoint::load_weights_for(&r.runs[0].dir, &r.config).unwrap();
+    assert_eq!(
+        ft_start, csb_end,
+        "the fine-tune starts from the pretrained model"
+    );
+    for x in [
+        ft.first_after,
+        ft.second_before,
+        ft.second_after,
+        ft.second_bigram,
+    ] {
+        assert!(x.is_finite() && x > 0.0 && x < 6.0, "{ft:?}");
+    }
+    for name in ["csb", "random", "mimetic", "finetune"] {
+        assert!(
+            r.analysis.contains_key(name) && r.codec.contains_key(name),
+            "{name}"
+        );
+        assert!(r.needle.contains_key(name), "{name}");
+    }
+
+    // Additivity: one row per block and one for the rest, covering every
+    // parameter; start + all parts = trained, so leaving out nothing would
+    // recover 1, and each part's two figures are finite.
+    for (name, a) in &r.additivity {
+        assert_eq!(a.parts.len(), r.config.n_layer + 1, "{name}");
+        assert_eq!(a.parts.iter().map(|p| p.params).sum::<usize>(), r.n_params);
+        let s: f64 = a.parts.iter().map(|p| p.gain_alone).sum();
+        assert!((s - a.sum_alone).abs() < 1e-12 && s.is_finite(), "{name}");
+    }
+
+    // The information budget: the per-tensor sums agree with the analysis'
+    // own entry-weighted means over all tensors.
+    for (name, b) in &r.budget {
+        let all = &r.analysis[name].components.all;
+        let e = &b.entropy;
+        assert_eq!(e.entries, r.n_params as u64, "{name}");
+        let per_entry = e.bits_at_step / e.entries as f64;
+        assert!(
+            (per_entry - all.entropy_step_bits).abs() < 1e-6,
+            "{name}: {per_entry} vs {}",
+            all.entropy_step_bits
+        );
+        assert!((0.0..=1.0).contains(&(e.beyond_3std / e.entries as f64)));
+        assert_eq!(b.smallest.len(), 2, "{name}");
+        for s in &b.smallest {
+            if let Some(p) = s.passing {
+                assert!(p.gain >= s.target && p.file_bytes > 0, "{name}: {s:?}");
+            }
+            if let Some(f) = s.failing {
+                assert!(f.gain < s.target, "{name}: {s:?}");
+            }
+            if let (Some(p), Some(f)) = (s.passing, s.failing) {
+                assert!(f.requested < p.requested, "{name}: {s:?}");
+            }
+        }
+    }
+
+    // Amplitude-only fine-tunes: two learning rates, scored on both corpora.
+    assert_eq!(r.amplitude.len(), 2);
+    for a in &r.amplitude {
+        assert!(
+            a.trainable * 10 < a.params && a.second_after.is_finite(),
+            "{a:?}"
+        );
+        assert!(
+            a.gain_vs_full.is_finite() && a.first_after.is_finite(),
+            "{a:?}"
+        );
+    }
+
+    // Layer-wise and layer-parallel training: every block's own run froze
+    // everything else, so its weights outside that block are the base's.
+    let l = r.layers.as_ref().unwrap();
+    assert_eq!(l.parallel_alone.len(), r.config.n_layer);
+    for x in [l.joint_blocks, l.layer_wise, l.layer_parallel] {
+        assert!(x.is_finite() && x < l.start + 1.0, "{l:?}");
+    }
+    let base = resid_lm::checkpoint::load_weights_for(&dir.path().join("base"), &r.config).unwrap();
+    let p0 =
+        resid_lm::checkpoint::load_weights_for(&dir.path().join("train-parallel-0"), &r.config)
+            .unwrap();
+    for ((n, _, a), (_, _, b)) in base.iter().zip(&p0) {
+        assert_eq!(a == b, !n.starts_with("blocks.0."), "{n}");
     }
     for (name, a) in &r.analysis {
         let all = &a.components.all;
@@ -81,9 +186,18 @@ fn minute_sized_reproduction_runs_end_to_end_and_resumes() {
     }
     let md = std::fs::read_to_string(dir.path().join("REPORT.md")).unwrap();
     for needle in [
+        "What we found",
         "kurtosis, attention",
+        "uniform ceiling log2(100)",
+        "a random partition of the same rows",
         "Needle test",
+        "random p, as is",
         "Verdict",
+        "The fine-tune regime",
+        "How many bits training adds",
+        "Do the layers add up?",
+        "Can the layers be trained independently?",
+        "Does training amplitudes suffice?",
         "fig-needle.svg",
     ] {
         assert!(md.contains(needle), "REPORT.md lacks {needle}");

@@ -35,6 +35,21 @@ pub struct Args {
     /// Also train from the mimetic init.
     #[arg(long)]
     mimetic: bool,
+    /// Fine-tune corpus (plain text or .gz) for the fine-tune regime; the
+    /// shipped King James New Testament when absent.
+    #[arg(long, value_name = "FILE")]
+    finetune_corpus: Option<PathBuf>,
+    /// Skip the fine-tune regime.
+    #[arg(long)]
+    no_finetune: bool,
+    /// Shares of the training gain whose smallest residual file is searched
+    /// (comma-separated; empty: no search).
+    #[arg(long, value_delimiter = ',', default_value = "0.9,0.95,0.99")]
+    budget_targets: Vec<f64>,
+    /// Also the long runs: layer-wise and layer-parallel training from the
+    /// corpus base (2 + 2 x layers more training runs).
+    #[arg(long)]
+    full: bool,
     /// Held-out tokens scored for every variant (the same slice for all;
     /// the periodic evals while training use half).
     #[arg(long, default_value_t = 32_768)]
@@ -64,6 +79,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     o.steps = a.steps;
     o.seed = a.seed;
     o.mimetic = a.mimetic;
+    o.finetune = !a.no_finetune;
+    o.finetune_corpus = a.finetune_corpus;
+    if let Some(t) = a.budget_targets.iter().find(|t| !(0.0..=1.0).contains(*t)) {
+        crate::exit::usage_bail!("--budget-targets: {t} is not a share between 0 and 1");
+    }
+    o.budget_targets = a.budget_targets;
+    o.full = a.full;
     o.eval_tokens = a.eval_tokens;
     let quiet = a.quiet;
     let mut bar: Option<(String, ProgressBar)> = None;

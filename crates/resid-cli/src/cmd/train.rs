@@ -70,6 +70,12 @@ pub struct Args {
     /// Held-out tokens for the periodic evals (the final eval uses the whole split).
     #[arg(long, default_value_t = 65_536)]
     pub eval_tokens: usize,
+    /// Keep the parameters whose names match GLOB as they start (repeatable;
+    /// e.g. 'tok_emb.*' or 'blocks.[12].*'; names look like
+    /// blocks.0.attn.q.weight, see `resid inspect`). A resumed run keeps the
+    /// set it was started with.
+    #[arg(long, value_name = "GLOB")]
+    pub freeze: Vec<String>,
     /// Extra checkpoint every N steps (0: none).
     #[arg(long, default_value_t = 0)]
     pub save_every: usize,
@@ -127,6 +133,34 @@ pub fn config_from(a: &Args) -> anyhow::Result<GptConfig> {
     Ok(c)
 }
 
+/// The parameter names of `cfg` that the `--freeze` globs match; a glob
+/// that matches nothing is a usage error (a typo would silently train all).
+pub fn frozen_names(cfg: &GptConfig, globs: &[String]) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = cfg.param_specs().into_iter().map(|(n, _)| n).collect();
+    let mut out = Vec::new();
+    for g in globs {
+        let p = match glob::Pattern::new(g) {
+            Ok(p) => p,
+            Err(e) => crate::exit::usage_bail!("--freeze {g:?}: {e}"),
+        };
+        let hits: Vec<&String> = names.iter().filter(|n| p.matches(n)).collect();
+        if hits.is_empty() {
+            crate::exit::usage_bail!(
+                "--freeze {g:?} matches no parameter of the model (names look like {})",
+                names
+                    .get(4)
+                    .map_or("blocks.0.attn.q.weight", |s| s.as_str())
+            );
+        }
+        for n in hits {
+            if !out.contains(n) {
+                out.push(n.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Sets the rayon pool size (burn's CPU backend runs on the global pool).
 pub fn set_threads(threads: Option<usize>) {
     if let Some(n) = threads {
@@ -180,6 +214,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (tr, ho) = (tokenizer.encode(tr_bytes), tokenizer.encode(ho_bytes));
     let bytes_per_token = ho_bytes.len() as f64 / ho.len().max(1) as f64;
     let init: InitKind = a.init.parse().map_err(anyhow::Error::msg)?;
+    if a.resume.is_some() && !a.freeze.is_empty() {
+        crate::exit::usage_bail!(
+            "--freeze with --resume: a resumed run keeps the frozen set it was started with"
+        );
+    }
+    let frozen = frozen_names(&cfg, &a.freeze)?;
     let opts = TrainOptions {
         init,
         seed: a.seed,
@@ -187,6 +227,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         eval_tokens: a.eval_tokens,
         save_every: a.save_every,
         resume: a.resume.clone(),
+        frozen,
         tokenizer_json: (tokenizer.kind() == resid_corpus::tokenizer::Kind::Bpe)
             .then(|| tokenizer.to_json()),
         ..TrainOptions::new(cfg.clone(), a.out.clone())
@@ -200,6 +241,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("valid template"),
     );
     if !a.quiet {
+        if !opts.frozen.is_empty() {
+            eprintln!("frozen: {}", opts.frozen.join(", "));
+        }
         eprintln!(
             "training {} ({} params, {}) on {} train / {} held-out tokens -> {}",
             cfg.preset,
