@@ -110,6 +110,32 @@ fn pack_and_unpack_by_repo_id_match_the_same_by_path() {
             == rebuild(s(&f.base), &by_path, "r2.safetensors"),
         "the rebuilds differ"
     );
+    // The file made from repo ids records them with their commits; the one
+    // made from paths records none; verify takes the base by id.
+    let shown =
+        |file: &Path| String::from_utf8_lossy(&f.resid(&["inspect", s(file)]).stdout).into_owned();
+    let by_id_shown = shown(&by_id);
+    assert!(
+        by_id_shown.contains(&format!(
+            "base org/base@{COMMIT} and trained org/tuned@{COMMIT}"
+        )),
+        "{by_id_shown}"
+    );
+    assert!(shown(&by_path).contains("base a local path and trained a local path"));
+    let j = w.join("i.json");
+    ok(&f.resid(&["inspect", s(&by_id), "--json", s(&j)]));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&j).unwrap()).unwrap();
+    assert_eq!(doc["provenance"]["trained_repo"], "org/tuned");
+    assert_eq!(doc["provenance"]["base_revision"], COMMIT);
+    ok(&f.resid(&[
+        "verify",
+        s(&by_id),
+        "--base",
+        "org/base",
+        "--against",
+        "org/tuned",
+        "-q",
+    ]));
     // HF_HOME/hub finds the same cache when HF_HUB_CACHE is unset.
     let home = tempfile::tempdir().unwrap();
     symlink(f.cache.path(), home.path().join("hub")).unwrap();

@@ -952,6 +952,9 @@ fn pack_and_score(
     let rep = resid::codec::pack::pack(&start, &trained, file, &po)
         .map_err(|e| ReproError::at(step, e))?;
     let rebuilt = file.with_extension("safetensors");
+    // The repro's own scratch: one left by an interrupted run goes first
+    // (unpack never replaces a file it did not create).
+    let _ = std::fs::remove_file(&rebuilt);
     resid::codec::pack::unpack(&start, file, &rebuilt).map_err(|e| ReproError::at(step, e))?;
     let w = load(&rebuilt, cfg, step)?;
     let _ = std::fs::remove_file(&rebuilt);

@@ -52,6 +52,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             r.residual_rel_error, r.weight_rel_error
         )?;
     }
+    if let Some(p) = &r.provenance {
+        let from = |repo: &Option<String>, rev: &Option<String>| match (repo, rev) {
+            (Some(r), Some(c)) => format!("{r}@{c}"),
+            (Some(r), None) => r.clone(),
+            _ => "a local path".to_string(),
+        };
+        writeln!(
+            o,
+            "made by resid {} from base {} and trained {}",
+            p.resid_version,
+            from(&p.base_repo, &p.base_revision),
+            from(&p.trained_repo, &p.trained_revision)
+        )?;
+    }
     writeln!(
         o,
         "trained side: {} ({})",

@@ -75,8 +75,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         crate::exit::usage_bail!("give one of --lossless, --bits-per-param, --keep, --max-error")
     };
-    let base = crate::input::open(&args.base, args.quiet)?;
-    let trained = crate::input::open(&args.trained, args.quiet)?;
+    let (base, base_from) = crate::input::open_located(&args.base, args.quiet)?;
+    let (trained, trained_from) = crate::input::open_located(&args.trained, args.quiet)?;
     base.advise_sequential();
     trained.advise_sequential();
     let opts = PackOptions {
@@ -86,6 +86,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         batch_bytes: batch_bytes(args.max_memory),
         ..Default::default()
     };
+    // Repo ids given on the command line are recorded with their commits.
+    let mut opts = opts;
+    (opts.provenance.base_repo, opts.provenance.base_revision) = base_from.unzip();
+    (
+        opts.provenance.trained_repo,
+        opts.provenance.trained_revision,
+    ) = trained_from.unzip();
     let pb = crate::progress::bytes_bar(trained.data_bytes() as u64, "pack", args.quiet);
     let rep =
         resid::codec::pack_with_progress(&base, &trained, &args.output, &opts, &|n| pb.inc(n))

@@ -5,14 +5,14 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use resid::io::Checkpoint;
 
 /// Arguments of `resid verify`.
 #[derive(clap::Args)]
 pub struct Args {
     /// Residual file.
     pub file: PathBuf,
-    /// Base checkpoint the residual was made against.
+    /// Base checkpoint the residual was made against: a file, a folder, or
+    /// a repo id org/name[@revision] in the local Hugging Face cache.
     #[arg(long)]
     pub base: PathBuf,
     /// The original trained checkpoint: bit-exact tensors must equal its own.
@@ -27,8 +27,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let base = Checkpoint::open(&args.base)?;
-    let against = args.against.as_deref().map(Checkpoint::open).transpose()?;
+    let base = crate::input::open(&args.base, args.quiet)?;
+    let against = args
+        .against
+        .as_deref()
+        .map(|a| crate::input::open(a, args.quiet))
+        .transpose()?;
     let pb = crate::progress::bytes_bar(0, "verify", args.quiet);
     let rep = resid::codec::verify(
         &base,
