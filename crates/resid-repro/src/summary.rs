@@ -805,21 +805,21 @@ fn found(r: &ReproReport) -> Section {
             .collect::<Vec<_>>()
             .join("; ")
     };
-    let verdict = |h: fn(&Report) -> &Hypothesis| {
-        per(&|_, a| {
+    // "hypothesis X: supported" names what was tested, which may be the
+    // study's claim or its negation.
+    let verdict = |name: &str, h: fn(&Report) -> &Hypothesis| {
+        let v = per(&|_, a| {
             let h = h(a);
             h.measure.map(|_| {
-                format!(
-                    "{} ({})",
-                    if h.supported {
-                        "supported"
-                    } else {
-                        "not supported"
-                    },
-                    h.rule
-                )
+                let word = if h.supported {
+                    "supported"
+                } else {
+                    "not supported"
+                };
+                format!("{word} ({})", h.rule)
             })
-        })
+        });
+        format!("hypothesis \"{name}\": {v}")
     };
     let f2 = |x: f64| cell(Some(x));
     let mut rows = vec![
@@ -838,7 +838,7 @@ fn found(r: &ReproReport) -> Section {
                     cell(a.components.mlp.as_ref().map(|c| c.kurtosis_pooled))
                 ))
             }),
-            verdict(|a| &a.verdict.sparse),
+            verdict("sparse", |a| &a.verdict.sparse),
         ],
         vec![
             "A few large entries carry the gain (\"sparse needles\")".into(),
@@ -863,7 +863,7 @@ fn found(r: &ReproReport) -> Section {
                     .mean_adjacent_r
                     .map(|x| format!("r = {}", f2(x)))
             }),
-            verdict(|a| &a.verdict.coordinated),
+            verdict("coordinated", |a| &a.verdict.coordinated),
         ],
         vec![
             "Layers independent: each layer's correction stands alone".into(),
@@ -882,7 +882,7 @@ fn found(r: &ReproReport) -> Section {
                 study::LOWFREQ
             ),
             per(&|_, a| a.verdict.smooth.measure.map(|x| format!("{}x", f2(x)))),
-            verdict(|a| &a.verdict.smooth),
+            verdict("smooth", |a| &a.verdict.smooth),
         ],
         vec![
             format!(
@@ -894,7 +894,7 @@ fn found(r: &ReproReport) -> Section {
                     format!("VE {} at K = 2 (a random partition: {})", f2(ve), f2(rp))
                 })
             }),
-            verdict(|a| &a.verdict.clustered),
+            verdict("clustered", |a| &a.verdict.clustered),
         ],
         vec![
             format!(
