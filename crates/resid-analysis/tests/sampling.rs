@@ -71,7 +71,10 @@ fn big_matrix_is_sampled_and_recorded_small_one_is_exact() {
     assert_eq!(rows, kmeans::rows_for(BIG.0, BIG.1));
     assert!(rows * BIG.1 <= kmeans::BUDGET && rows < BIG.0);
     assert_eq!(s["kmeans"]["of"], BIG.0 as u64);
-    assert_eq!(s["kmeans"]["restarts"], kmeans::Config::FAST.restarts as u64);
+    assert_eq!(
+        s["kmeans"]["restarts"],
+        kmeans::Config::FAST.restarts as u64
+    );
     assert_eq!(big["kmeans_rows"], rows as u64);
     // A Gaussian residual: the sampled PR estimate sits at the full shape's
     // Marchenko-Pastur value.
