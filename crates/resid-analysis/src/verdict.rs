@@ -161,13 +161,35 @@ pub struct Evidence {
     pub decay: Weighted,
 }
 
+/// The comparison a measure made with its margin, as the rule text shows
+/// it: the sign that held, so a reason never reads as the opposite.
+fn gt(x: Option<f64>, t: f64) -> &'static str {
+    match x {
+        Some(v) if v > t => ">",
+        Some(_) => "<=",
+        None => "vs",
+    }
+}
+
+fn lt(x: Option<f64>, t: f64) -> &'static str {
+    match x {
+        Some(v) if v < t => "<",
+        Some(_) => ">=",
+        None => "vs",
+    }
+}
+
 fn below(name: &str, w: &Weighted, margin: f64, what: &str) -> Hypothesis {
     Hypothesis {
         supported: w.measure.is_some_and(|m| m < margin),
         measure: w.measure,
         null: w.null,
         margin,
-        rule: format!("{name}: {what} {} < {margin}", fmt(w.measure)),
+        rule: format!(
+            "{name}: {what} {} {} {margin}",
+            fmt(w.measure),
+            lt(w.measure, margin)
+        ),
         tensors: w.tally,
     }
 }
@@ -179,8 +201,9 @@ fn above(name: &str, w: &Weighted, margin: f64, what: &str) -> Hypothesis {
         null: w.null,
         margin,
         rule: format!(
-            "{name}: {what} {} > {margin} (null {})",
+            "{name}: {what} {} {} {margin} (null {})",
             fmt(w.measure),
+            gt(w.measure, margin),
             fmt(w.null)
         ),
         tensors: w.tally,
@@ -199,11 +222,13 @@ pub fn judge(e: &Evidence, m: &Margins) -> Verdict {
             null: Some(0.0),
             margin: m.sparse_kurtosis,
             rule: format!(
-                "pooled excess kurtosis {} > {} and top-1% energy share {} > {:.1}% ({}x Gaussian)",
+                "pooled excess kurtosis {} {} {} and top-1% energy share {} {} {:.1}% ({}x Gaussian)",
                 fmt(e.kurtosis_pooled),
+                gt(e.kurtosis_pooled, m.sparse_kurtosis),
                 m.sparse_kurtosis,
                 e.top1pct_energy
                     .map_or("n/a".into(), |s| format!("{:.1}%", s * 100.0)),
+                gt(e.top1pct_energy, top1_min),
                 top1_min * 100.0,
                 m.sparse_top1_factor
             ),
@@ -216,8 +241,9 @@ pub fn judge(e: &Evidence, m: &Margins) -> Verdict {
         null: Some(1.0),
         margin: m.smooth_ratio,
         rule: format!(
-            "low-frequency power ratio to null {} > {}",
+            "low-frequency power ratio to null {} {} {}",
             fmt(e.lowfreq_ratio),
+            gt(e.lowfreq_ratio, m.smooth_ratio),
             m.smooth_ratio
         ),
         tensors: None,
@@ -231,8 +257,9 @@ pub fn judge(e: &Evidence, m: &Margins) -> Verdict {
         null: Some(0.0),
         margin: threshold,
         rule: format!(
-            "|mean adjacent-layer r of the weight matrices| {} > max({}, {} x null band {})",
+            "|mean adjacent-layer r of the weight matrices| {} {} max({}, {} x null band {})",
             fmt(e.mean_adjacent_r.map(f64::abs)),
+            gt(e.mean_adjacent_r.map(f64::abs), threshold),
             m.coordinated_r,
             m.coordinated_bands,
             fmt(e.null_band)
@@ -248,10 +275,11 @@ pub fn judge(e: &Evidence, m: &Margins) -> Verdict {
         margin: m.clustered_excess_ve,
         rule: match e.best_k {
             Some((k, ve, vn)) => format!(
-                "k-means VE excess over the larger of the shuffled and same-covariance nulls at best K={k}: {:.4} - {:.4} = {:.4} > {}",
+                "k-means VE excess over the larger of the shuffled and same-covariance nulls at best K={k}: {:.4} - {:.4} = {:.4} {} {}",
                 ve,
                 vn,
                 ve - vn,
+                gt(Some(ve - vn), m.clustered_excess_ve),
                 m.clustered_excess_ve
             ),
             None => format!(
@@ -315,6 +343,9 @@ mod tests {
         };
         let v = judge(&e, &m);
         assert!(v.sparse.supported && !v.smooth.supported);
+        // The rule shows the comparison that held, either way.
+        assert!(v.sparse.rule.contains("33.0000 > 3"), "{}", v.sparse.rule);
+        assert!(v.smooth.rule.contains("0.9600 <= 1.5"), "{}", v.smooth.rule);
         assert!(!v.coordinated.supported && !v.clustered.supported);
         e.top1pct_energy = Some(0.1);
         e.lowfreq_ratio = Some(2.0);
