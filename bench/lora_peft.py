@@ -113,7 +113,8 @@ def gpt2_check(a):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     out = os.path.join(a.out, "gpt2")
-    cfg = GPT2Config(vocab_size=256, n_positions=64, n_embd=64, n_layer=2, n_head=4)
+    cfg = GPT2Config(vocab_size=256, n_positions=64, n_embd=64, n_layer=2, n_head=4,
+                     bos_token_id=0, eos_token_id=0)
     model = GPT2LMHeadModel(cfg)
     b, t = os.path.join(out, "base"), os.path.join(out, "trained")
     model.save_pretrained(b)
