@@ -11,6 +11,12 @@ from tiny configs written here, with a tokenizer built here by `tokenizers`:
   must give bit-equal outputs on fixed inputs;
 - `resid pack --bits-per-param B` (lossy) then `unpack`: the folder loads and
   the distance of its outputs from the trained model's is measured.
+- Added tokens: the Llama fine-tune given 8 more tokens the way transformers
+  does it (`resize_token_embeddings`, new rows sampled at the old rows' mean;
+  once exactly 8 rows, once padded with `pad_to_multiple_of=64`), embedding
+  and head both grown; the file for each, lossless and lossy, beside the
+  file for the same fine-tune without them (lossless: byte-identical, logits
+  torch.equal).
 
 Usage: bench/.venv-hf/bin/python bench/hf_roundtrip.py [--resid PATH] [--bits 2]
 (bench/hf.sh runs it with the venv bench/setup-hf.sh makes.)
@@ -103,6 +109,44 @@ def folder_bytes(folder):
     return sum(os.path.getsize(os.path.join(folder, f)) for f in files(folder))
 
 
+def added_tokens(a, base, trained, out, ids):
+    """File sizes for the fine-tune with 8 added tokens beside without."""
+    from transformers import AutoModelForCausalLM
+
+    sizes = []
+    for label, pad in [("no added tokens", None), ("+8 tokens (8 rows)", 0),
+                       ("+8 tokens, pad_to_multiple_of=64", 64)]:
+        t = trained
+        if pad is not None:
+            t = os.path.join(out, f"trained-added-{pad}")
+            m = AutoModelForCausalLM.from_pretrained(trained, dtype=torch.float32)
+            torch.manual_seed(3)
+            emb = m.resize_token_embeddings(264, pad_to_multiple_of=pad or None)
+            m.save_pretrained(t, max_shard_size="100KB")
+            tokenizer(t, 264)
+            rows = emb.weight.shape[0]
+        else:
+            rows = 256
+        row = [label, rows]
+        for tag, flags in [("lossless", ["--lossless"]), ("lossy", ["--bits-per-param", str(a.bits)])]:
+            f = os.path.join(out, f"added-{pad}-{tag}.resid")
+            run([a.resid, "pack", "--base", base, "--trained", t, *flags, "-o", f, "-q"])
+            row.append(os.path.getsize(f))
+            if tag == "lossless" and pad is not None:
+                u = os.path.join(out, f"unpacked-added-{pad}")
+                run([a.resid, "unpack", "--base", base, f, "-o", u, "-q"])
+                names = files(t)
+                assert files(u) == names and all(
+                    filecmp.cmp(os.path.join(t, n), os.path.join(u, n), shallow=False) for n in names)
+                assert torch.equal(outputs("llama", u, ids), outputs("llama", t, ids))
+        sizes.append(row)
+    print(f"\nadded tokens (Llama, hidden 64, untied head; --bits-per-param {a.bits:g} for lossy)")
+    print(f"{'trained model':<34} {'vocab rows':>10} {'lossless B':>10} {'+B':>7} {'lossy B':>8} {'+B':>7}")
+    for label, rows, ll, ly in sizes:
+        print(f"{label:<34} {rows:>10} {ll:>10} {ll - sizes[0][2]:>7} {ly:>8} {ly - sizes[0][3]:>7}")
+    print("(an added row of the embedding and of the head is 64 f32 = 256 bytes each, raw)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--resid", default=os.environ.get("RESID", "target/debug/resid"))
@@ -145,10 +189,13 @@ def main():
                      os.path.getsize(fl), len(files(ul)),
                      "non-tensor files identical" if same else "NON-TENSOR FILES DIFFER", d, rel))
         print(f"{kind}: {len(names)} files: {', '.join(names)}")
+        if kind == "llama":
+            llama = (base, trained, out, ids)
     print(f"\n{'model':<6} {'mode':<22} {'folder B':>9} {'.resid B':>9} {'files':>5} "
           f"{'files check':<27} {'max |d out|':>11} {'rel |d out|':>11}")
     for r in rows:
         print(f"{r[0]:<6} {r[1]:<22} {r[2]:>9} {r[3]:>9} {r[4]:>5} {r[5]:<27} {r[6]:>11.3e} {r[7]:>11.3e}")
+    added_tokens(a, *llama)
     import transformers
 
     print(f"torch {torch.__version__}, transformers {transformers.__version__}; outputs: BERT "

@@ -17,6 +17,13 @@ Every method's error is measured here, the same way: the relative Frobenius
 error of the rebuilt residual over all 2-D weights, and the largest
 difference of the logits from the trained model's on fixed inputs.
 
+4. A tiny GPT-2 (GPT2LMHeadModel from a config written here), whose blocks
+   are transformers' Conv1D (weights stored (in, out)): resid extract-lora
+   must find that out (config.json's model_type), write `fan_in_fan_out:
+   true` with factors PEFT loads without a warning, and PEFT's merge must
+   equal base + truncated SVD; the same adapter forced to nn.Linear
+   orientation (`--fan-in-fan-out false`) must be refused by PEFT.
+
 Usage: bench/.venv-hf/bin/python bench/lora_peft.py [--rank 8] [--resid PATH]
 (bench/lora.sh runs it with the venv bench/setup-hf.sh makes.)
 """
@@ -96,6 +103,85 @@ def run(cmd):
     if p.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{p.stdout}\n{p.stderr}")
     return time.perf_counter() - t0, p
+
+
+def gpt2_check(a):
+    """Part 4: extract-lora on a Conv1D model, loaded and merged by PEFT."""
+    import warnings
+
+    from peft import PeftModel
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    out = os.path.join(a.out, "gpt2")
+    cfg = GPT2Config(vocab_size=256, n_positions=64, n_embd=64, n_layer=2, n_head=4,
+                     bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(cfg)
+    b, t = os.path.join(out, "base"), os.path.join(out, "trained")
+    model.save_pretrained(b)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    data = torch.randint(0, 256, (8, 32), generator=torch.Generator().manual_seed(3))
+    for _ in range(a.steps):
+        loss = model(input_ids=data, labels=data).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.save_pretrained(t)
+    base, trained = weights(b), weights(t)
+    ad = os.path.join(out, "resid-lora")
+    ej = os.path.join(out, "extract.json")
+    run([a.resid, "extract-lora", "--base", b, "--trained", t, "--rank", str(a.rank),
+         "-o", ad, "--json", ej, "-q"])
+    rep = json.load(open(ej))
+    acfg = json.load(open(os.path.join(ad, "adapter_config.json")))
+    assert rep["fan_in_fan_out"] and acfg["fan_in_fan_out"] is True, (rep["layout"], acfg)
+    kinds = {}
+    for l in rep["layers"]:
+        kinds[l["kind"]] = kinds.get(l["kind"], 0) + 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = GPT2LMHeadModel.from_pretrained(b, dtype=torch.float32)
+        merged_model = PeftModel.from_pretrained(m, ad).merge_and_unload()
+    fifo = [str(w.message) for w in caught if "fan_in_fan_out" in str(w.message)]
+    assert not fifo, f"PEFT corrected the orientation: {fifo}"
+    merged = {k: v.detach() for k, v in merged_model.state_dict().items()}
+    adapted = {l["tensor"] for l in rep["layers"]}
+    worst = 0.0
+    for k, bw in base.items():
+        want = bw.double()
+        if k in adapted:
+            r = trained[k].double() - bw.double()
+            u, sv, vh = torch.linalg.svd(r, full_matrices=False)
+            want = want + (u[:, : a.rank] * sv[: a.rank]) @ vh[: a.rank]
+        worst = max(worst, float((merged[k].double() - want).abs().max()))
+    assert worst < 1e-5, f"GPT-2: PEFT's merge is {worst} from the truncated SVD"
+    # resid's own reader on the written adapter: the energy PEFT's merge adds.
+    aj = os.path.join(out, "analyze-adapter.json")
+    run([a.resid, "analyze", "--base", b, "--adapter", ad, "--json", aj, "-q"])
+    rworst = 0.0
+    for rec in json.load(open(aj))["tensors"]:
+        k = rec["name"]
+        e = float(((merged[k].double() - base[k].double()) ** 2).sum())
+        rworst = max(rworst, abs(rec["energy"] - e) / e)
+    assert rworst < 1e-4, rworst
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(4))
+    dl = float((logits(merged_model, ids) - logits(t, ids)).abs().max())
+    # The same residual with nn.Linear factors: PEFT must not take it.
+    lin = os.path.join(out, "resid-lora-linear")
+    run([a.resid, "extract-lora", "--base", b, "--trained", t, "--rank", str(a.rank),
+         "-o", lin, "--fan-in-fan-out", "false", "-q"])
+    try:
+        PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(b, dtype=torch.float32), lin)
+        refused = "LOADED (wrong orientation not caught)"
+    except Exception as e:  # PEFT raises a size-mismatch RuntimeError
+        refused = f"refused: {type(e).__name__}"
+    print(f"GPT-2 ({sum(v.numel() for v in trained.values())} params, {a.steps} Adam steps): "
+          f"extract-lora detected '{rep['layout']}'; {len(adapted)} layers {kinds}; "
+          f"PEFT merged it without a fan_in_fan_out warning: max |merged - (base + truncated SVD)| = "
+          f"{worst:.3e}; resid analyze --adapter energy within {rworst:.2e}; "
+          f"relative residual error {rel_error(merged, base, trained):.4f}, max |dlogit| {dl:.4e}; "
+          f"adapter {os.path.getsize(os.path.join(ad, 'adapter_model.safetensors'))} bytes; "
+          f"the nn.Linear-oriented adapter: {refused}")
+    assert refused.startswith("refused")
 
 
 def main():
@@ -219,6 +305,7 @@ def main():
     print(f"{'method':<36} {'bytes':>9} {'rel error':>10} {'max |dlogit|':>13} {'s':>6}")
     for name, nbytes, err, dl, secs in rows:
         print(f"{name:<36} {nbytes:>9} {err:>10.4f} {dl:>13.4e} {secs:>6.2f}")
+    gpt2_check(a)
     import peft
     import transformers
 

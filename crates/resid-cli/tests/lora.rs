@@ -8,18 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{exit, fails_with, ok, run, s, write_f32};
-
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-    }
-}
+use common::{exit, fails_with, ok, run, s, write_f32, Lcg};
 
 fn orthonormal(n: usize, k: usize, g: &mut Lcg) -> Vec<Vec<f64>> {
     let mut out: Vec<Vec<f64>> = Vec::new();

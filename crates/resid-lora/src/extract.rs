@@ -3,8 +3,10 @@
 //! (Eckart-Young: the least Frobenius error of any rank-r matrix), written as
 //! LoRA factors B = U_r·sqrt(S_r), A = sqrt(S_r)·V_r^T with alpha = r, so
 //! PEFT's ΔW = (alpha/r)·B·A is exactly the truncation. Token and position
-//! embeddings become `lora_embedding_A/B`. The error of each layer is the
-//! norm of the singular values left out.
+//! embeddings become `lora_embedding_A/B`; GPT-2's Conv1D weights, stored
+//! (in, out), get the factors of R^T and `fan_in_fan_out: true`, as PEFT
+//! builds them. The error of each layer is the norm of the singular values
+//! left out.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use serde::Serialize;
 use crate::adapter::{ModuleKind, PREFIX, WEIGHTS_FILE};
 use crate::config::{WrittenConfig, CONFIG_FILE};
 use crate::error::{LoraError, Result};
+use crate::orientation::{self, WeightLayout, CONV1D_MODULES};
 
 /// What to extract.
 #[derive(Clone, Debug)]
@@ -28,6 +31,8 @@ pub struct ExtractOptions {
     pub embeddings: bool,
     /// Written into the config as `base_model_name_or_path`.
     pub base_name: Option<String>,
+    /// How the linear weights are stored (detected by default).
+    pub layout: WeightLayout,
 }
 
 /// One layer of the written adapter, with its truncation error.
@@ -35,6 +40,7 @@ pub struct ExtractOptions {
 pub struct LayerError {
     pub tensor: String,
     pub module: String,
+    /// "linear", "conv1d" (weight stored (in, out)) or "embedding".
     pub kind: &'static str,
     pub shape: Vec<usize>,
     /// Singular triplets kept: min(rank, rows, cols).
@@ -71,6 +77,10 @@ pub struct ExtractReport {
     pub adapter_bytes: u64,
     /// sqrt(sum of error_norm^2) / sqrt(sum of residual_norm^2) over the adapted layers.
     pub relative_error: f64,
+    /// The config's `fan_in_fan_out`: some adapted weight is Conv1D's (in, out).
+    pub fan_in_fan_out: bool,
+    /// How the weight layout was decided ("asked for", or what [`orientation::detect`] saw).
+    pub layout: String,
 }
 
 /// A truncated residual: B (out × rank), A (rank × in), both f32 row-major.
@@ -93,6 +103,25 @@ pub fn extract(
         return Err(LoraError::Usage("the LoRA rank must be at least 1".into()));
     }
     let layout = Layout::builtin();
+    let (family_conv1d, layout_why) = match opts.layout {
+        WeightLayout::Detect => {
+            let d = orientation::detect(trained, base);
+            (d.conv1d, d.why)
+        }
+        WeightLayout::Linear => (false, "asked for: every weight (out, in)".to_string()),
+        WeightLayout::Conv1D => (
+            true,
+            "asked for: every adapted weight (in, out)".to_string(),
+        ),
+    };
+    // A detected Conv1D model's other linears (lm_head) stay nn.Linear.
+    let is_conv1d = |name: &str| match opts.layout {
+        WeightLayout::Detect => {
+            family_conv1d && orientation::leaf(name).is_some_and(|l| CONV1D_MODULES.contains(&l))
+        }
+        WeightLayout::Linear => false,
+        WeightLayout::Conv1D => true,
+    };
     let pairing = resid_io::pair_all(base, trained);
     let mut left_out: Vec<LeftOut> = Vec::new();
     for r in &pairing.resized {
@@ -176,24 +205,26 @@ pub fn extract(
         }
         let (rows, cols) = (te.shape[0], te.shape[1]);
         let r: Vec<f64> = wt.iter().zip(&wb).map(|(t, b)| (t - b) as f64).collect();
-        // Embedding ΔW = (B·A)^T: factor R^T, so B is (dim, r), A is (r, num).
+        // Embedding and Conv1D ΔW = (B·A)^T: factor R^T, so B is (cols, r)
+        // and A is (r, rows) (embedding: (dim, r), (r, num); Conv1D: (out, r), (r, in)).
         let kind = if is_emb {
             ModuleKind::Embedding
         } else {
             ModuleKind::Linear
         };
-        let f = truncate(&r, rows, cols, kind == ModuleKind::Embedding, opts.rank).map_err(
-            |reason| LoraError::BadTensor {
+        let conv1d = !is_emb && is_conv1d(&te.name);
+        let f = truncate(&r, rows, cols, is_emb || conv1d, opts.rank).map_err(|reason| {
+            LoraError::BadTensor {
                 path: trained.file_of(te).to_path_buf(),
                 tensor: te.name.clone(),
                 reason,
-            },
-        )?;
+            }
+        })?;
         factors.push(Factors {
             layer: LayerError {
                 tensor: te.name.clone(),
                 module: module.to_string(),
-                kind: kind.name(),
+                kind: if conv1d { "conv1d" } else { kind.name() },
                 shape: te.shape.clone(),
                 rank: f.kept,
                 residual_norm: norm,
@@ -211,7 +242,8 @@ pub fn extract(
         source,
     })?;
     let adapter_bytes = write_weights(&out.join(WEIGHTS_FILE), &factors)?;
-    write_config(out, &factors, opts)?;
+    let fan_in_fan_out = factors.iter().any(|f| f.layer.kind == "conv1d");
+    write_config(out, &factors, opts, fan_in_fan_out)?;
     let (e2, r2) = factors.iter().fold((0.0, 0.0), |(e, r), f| {
         (
             e + f.layer.error_norm.powi(2),
@@ -226,6 +258,8 @@ pub fn extract(
         unchanged,
         adapter_bytes,
         relative_error: if r2 > 0.0 { (e2 / r2).sqrt() } else { 0.0 },
+        fan_in_fan_out,
+        layout: layout_why,
     })
 }
 
@@ -329,7 +363,12 @@ fn write_weights(path: &Path, factors: &[Factors]) -> Result<u64> {
         .len())
 }
 
-fn write_config(out: &Path, factors: &[Factors], opts: &ExtractOptions) -> Result<()> {
+fn write_config(
+    out: &Path,
+    factors: &[Factors],
+    opts: &ExtractOptions,
+    fan_in_fan_out: bool,
+) -> Result<()> {
     let cfg = WrittenConfig {
         peft_type: "LORA",
         task_type: None,
@@ -338,7 +377,7 @@ fn write_config(out: &Path, factors: &[Factors], opts: &ExtractOptions) -> Resul
         lora_alpha: opts.rank,
         lora_dropout: 0.0,
         bias: "none",
-        fan_in_fan_out: false,
+        fan_in_fan_out,
         use_rslora: false,
         use_dora: false,
         target_modules: factors.iter().map(|f| f.layer.module.clone()).collect(),

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 use resid_io::Checkpoint;
-use resid_lora::{extract, Adapter, ExtractOptions};
+use resid_lora::{extract, Adapter, ExtractOptions, WeightLayout};
 use safetensors::tensor::{Dtype, TensorView};
 
 fn write(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
@@ -67,41 +67,27 @@ struct Case {
     v: Vec<Vec<f64>>,
 }
 
-#[test]
-fn extract_is_the_truncated_svd_and_reads_back() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    let mut cases = Vec::new();
-    for (name, rows, cols, s) in [
-        (
-            "model.layers.0.self_attn.q_proj.weight",
-            8,
-            6,
-            vec![3.0, 2.0, 0.5, 0.25, 0.1, 0.05],
-        ),
-        (
-            "model.layers.0.mlp.down_proj.weight",
-            5,
-            9,
-            vec![1.5, 1.0, 0.75, 0.2, 0.1],
-        ),
-        ("model.embed_tokens.weight", 12, 4, vec![0.8, 0.4, 0.2, 0.1]),
-        // Rank 1 < the requested 2: padded with a zero factor, error 0.
-        ("model.layers.0.self_attn.o_proj.weight", 3, 3, vec![0.7]),
-    ] {
-        let k = s.len();
-        cases.push(Case {
+/// Cases with random orthonormal singular vectors for the given spectra.
+fn cases(spec: Vec<(&'static str, usize, usize, Vec<f64>)>, rng: &mut impl Rng) -> Vec<Case> {
+    spec.into_iter()
+        .map(|(name, rows, cols, s)| Case {
             name,
             rows,
             cols,
-            u: orthonormal(rows, k, &mut rng),
-            v: orthonormal(cols, k, &mut rng),
+            u: orthonormal(rows, s.len(), rng),
+            v: orthonormal(cols, s.len(), rng),
             s,
-        });
-    }
+        })
+        .collect()
+}
+
+type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// A random base per case and trained = base + the case's residual.
+fn pair_of(cases: &[Case], rng: &mut impl Rng) -> (Tensors, Tensors) {
     let mut base = Vec::new();
     let mut trained = Vec::new();
-    for c in &cases {
+    for c in cases {
         let w: Vec<f32> = (0..c.rows * c.cols)
             .map(|_| rng.random_range(-1.0..1.0))
             .collect();
@@ -114,6 +100,34 @@ fn extract_is_the_truncated_svd_and_reads_back() {
         base.push((c.name.to_string(), vec![c.rows, c.cols], w));
         trained.push((c.name.to_string(), vec![c.rows, c.cols], t));
     }
+    (base, trained)
+}
+
+#[test]
+fn extract_is_the_truncated_svd_and_reads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let cases = cases(
+        vec![
+            (
+                "model.layers.0.self_attn.q_proj.weight",
+                8,
+                6,
+                vec![3.0, 2.0, 0.5, 0.25, 0.1, 0.05],
+            ),
+            (
+                "model.layers.0.mlp.down_proj.weight",
+                5,
+                9,
+                vec![1.5, 1.0, 0.75, 0.2, 0.1],
+            ),
+            ("model.embed_tokens.weight", 12, 4, vec![0.8, 0.4, 0.2, 0.1]),
+            // Rank 1 < the requested 2: padded with a zero factor, error 0.
+            ("model.layers.0.self_attn.o_proj.weight", 3, 3, vec![0.7]),
+        ],
+        &mut rng,
+    );
+    let (mut base, mut trained) = pair_of(&cases, &mut rng);
     // A norm that changed (left out, named) and a weight that did not.
     base.push(("model.norm.weight".into(), vec![4], vec![1.0; 4]));
     trained.push((
@@ -140,8 +154,14 @@ fn extract_is_the_truncated_svd_and_reads_back() {
         rank: 2,
         embeddings: true,
         base_name: Some("org/base".into()),
+        layout: WeightLayout::Detect,
     };
     let rep = extract(&b, &t, &out, &opts, &|_, _, _| {}).unwrap();
+    assert!(
+        !rep.fan_in_fan_out,
+        "Llama names: nn.Linear ({})",
+        rep.layout
+    );
     assert_eq!(rep.unchanged, 1);
     assert_eq!(rep.left_out.len(), 1, "{:?}", rep.left_out);
     assert_eq!(rep.left_out[0].tensor, "model.norm.weight");
@@ -220,4 +240,189 @@ fn extract_is_the_truncated_svd_and_reads_back() {
         resid_io::Classify::class(&e.unwrap_err()),
         resid_io::ErrorClass::Usage
     );
+}
+
+/// The raw tensors of an adapter file, by name: (shape, values).
+fn adapter_tensors(dir: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            let x = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (n, (v.shape().to_vec(), x))
+        })
+        .collect()
+}
+
+/// GPT-2 stores its attention and MLP weights as transformers' Conv1D,
+/// (in, out). PEFT's LoRA on a Conv1D has lora_A (r, in) and lora_B
+/// (out, r), with B·A = ΔW^T, and `fan_in_fan_out: true`; lm_head stays an
+/// nn.Linear (out, in). Checked on the raw file (shapes, B·A against the
+/// analytic truncation, transposed) and through resid's own reader, with
+/// the layout found from config.json, from the names alone, and overridden.
+#[test]
+fn gpt2_conv1d_weights_get_fan_in_fan_out_factors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    // (name, rows, cols) as stored: Conv1D (in, out), lm_head (out, in).
+    let cases = cases(
+        vec![
+            (
+                "transformer.h.0.attn.c_attn.weight",
+                6,
+                18,
+                vec![2.0, 1.0, 0.5, 0.1],
+            ),
+            // Square: only the config's fan_in_fan_out tells the reader which way.
+            (
+                "transformer.h.0.attn.c_proj.weight",
+                6,
+                6,
+                vec![1.5, 0.7, 0.3],
+            ),
+            (
+                "transformer.h.0.mlp.c_fc.weight",
+                6,
+                24,
+                vec![1.0, 0.5, 0.2],
+            ),
+            (
+                "transformer.h.0.mlp.c_proj.weight",
+                24,
+                6,
+                vec![0.9, 0.6, 0.1],
+            ),
+            ("lm_head.weight", 10, 6, vec![0.8, 0.3, 0.05]),
+            ("transformer.wte.weight", 10, 6, vec![0.4, 0.2, 0.1]),
+        ],
+        &mut rng,
+    );
+    let (base, trained) = pair_of(&cases, &mut rng);
+    let conv1d = |name: &str| name.contains(".attn.") || name.contains(".mlp.");
+    // With config.json (model_type gpt2) in the folders; then bare files.
+    let (bd, td) = (tmp.path().join("base"), tmp.path().join("trained"));
+    for (d, t) in [(&bd, &base), (&td, &trained)] {
+        std::fs::create_dir(d).unwrap();
+        write(&d.join("model.safetensors"), t);
+        std::fs::write(d.join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
+    }
+    write(&tmp.path().join("base.safetensors"), &base);
+    write(&tmp.path().join("trained.safetensors"), &trained);
+    let rank = 2;
+    for (label, b, t, layout, want_fifo, want_why) in [
+        (
+            "config",
+            &bd,
+            &td,
+            WeightLayout::Detect,
+            true,
+            "model_type 'gpt2'",
+        ),
+        (
+            "names",
+            &tmp.path().join("base.safetensors"),
+            &tmp.path().join("trained.safetensors"),
+            WeightLayout::Detect,
+            true,
+            "GPT-2 module name",
+        ),
+        (
+            "override",
+            &bd,
+            &td,
+            WeightLayout::Linear,
+            false,
+            "asked for",
+        ),
+    ] {
+        let (b, t) = (Checkpoint::open(b).unwrap(), Checkpoint::open(t).unwrap());
+        let out = tmp.path().join(format!("lora-{label}"));
+        let opts = ExtractOptions {
+            rank,
+            embeddings: true,
+            base_name: None,
+            layout,
+        };
+        let rep = extract(&b, &t, &out, &opts, &|_, _, _| {}).unwrap();
+        assert_eq!(rep.fan_in_fan_out, want_fifo, "{label}");
+        assert!(rep.layout.contains(want_why), "{label}: {}", rep.layout);
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("adapter_config.json")).unwrap())
+                .unwrap();
+        assert_eq!(cfg["fan_in_fan_out"], want_fifo, "{label}");
+        let raw = adapter_tensors(&out);
+        let ad = Adapter::open(&out).unwrap();
+        for c in &cases {
+            let m = c.name.strip_suffix(".weight").unwrap();
+            let want = low_rank(&c.u, &c.s, &c.v, rank);
+            let layer = rep.layers.iter().find(|l| l.tensor == c.name).unwrap();
+            let tail = c.s[rank..].iter().map(|s| s * s).sum::<f64>().sqrt();
+            assert!(
+                (layer.error_norm - tail).abs() < 1e-5 * c.s[0],
+                "{label} {m}"
+            );
+            // PEFT's factor shapes, and B·A in the orientation PEFT multiplies.
+            let emb = m.ends_with("wte");
+            let transposed = emb || (want_fifo && conv1d(m));
+            assert_eq!(
+                layer.kind,
+                if emb {
+                    "embedding"
+                } else if transposed {
+                    "conv1d"
+                } else {
+                    "linear"
+                },
+                "{label} {m}"
+            );
+            let (ka, kb) = if emb {
+                ("lora_embedding_A", "lora_embedding_B")
+            } else {
+                ("lora_A.weight", "lora_B.weight")
+            };
+            let (sa, a) = &raw[&format!("base_model.model.{m}.{ka}")];
+            let (sb, bm) = &raw[&format!("base_model.model.{m}.{kb}")];
+            let (p, q) = if transposed {
+                (c.cols, c.rows)
+            } else {
+                (c.rows, c.cols)
+            };
+            assert_eq!(
+                (sa.as_slice(), sb.as_slice()),
+                ([rank, q].as_slice(), [p, rank].as_slice()),
+                "{label} {m}"
+            );
+            for i in 0..p {
+                for j in 0..q {
+                    let ba: f64 = (0..rank)
+                        .map(|k| bm[i * rank + k] as f64 * a[k * q + j] as f64)
+                        .sum();
+                    let w = if transposed {
+                        want[j * c.cols + i]
+                    } else {
+                        want[i * c.cols + j]
+                    };
+                    assert!(
+                        (ba - w).abs() < 1e-5 * c.s[0],
+                        "{label} {m} ({i},{j}): {ba} vs {w}"
+                    );
+                }
+            }
+            // resid's reader gives ΔW back in the stored orientation.
+            let md = ad.modules().iter().find(|x| x.tensor == c.name).unwrap();
+            let (shape, d) = ad.delta(md, &b).unwrap();
+            assert_eq!(shape, [c.rows, c.cols]);
+            for (g, w) in d.iter().zip(&want) {
+                assert!(
+                    (*g as f64 - w).abs() < 1e-5 * c.s[0],
+                    "{label} {m}: {g} vs {w}"
+                );
+            }
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use resid_lora::{extract, ExtractOptions};
+use resid_lora::{extract, ExtractOptions, WeightLayout};
 
 /// Arguments of `resid extract-lora`.
 #[derive(clap::Args)]
@@ -33,6 +33,13 @@ pub struct Args {
     /// they get LoRA factors, which PEFT supports).
     #[arg(long)]
     pub no_embeddings: bool,
+    /// How the weights are stored, which decides the factors' orientation and
+    /// the config's fan_in_fan_out: `auto` reads config.json's model_type
+    /// (GPT-2 and kin use transformers' Conv1D, stored (in, out)), else
+    /// GPT-2's module names; `true` takes every adapted weight as (in, out),
+    /// `false` every weight as nn.Linear's (out, in).
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    pub fan_in_fan_out: FanInFanOut,
     /// Replace an adapter already in the output folder.
     #[arg(long)]
     pub force: bool,
@@ -45,6 +52,14 @@ pub struct Args {
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `--fan-in-fan-out`, named after PEFT's config field.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum FanInFanOut {
+    Auto,
+    True,
+    False,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -74,6 +89,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rank: args.rank,
         embeddings: !args.no_embeddings,
         base_name: Some(args.base.display().to_string()),
+        layout: match args.fan_in_fan_out {
+            FanInFanOut::Auto => WeightLayout::Detect,
+            FanInFanOut::True => WeightLayout::Conv1D,
+            FanInFanOut::False => WeightLayout::Linear,
+        },
     };
     let pb = crate::progress::bar(0, "extract-lora", args.quiet);
     let rep = extract(&base, &trained, &args.output, &opts, &|i, n, name| {
@@ -113,6 +133,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rep.relative_error,
         rep.unchanged
     )?;
+    writeln!(o, "fan_in_fan_out: {} ({})", rep.fan_in_fan_out, rep.layout)?;
     if let Some(j) = &args.json {
         crate::output::write_json(j, &serde_json::to_string_pretty(&rep)?)?;
     }

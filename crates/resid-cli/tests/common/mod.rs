@@ -91,6 +91,20 @@ pub fn write_f32(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
 
+/// A deterministic stream of values in [-1, 1) (an LCG), so that tests need
+/// no RNG crate.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
+}
+
 /// A small base / trained pair (`base.safetensors`, `trained.safetensors` in
 /// `dir`): a 32x24 matrix with a dense small residual and an unchanged bias;
 /// `seed` varies the base.
