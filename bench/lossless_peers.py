@@ -1,0 +1,62 @@
+"""Lossless peers on one (base, trained) safetensors pair, same bytes as resid:
+BitX (XOR of the bit patterns, byte planes, zstd-3 and zstd-19 per plane),
+zipnn of the XOR (its delta mode) and zipnn of the trained tensors alone.
+Prints one JSON object: bytes per method and the pair's parameter count.
+Usage: lossless_peers.py BASE.safetensors TRAINED.safetensors
+"""
+import json
+import sys
+import time
+
+import numpy as np
+import zstandard
+from safetensors.numpy import load_file
+from zipnn import ZipNN
+
+WIDTH = {np.dtype("float32"): 4, np.dtype("uint16"): 2, np.dtype("float16"): 2}
+
+
+def raw(a):
+    """Little-endian bytes of a tensor as stored."""
+    return np.ascontiguousarray(a).view(np.uint8).reshape(-1)
+
+
+def planes(x, width):
+    """Byte planes of a flat byte array of `width`-byte elements."""
+    return [x.reshape(-1, width)[:, p].copy() for p in range(width)]
+
+
+def main():
+    base = load_file(sys.argv[1])
+    trained = load_file(sys.argv[2])
+    out = {"params": 0, "bytes": {}, "seconds": {}}
+    z3 = zstandard.ZstdCompressor(level=3)
+    z19 = zstandard.ZstdCompressor(level=19)
+    sizes = {"BitX zstd-3": 0, "BitX zstd-19": 0, "zipnn of XOR": 0, "zipnn of trained": 0}
+    secs = {k: 0.0 for k in sizes}
+    for name, t in trained.items():
+        b = base[name]
+        width = t.dtype.itemsize
+        out["params"] += t.size
+        tb, bb = raw(t), raw(b)
+        x = np.bitwise_xor(tb, bb)
+        ps = planes(x, width)
+        for key, z in (("BitX zstd-3", z3), ("BitX zstd-19", z19)):
+            t0 = time.perf_counter()
+            sizes[key] += sum(len(z.compress(p.tobytes())) for p in ps)
+            secs[key] += time.perf_counter() - t0
+        dtype = {4: "float32", 2: "bfloat16"}[width]
+        zn = ZipNN(bytearray_dtype=dtype, input_format="byte")
+        for key, data in (("zipnn of XOR", x), ("zipnn of trained", tb)):
+            t0 = time.perf_counter()
+            c = zn.compress(data.tobytes())
+            secs[key] += time.perf_counter() - t0
+            assert bytes(zn.decompress(c)) == data.tobytes(), f"zipnn round trip {name}"
+            sizes[key] += len(c)
+    out["bytes"] = sizes
+    out["seconds"] = secs
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
