@@ -55,6 +55,8 @@ with open(p, "r+b") as f:
 PY
 done
 echo "load: $(uptime)"
+echo "| pair | method | bytes | bits/param | size / resid's |"
+echo "|---|---|---:|---:|---:|"
 for dt in f32 bf16; do
   if [ "$dt" = f32 ]; then b="$base"; t="$trained"; else b="$work/base-bf16.safetensors"; t="$work/trained-bf16.safetensors"; fi
   rm -f "$work/$dt.resid"

@@ -5,20 +5,29 @@ Prints one JSON object: bytes per method and the pair's parameter count.
 Usage: lossless_peers.py BASE.safetensors TRAINED.safetensors
 """
 import json
+import struct
 import sys
 import time
 
 import numpy as np
 import zstandard
-from safetensors.numpy import load_file
 from zipnn import ZipNN
 
-WIDTH = {np.dtype("float32"): 4, np.dtype("uint16"): 2, np.dtype("float16"): 2}
+WIDTH = {"F32": 4, "BF16": 2, "F16": 2}
 
 
-def raw(a):
-    """Little-endian bytes of a tensor as stored."""
-    return np.ascontiguousarray(a).view(np.uint8).reshape(-1)
+def load_raw(path):
+    """name -> (dtype, stored bytes): read by hand, since safetensors.numpy
+    has no bf16."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = np.frombuffer(f.read(), dtype=np.uint8)
+    return {
+        k: (v["dtype"], data[v["data_offsets"][0] : v["data_offsets"][1]])
+        for k, v in header.items()
+        if k != "__metadata__"
+    }
 
 
 def planes(x, width):
@@ -27,18 +36,17 @@ def planes(x, width):
 
 
 def main():
-    base = load_file(sys.argv[1])
-    trained = load_file(sys.argv[2])
+    base = load_raw(sys.argv[1])
+    trained = load_raw(sys.argv[2])
     out = {"params": 0, "bytes": {}, "seconds": {}}
     z3 = zstandard.ZstdCompressor(level=3)
     z19 = zstandard.ZstdCompressor(level=19)
     sizes = {"BitX zstd-3": 0, "BitX zstd-19": 0, "zipnn of XOR": 0, "zipnn of trained": 0}
     secs = {k: 0.0 for k in sizes}
-    for name, t in trained.items():
-        b = base[name]
-        width = t.dtype.itemsize
-        out["params"] += t.size
-        tb, bb = raw(t), raw(b)
+    for name, (dt, tb) in trained.items():
+        bb = base[name][1]
+        width = WIDTH[dt]
+        out["params"] += tb.size // width
         x = np.bitwise_xor(tb, bb)
         ps = planes(x, width)
         for key, z in (("BitX zstd-3", z3), ("BitX zstd-19", z19)):
