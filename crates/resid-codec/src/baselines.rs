@@ -1,7 +1,8 @@
 //! The published delta methods, measured in the same harness as resid's codec
 //! (`resid bench-codec`): BitDelta, DARE, top-k with fp16 values and u32
-//! positions + zstd, plain low-rank (fp16 SVD factors), BitX (XOR + zstd-3)
-//! and zstd of the trained file. Every row reports bits per parameter, the
+//! positions + zstd, plain low-rank (fp16 SVD factors), Delta-CoMe's
+//! mixed-precision SVD factors (without calibration data), BitX (XOR +
+//! zstd-3) and zstd of the trained file. Every row reports bits per parameter, the
 //! relative error of the residual, the cosine of the rebuilt weights, and
 //! encode / decode throughput in MB/s of trained-checkpoint bytes.
 
@@ -15,6 +16,122 @@ use resid_io::{Checkpoint, Dtype};
 
 use crate::error::Result;
 use crate::pipeline::{self as pack, Mode, PackOptions};
+
+pub mod deltacome;
+pub use deltacome::deltacome;
+
+/// The lossy peers, each coding one tensor's residual at a rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Peer {
+    /// Sign and one scale per matrix: 1 bit/param whatever the rate.
+    BitDelta,
+    Dare,
+    TopK,
+    LowRank,
+    DeltaCome,
+}
+
+impl Peer {
+    pub const ALL: [Peer; 5] = [
+        Peer::BitDelta,
+        Peer::Dare,
+        Peer::TopK,
+        Peer::LowRank,
+        Peer::DeltaCome,
+    ];
+
+    /// The method's name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::BitDelta => "BitDelta",
+            Peer::Dare => "DARE",
+            Peer::TopK => "top-k fp16+u32+zstd",
+            Peer::LowRank => "low-rank fp16",
+            Peer::DeltaCome => "Delta-CoMe (no calibration)",
+        }
+    }
+
+    /// Codes residual `r` (`rows x cols`, `i`-th tensor: its seed) at
+    /// `bpp` bits per entry; the rebuilt residual goes to `out`, the bits
+    /// spent are returned. Top-k keeps `bpp / 48 * topk_scale` of the
+    /// entries: zstd decides its real cost, so callers calibrate the scale.
+    #[allow(clippy::too_many_arguments)]
+    pub fn code(
+        self,
+        r: &[f32],
+        rows: usize,
+        cols: usize,
+        bpp: f64,
+        seed: u64,
+        i: usize,
+        topk_scale: f64,
+        out: &mut Vec<f32>,
+    ) -> u64 {
+        let seed = seed ^ i as u64;
+        match self {
+            Peer::BitDelta => bitdelta(r, out),
+            Peer::Dare => dare(r, dare_drop(bpp), seed, out),
+            Peer::TopK => {
+                let frac = (bpp / 48.0 * topk_scale).min(1.0);
+                topk(r, ((r.len() as f64) * frac).round() as usize, out)
+            }
+            Peer::LowRank => {
+                let k = ((bpp * (rows * cols) as f64) / (16.0 * (rows + cols) as f64)).floor();
+                lowrank(r, rows, cols, k as usize, seed, out)
+            }
+            Peer::DeltaCome => deltacome(r, rows, cols, bpp, seed, out),
+        }
+    }
+}
+
+/// DARE's drop probability at `bpp` (survivors cost 16 bits each).
+fn dare_drop(bpp: f64) -> f64 {
+    (1.0 - bpp / 16.0).clamp(0.0, 0.9999)
+}
+
+/// Codes every residual of a model (`(entries, rows, cols)` in order) with
+/// `peer` at `bpp` bits/param; top-k's share is calibrated (three tries, to
+/// 2%) so that its bits over the whole model match. Returns the rebuilt
+/// residuals and the bits spent.
+pub fn code_model(
+    peer: Peer,
+    residuals: &[(&[f32], usize, usize)],
+    bpp: f64,
+    seed: u64,
+) -> (Vec<Vec<f32>>, u64) {
+    let params: usize = residuals.iter().map(|r| r.0.len()).sum();
+    let tries = if peer == Peer::TopK { 3 } else { 1 };
+    calibrated(bpp, tries, |scale| {
+        let mut bits = 0;
+        let rebuilt: Vec<Vec<f32>> = residuals
+            .iter()
+            .enumerate()
+            .map(|(i, &(r, m, n))| {
+                let mut o = Vec::new();
+                bits += peer.code(r, m, n, bpp, seed, i, scale, &mut o);
+                o
+            })
+            .collect();
+        ((rebuilt, bits), bits as f64 / params.max(1) as f64)
+    })
+}
+
+/// Runs `f(scale)` (which returns its result and the bits/param it spent)
+/// up to `tries` times, rescaling until the rate is within 2% of `bpp`.
+fn calibrated<T>(bpp: f64, tries: usize, mut f: impl FnMut(f64) -> (T, f64)) -> T {
+    let mut scale = 1.0;
+    let mut last = None;
+    for _ in 0..tries.max(1) {
+        let (v, got) = f(scale);
+        last = Some(v);
+        let ratio = bpp / got.max(1e-9);
+        if (ratio - 1.0).abs() < 0.02 {
+            break;
+        }
+        scale *= ratio;
+    }
+    last.expect("ran at least once")
+}
 
 /// One row of the rate-distortion table.
 #[derive(Clone, Debug, Serialize)]
@@ -257,50 +374,46 @@ pub fn bench(
         });
     }
     // BitDelta (1 bit/param).
-    rows.push(run_baseline(
-        base,
-        trained,
-        "BitDelta",
+    let peer_row = |peer: Peer, setting: &str, bpp: f64, scale: f64| {
+        run_baseline(base, trained, peer.name(), setting, |r, m, n, o, i| {
+            peer.code(r, m, n, bpp, seed, i, scale, o)
+        })
+    };
+    rows.push(peer_row(
+        Peer::BitDelta,
         "sign + scale per matrix",
-        |r, _, _, o, _| bitdelta(r, o),
+        1.0,
+        1.0,
     ));
     for &bpp in rates {
-        let p = (1.0 - bpp / 16.0).clamp(0.0, 0.9999);
-        rows.push(run_baseline(
-            base,
-            trained,
-            "DARE",
-            &format!("p = {p:.4}"),
-            |r, _, _, o, i| dare(r, p, seed ^ i as u64, o),
+        rows.push(peer_row(
+            Peer::Dare,
+            &format!("p = {:.4}", dare_drop(bpp)),
+            bpp,
+            1.0,
         ));
         // top-k's real cost depends on zstd: calibrate k so its bits match.
-        let mut frac = bpp / 48.0;
-        let mut row = None;
-        for _ in 0..3 {
-            let r = run_baseline(
-                base,
-                trained,
-                "top-k fp16+u32+zstd",
-                &format!("k = {frac:.4} of entries"),
-                |r, _, _, o, _| topk(r, ((r.len() as f64) * frac).round() as usize, o),
+        rows.push(calibrated(bpp, 3, |scale| {
+            let r = peer_row(
+                Peer::TopK,
+                &format!("k = {:.4} of entries", bpp / 48.0 * scale),
+                bpp,
+                scale,
             );
-            let ratio = bpp / r.bits_per_param.max(1e-9);
-            row = Some(r);
-            if (ratio - 1.0).abs() < 0.02 {
-                break;
-            }
-            frac = (frac * ratio).min(1.0);
-        }
-        rows.push(row.expect("ran"));
-        rows.push(run_baseline(
-            base,
-            trained,
-            "low-rank fp16",
+            let got = r.bits_per_param;
+            (r, got)
+        }));
+        rows.push(peer_row(
+            Peer::LowRank,
             &format!("rank for {bpp} bits/param"),
-            |r, m, n, o, i| {
-                let k = ((bpp * (m * n) as f64) / (16.0 * (m + n) as f64)).floor() as usize;
-                lowrank(r, m, n, k, seed ^ i as u64, o)
-            },
+            bpp,
+            1.0,
+        ));
+        rows.push(peer_row(
+            Peer::DeltaCome,
+            &format!("8/3/2-bit factors for {bpp} bits/param"),
+            bpp,
+            1.0,
         ));
     }
     Ok(rows)

@@ -11,6 +11,7 @@
 pub mod additivity;
 pub mod budget;
 pub mod needle;
+pub mod peers;
 pub mod pipeline;
 pub mod report;
 pub mod steps;

@@ -65,7 +65,7 @@ impl ReproOptions {
             mimetic: false,
             eval_tokens: 32_768,
             needle_fracs: vec![0.001, 0.01, 0.05, 0.10, 0.25],
-            rates: vec![2.0, 1.0, 0.5, 0.25],
+            rates: vec![2.0, 1.0, 0.5, 0.25, 0.1],
             finetune: true,
             finetune_corpus: None,
             budget_targets: vec![0.90, 0.95, 0.99],
@@ -144,6 +144,10 @@ pub struct ReproReport {
     pub analysis: BTreeMap<String, resid::analysis::Report>,
     /// Per run name: each residual file's rate and the loss of base + file.
     pub codec: BTreeMap<String, Vec<CodecRow>>,
+    /// The fine-tune's residual coded by each published peer at the bytes
+    /// of resid's file at each rate, scored the same way.
+    #[serde(default)]
+    pub peers: BTreeMap<String, Vec<crate::peers::PeerRow>>,
     /// Per run name: the gain of each layer's residual alone and left out.
     pub additivity: BTreeMap<String, crate::additivity::Additivity>,
     /// Per run name: the information budget.
@@ -480,6 +484,32 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
         codec.insert(r.name.clone(), rows);
     }
 
+    // The published peers at resid's bytes, on the fine-tune (the residual
+    // users ship); scored like resid's files.
+    let mut peers = BTreeMap::new();
+    if let Some(r) = runs.iter().find(|r| r.name == FINETUNE) {
+        let step = format!("peers-{}", r.name);
+        on(ReproEvent::Step {
+            name: step.clone(),
+            cached: false,
+        });
+        let d = data_for(&r.name);
+        let (rows, _) = cached(out, &step, || {
+            let start = load(&r.dir.join("step-0"), &cfg, &step)?;
+            let trained = load(&r.dir, &cfg, &step)?;
+            let (l0, l1) = ends[&r.name];
+            crate::peers::score(
+                &start,
+                &trained,
+                &codec[&r.name],
+                opts.seed,
+                |w| d.eval(&cfg, w, opts.eval_tokens, &step),
+                |l| needle::gain_recovered(l0, l, l1),
+            )
+        })?;
+        peers.insert(r.name.clone(), rows);
+    }
+
     // The information budget: entropy at the storage step, and the
     // smallest file that rebuilds each share of the gain.
     let mut budget = BTreeMap::new();
@@ -717,6 +747,7 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
         needle: needle_rows,
         analysis,
         codec,
+        peers,
         additivity,
         budget,
         finetune,

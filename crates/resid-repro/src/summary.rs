@@ -451,6 +451,53 @@ fn codec(r: &ReproReport) -> Option<Section> {
     ))
 }
 
+/// The published peers beside resid at each rate, at resid's bytes.
+fn peers(r: &ReproReport) -> Option<Section> {
+    let mut rows = Vec::new();
+    for (run, xs) in &r.peers {
+        let ours = r.codec.get(run).map(Vec::as_slice).unwrap_or_default();
+        for c in ours {
+            let Some(rate) = c.requested_bits_per_param else {
+                continue;
+            };
+            let line = |m: &str, bits: f64, loss: f64, gain: f64| {
+                vec![
+                    run.clone(),
+                    format!("{rate}"),
+                    m.to_string(),
+                    format!("{bits:.3}"),
+                    format!("{loss:.3}"),
+                    format!("{gain:.3}"),
+                ]
+            };
+            rows.push(line("resid lossy", c.bits_per_param, c.loss, c.gain));
+            for x in xs.iter().filter(|x| x.rate == rate) {
+                rows.push(line(&x.method, x.bits_per_param, x.loss, x.gain));
+            }
+        }
+    }
+    if rows.is_empty() {
+        return None;
+    }
+    Some(section(
+        "The published peers at resid's bytes: held-out gain recovered",
+        vec![table(
+            "Each peer is given the bytes of resid's whole file at that rate (header included) and codes the same residual; start + its rebuilt residual is scored on the same held-out slice. BitDelta's rate is fixed (1 bit/param) and is listed once. Delta-CoMe runs without calibration data (round to nearest in groups of 128).",
+            [
+                "run",
+                "rate asked",
+                "method",
+                "bits/param",
+                "held-out nats/byte",
+                "gain recovered",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows,
+        )],
+    ))
+}
+
 /// Runs that have a residual, in report order, with their column label.
 fn regimes(r: &ReproReport) -> Vec<&RunResult> {
     r.runs.iter().collect()
@@ -1013,6 +1060,7 @@ pub fn sections(r: &ReproReport) -> Vec<Section> {
     v.extend(finetune(r));
     v.extend([residual(r), needle(r)]);
     v.extend(codec(r));
+    v.extend(peers(r));
     v.extend(budget(r));
     v.extend(additivity(r));
     v.extend(layers(r));

@@ -46,6 +46,10 @@ pub struct Args {
     /// (comma-separated; empty: no search).
     #[arg(long, value_delimiter = ',', default_value = "0.9,0.95,0.99")]
     budget_targets: Vec<f64>,
+    /// Lossy rates (bits per parameter) at which each residual is packed
+    /// and scored, comma-separated (default: 2, 1, 0.5, 0.25 and 0.1).
+    #[arg(long, value_delimiter = ',')]
+    rates: Vec<f64>,
     /// Also the long runs: layer-wise and layer-parallel training from the
     /// corpus base (2 + 2 x layers more training runs).
     #[arg(long)]
@@ -86,6 +90,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     o.budget_targets = a.budget_targets;
     o.full = a.full;
+    if !a.rates.is_empty() {
+        o.rates = a.rates;
+    }
     o.eval_tokens = a.eval_tokens;
     let quiet = a.quiet;
     let mut bar: Option<(String, ProgressBar)> = None;
