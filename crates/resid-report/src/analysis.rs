@@ -477,9 +477,9 @@ pub fn analysis_document(
     let mut blocks = Vec::new();
     match figs.map(|f| &f.histograms) {
         Some(h) if !h.is_empty() => {
-            let order = ["all", "attention", "mlp", "embedding", "norm", "other"];
-            for name in order.iter().filter(|n| h.contains_key(**n)) {
-                let d = &histogram_of(report, name, &h[*name]);
+            let order = std::iter::once("all").chain(Component::ALL.iter().map(|c| c.name()));
+            for name in order.filter(|n| h.contains_key(*n)) {
+                let d = &histogram_of(report, name, &h[name]);
                 let label = component_label(name);
                 let svg = histogram::render(
                     d,
