@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from . import _arrays, _progress, _resid
 from ._arrays import bf16_to_float32
@@ -72,7 +72,7 @@ def _run(label: str, unit: str, progress: bool, call, *args, **kwargs):
 
 def analyze(
     base: Optional[PathLike],
-    trained: PathLike,
+    trained: Union[PathLike, Sequence[PathLike]],
     *,
     subspace_of: Optional[PathLike] = None,
     k: int = 8,
@@ -91,9 +91,15 @@ def analyze(
     correlations, ``r["verdict"]`` the four hypotheses (smooth, coordinated,
     sparse, clustered) against their Gaussian nulls.
 
+    With several trained checkpoints (a list: checkpoints of one run, or
+    fine-tunes of one base) the record is the one ``resid analyze --trained A
+    --trained B --json`` writes: ``r["residuals"]``, one report per residual,
+    and ``r["pairs"]``, per pair of residuals the cosine, sign agreement and
+    TIES agreement, overall, per component and per tensor.
+
     Args:
         base: the base checkpoint; None with ``subspace_of``.
-        trained: the trained checkpoint.
+        trained: the trained checkpoint, or a list of them (one base).
         subspace_of: instead of a base, project each weight matrix of
             ``trained`` off the top ``k`` eigenvectors of E^T E of this
             checkpoint's token embedding and analyse what is left.
@@ -109,6 +115,27 @@ def analyze(
     Raises:
         ResidError: a subclass naming the file and the problem.
     """
+    if not isinstance(trained, (str, os.PathLike)):
+        several = [str(t) for t in trained]
+        if len(several) != 1:
+            if base is None or subspace_of is not None:
+                raise ValueError("several trained checkpoints need a base (not subspace_of)")
+            r = json.loads(
+                _run(
+                    "analyze",
+                    "",
+                    progress,
+                    _resid.analyze_several,
+                    base,
+                    several,
+                    seed=seed,
+                    threads=threads,
+                    max_memory=max_memory,
+                    deny_nonfinite=deny_nonfinite,
+                )
+            )
+            return r
+        trained = several[0]
     r = json.loads(
         _run(
             "analyze",

@@ -47,3 +47,21 @@ def test_paths_may_be_pathlike(pair):
     assert resid.analyze(*pair, progress=False) == resid.analyze(
         str(pair[0]), str(pair[1]), progress=False
     )
+
+
+def test_several_trained_is_the_cli_json(pair, tmp_path):
+    base, trained = pair
+    r = resid.analyze(str(base), [str(trained), str(trained)], progress=False)
+    out = tmp_path / "cli.json"
+    run_cli(
+        "analyze", "--base", base, "--trained", trained, "--trained", trained,
+        "--json", out, "--quiet",
+    )
+    assert r == json.loads(out.read_text())
+    assert len(r["residuals"]) == 2 and r["residuals"][0] == resid.analyze(*pair, progress=False)
+    # A residual against itself: cosine 1, every sign agrees.
+    whole = r["pairs"][0]["all"]
+    assert abs(whole["cosine"] - 1.0) < 1e-9
+    assert whole["sign_agreement"] == 1.0
+    # A one-element list is the single-trained call.
+    assert resid.analyze(str(base), [str(trained)], progress=False) == r["residuals"][0]

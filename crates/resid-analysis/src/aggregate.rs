@@ -247,6 +247,10 @@ pub struct Components {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub norm: Option<ComponentSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert: Option<ComponentSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<ComponentSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub other: Option<ComponentSummary>,
 }
 
@@ -262,6 +266,8 @@ impl Components {
             Component::Mlp => &self.mlp,
             Component::Embedding => &self.embedding,
             Component::Norm => &self.norm,
+            Component::Expert => &self.expert,
+            Component::Router => &self.router,
             Component::Other => &self.other,
         }
     }
@@ -272,6 +278,8 @@ impl Components {
             Component::Mlp => &mut self.mlp,
             Component::Embedding => &mut self.embedding,
             Component::Norm => &mut self.norm,
+            Component::Expert => &mut self.expert,
+            Component::Router => &mut self.router,
             Component::Other => &mut self.other,
         };
         *slot = Some(v);

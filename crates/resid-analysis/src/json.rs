@@ -5,13 +5,16 @@
 
 use resid_io::{Classify, Component, ErrorClass};
 use schemars::{json_schema, Schema, SchemaGenerator};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 use crate::aggregate::Report;
 
 /// Version of the report's layout. 1: reports without the field (before the
-/// report could be read back); 2: typed components, `schema_version`.
-pub const SCHEMA_VERSION: u32 = 2;
+/// report could be read back); 2: typed components, `schema_version`;
+/// 3: expert and router components, the several-residual record
+/// ([`crate::compare::Several`]).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Why a report could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,11 @@ impl Classify for ReportJsonError {
 /// Reads a report, checking its version first so an old one gets a message
 /// about its version, not about the first field it lacks.
 pub fn from_str(text: &str) -> Result<Report, ReportJsonError> {
+    from_str_versioned(text)
+}
+
+/// [`from_str`] for any record carrying `schema_version`.
+pub fn from_str_versioned<T: DeserializeOwned>(text: &str) -> Result<T, ReportJsonError> {
     let v: serde_json::Value = serde_json::from_str(text)?;
     let found = v
         .get("schema_version")
@@ -48,6 +56,13 @@ pub fn from_str(text: &str) -> Result<Report, ReportJsonError> {
 /// The JSON Schema of [`Report`], pretty-printed.
 pub fn schema() -> String {
     let s = schemars::schema_for!(Report);
+    serde_json::to_string_pretty(&s).expect("schema serializes") + "\n"
+}
+
+/// The JSON Schema of [`crate::compare::Several`] (committed as
+/// docs/several.schema.json), pretty-printed.
+pub fn several_schema() -> String {
+    let s = schemars::schema_for!(crate::compare::Several);
     serde_json::to_string_pretty(&s).expect("schema serializes") + "\n"
 }
 

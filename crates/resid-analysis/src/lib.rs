@@ -1,10 +1,12 @@
 //! Structure of a residual `R = W_trained - W_base`: one small module per
-//! measure (definitions in the project's DESIGN notes, "Measures"), each with
-//! its Gaussian null, a verdict on four hypotheses (smooth, coordinated,
-//! sparse, clustered), aggregates by component and layer, and a streaming
-//! driver that holds one tensor pair per worker.
+//! measure (definitions, nulls and margins in docs/MEASURES.md), each with
+//! its null, a verdict on the hypotheses (low-rank, row/column-sparse,
+//! decay-like, smooth, coordinated, sparse, clustered), aggregates by
+//! component and layer, a streaming driver that holds one tensor pair per
+//! worker, and the pairwise comparison of several residuals of one base.
 
 pub mod aggregate;
+pub mod compare;
 pub mod driver;
 pub mod entropy;
 pub mod figures;
@@ -27,6 +29,7 @@ pub mod verdict;
 pub use aggregate::{
     ComponentSummary, Components, KmeansFigure, LayerSummary, Report, TensorRecord, Unmatched,
 };
+pub use compare::{PairFigures, PairRecord, PairTensor, Several};
 pub use driver::{
     analyze, analyze_subspace, analyze_subspace_with_figures, analyze_with_figures, AnalysisError,
     Options, Progress,

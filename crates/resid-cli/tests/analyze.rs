@@ -714,3 +714,90 @@ fn report_folder_holds_html_markdown_figures_and_the_json() {
         );
     }
 }
+
+/// Several `--trained`: one report per residual, and each pair's figures
+/// recomputed here from the files (cosine over every shared tensor, sign
+/// agreement over the entries both changed); the report folder holds the
+/// pairs page and one report per residual.
+#[test]
+fn several_trained_give_a_record_per_residual_and_the_pairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, t1) = model(1);
+    let (_, t2) = model(2);
+    let paths: Vec<PathBuf> = ["b", "t1", "t2"]
+        .iter()
+        .map(|n| tmp.path().join(format!("{n}.safetensors")))
+        .collect();
+    for (p, v) in paths.iter().zip([&base, &t1, &t2]) {
+        write_model(p, v, Dt::F32);
+    }
+    let (json, dir) = (tmp.path().join("r.json"), tmp.path().join("report"));
+    let out = run(&[
+        "analyze",
+        "--base",
+        s(&paths[0]),
+        "--trained",
+        s(&paths[1]),
+        "--trained",
+        s(&paths[2]),
+        "--json",
+        s(&json),
+        "--report",
+        s(&dir),
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("residual 1:") && stdout.contains("sign agreement"),
+        "{stdout}"
+    );
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(j["residuals"].as_array().unwrap().len(), 2);
+    assert_eq!(j["residuals"][1]["trained"], s(&paths[2]));
+    let pair = &j["pairs"][0];
+    assert_eq!((pair["a"].as_u64(), pair["b"].as_u64()), (Some(0), Some(1)));
+    let (mut dot, mut aa, mut bb, mut both, mut agree) = (0.0f64, 0.0f64, 0.0f64, 0u64, 0u64);
+    for i in 0..shapes().len() {
+        for ((x, y), b) in t1[i].iter().zip(&t2[i]).zip(&base[i]) {
+            let (r1, r2) = (x - b, y - b);
+            dot += (r1 * r2) as f64;
+            aa += (r1 * r1) as f64;
+            bb += (r2 * r2) as f64;
+            if r1 != 0.0 && r2 != 0.0 {
+                both += 1;
+                agree += u64::from((r1 > 0.0) == (r2 > 0.0));
+            }
+        }
+    }
+    let cos = pair["all"]["cosine"].as_f64().unwrap();
+    assert!((cos - dot / (aa * bb).sqrt()).abs() < 1e-6, "{cos}");
+    assert_eq!(pair["all"]["both_changed"].as_u64(), Some(both));
+    let sa = pair["all"]["sign_agreement"].as_f64().unwrap();
+    assert!((sa - agree as f64 / both as f64).abs() < 1e-12);
+    for f in [
+        "index.html",
+        "report.json",
+        "residual-0/index.html",
+        "residual-1/index.html",
+    ] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    // Several --trained need a base.
+    let out = run(&[
+        "analyze",
+        "--subspace-of",
+        s(&paths[0]),
+        "--trained",
+        s(&paths[1]),
+        "--trained",
+        s(&paths[2]),
+        "--quiet",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--base"));
+}

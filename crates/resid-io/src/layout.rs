@@ -1,6 +1,7 @@
 //! Tensor name -> layer index, component and role, for the naming schemes of
-//! GPT-2, Llama/Mistral/Qwen, BERT, GPT-NeoX and resid's own GPT, with an
-//! override file for anything else. Analysis aggregates by these.
+//! GPT-2, Llama/Mistral/Qwen, BERT, GPT-NeoX, resid's own GPT and the
+//! mixture-of-experts layouts of Mixtral and Qwen-MoE, with an override file
+//! for anything else. Analysis aggregates by these.
 
 use std::path::Path;
 
@@ -16,6 +17,13 @@ pub enum Component {
     Mlp,
     Embedding,
     Norm,
+    /// A routed expert's MLP (Mixtral `block_sparse_moe.experts.E.w1`,
+    /// Qwen-MoE `mlp.experts.E.up_proj`): apart from the dense MLP because
+    /// each expert sees only the tokens routed to it.
+    Expert,
+    /// A mixture-of-experts router (`block_sparse_moe.gate`, `mlp.gate`,
+    /// `mlp.shared_expert_gate`).
+    Router,
     Other,
 }
 
@@ -27,15 +35,19 @@ impl Component {
             Component::Mlp => "mlp",
             Component::Embedding => "embedding",
             Component::Norm => "norm",
+            Component::Expert => "expert",
+            Component::Router => "router",
             Component::Other => "other",
         }
     }
     /// All components in report order.
-    pub const ALL: [Component; 5] = [
+    pub const ALL: [Component; 7] = [
         Component::Attention,
         Component::Mlp,
         Component::Embedding,
         Component::Norm,
+        Component::Expert,
+        Component::Router,
         Component::Other,
     ];
 }
@@ -75,7 +87,8 @@ impl Layout {
     }
 
     /// Reads override rules from a JSON file: `[{"contains": "...",
-    /// "component": "attention|mlp|embedding|norm|other", "role": "q"}, ...]`.
+    /// "component": "attention|mlp|embedding|norm|expert|router|other",
+    /// "role": "q"}, ...]`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| IoError::io(path, e))?;
         let rules: Vec<LayoutRule> =
@@ -179,6 +192,19 @@ fn builtin_role(name: &str, shape: &[usize]) -> (Component, String) {
             return r(Attention, role);
         }
     }
+    // Mixture of experts: the router is a gate directly under the MoE block
+    // (a dense MLP's gate is `gate_proj`/`w1`); Qwen-MoE's always-on shared
+    // expert stays a dense MLP, its scalar gate is routing.
+    let parent = segs
+        .iter()
+        .rposition(|s| *s == last)
+        .and_then(|p| p.checked_sub(1))
+        .map(|p| segs[p]);
+    let moe_block = has("block_sparse_moe") || has("moe");
+    if last == "shared_expert_gate" || (last == "gate" && (moe_block || parent == Some("mlp"))) {
+        return r(Router, "router");
+    }
+    let routed = has("experts") && !has("shared_expert");
     // MLP projections.
     let mlp_role = match last {
         "gate_proj" | "w1" | "gate" => Some("gate"),
@@ -191,7 +217,7 @@ fn builtin_role(name: &str, shape: &[usize]) -> (Component, String) {
         _ => None,
     };
     if let Some(role) = mlp_role {
-        return r(Mlp, role);
+        return r(if routed { Expert } else { Mlp }, role);
     }
     if is_bias && shape.len() == 1 {
         if in_attn {
@@ -337,6 +363,55 @@ mod tests {
         assert_eq!(c("tok_emb.weight"), (None, Embedding, "tok".into()));
         assert_eq!(c("head.weight"), (None, Embedding, "head".into()));
         assert_eq!(c("ln_f.bias"), (None, Norm, "norm".into()));
+    }
+
+    #[test]
+    fn mixtral_names() {
+        let p = "model.layers.5.block_sparse_moe";
+        for (w, role) in [("w1", "gate"), ("w2", "down"), ("w3", "up")] {
+            assert_eq!(
+                c(&format!("{p}.experts.3.{w}.weight")),
+                (Some(5), Expert, role.into())
+            );
+        }
+        assert_eq!(
+            c(&format!("{p}.gate.weight")),
+            (Some(5), Router, "router".into())
+        );
+        assert_eq!(
+            c("model.layers.5.self_attn.q_proj.weight"),
+            (Some(5), Attention, "q".into())
+        );
+    }
+
+    #[test]
+    fn qwen_moe_names() {
+        let p = "model.layers.2.mlp";
+        assert_eq!(
+            c(&format!("{p}.experts.7.down_proj.weight")),
+            (Some(2), Expert, "down".into())
+        );
+        assert_eq!(
+            c(&format!("{p}.experts.7.gate_proj.weight")),
+            (Some(2), Expert, "gate".into())
+        );
+        assert_eq!(
+            c(&format!("{p}.gate.weight")),
+            (Some(2), Router, "router".into())
+        );
+        assert_eq!(
+            c(&format!("{p}.shared_expert.up_proj.weight")),
+            (Some(2), Mlp, "up".into())
+        );
+        assert_eq!(
+            c(&format!("{p}.shared_expert_gate.weight")),
+            (Some(2), Router, "router".into())
+        );
+        // A dense model's gate projection is still the MLP's.
+        assert_eq!(
+            c("model.layers.2.mlp.gate_proj.weight"),
+            (Some(2), Mlp, "gate".into())
+        );
     }
 
     #[test]

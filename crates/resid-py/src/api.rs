@@ -89,6 +89,56 @@ pub fn analyze(
     })
 }
 
+/// `resid analyze --json` with several `--trained`: one report per residual
+/// of `base` and, per pair, cosine, sign and TIES agreement (the record
+/// `resid::analysis::Several`).
+#[pyfunction]
+#[pyo3(signature = (base, trained, seed=0, threads=None, max_memory=None, deny_nonfinite=false, progress=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn analyze_several(
+    py: Python<'_>,
+    base: PathBuf,
+    trained: Vec<PathBuf>,
+    seed: u64,
+    threads: Option<usize>,
+    max_memory: Option<usize>,
+    deny_nonfinite: bool,
+    progress: Option<Bound<'_, PyAny>>,
+) -> PyResult<String> {
+    run(py, progress.as_ref(), move |sh: &Shared| {
+        let b = open_checkpoint(&base)?;
+        let ts = trained
+            .iter()
+            .map(|t| open_checkpoint(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let opts = Options {
+            threads: threads.unwrap_or(0),
+            seed,
+            layout: Layout::builtin(),
+            margins: Margins::default(),
+            allow_nonfinite: !deny_nonfinite,
+            memory_budget: Some(memory_budget(max_memory)),
+            ..Options::default()
+        };
+        let on = |p: &resid::analysis::Progress| sh.set(p.done as u64, p.total as u64, p.name);
+        let residuals = ts
+            .iter()
+            .map(|t| analyze_pair(&b, t, &opts, &on))
+            .collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&Checkpoint> = ts.iter().collect();
+        let pairs = resid::analysis::compare::compare(&b, &refs, &opts.layout, &|d, n, name| {
+            sh.set(d as u64, n as u64, name)
+        })?;
+        Ok(resid::analysis::Several {
+            schema_version: resid::analysis::SCHEMA_VERSION,
+            base: base.display().to_string(),
+            residuals,
+            pairs,
+        }
+        .to_json())
+    })
+}
+
 /// `resid pack --json`: stores the residual of `trained` against `base` in
 /// `out`. `mode` is lossless, bits_per_param, keep or max_error; `value`
 /// its target (None for lossless).

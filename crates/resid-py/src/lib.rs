@@ -23,6 +23,7 @@ fn _resid(m: &Bound<'_, PyModule>) -> PyResult<()> {
     blocking::install_panic_hook();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(api::analyze, m)?)?;
+    m.add_function(wrap_pyfunction!(api::analyze_several, m)?)?;
     m.add_function(wrap_pyfunction!(api::pack, m)?)?;
     m.add_function(wrap_pyfunction!(api::unpack, m)?)?;
     m.add_function(wrap_pyfunction!(api::inspect, m)?)?;

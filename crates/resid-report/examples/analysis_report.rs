@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
-use resid_analysis::{analyze, Options};
+use resid_analysis::{analyze_with_figures, FigureOptions, Options};
 use resid_io::Checkpoint;
-use resid_report::analysis::{collect_figure_data, write_analysis_report, FigureOptions};
+use resid_report::analysis::write_analysis_report;
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,12 +39,17 @@ fn main() {
         let base = Checkpoint::open(Path::new(&args[0]))?;
         let trained = Checkpoint::open(Path::new(&args[1]))?;
         let t = std::time::Instant::now();
-        let report = analyze(&base, &trained, &Options::default(), &|_| {})?;
-        eprintln!("analysis: {:.1} s", t.elapsed().as_secs_f64());
+        let (report, figs) = analyze_with_figures(
+            &base,
+            &trained,
+            &Options::default(),
+            &FigureOptions::default(),
+            &|_| {},
+        )?;
+        eprintln!("analysis and figures: {:.1} s", t.elapsed().as_secs_f64());
         let t = std::time::Instant::now();
-        let figs = collect_figure_data(&base, &trained, &report, &FigureOptions::default())?;
         write_analysis_report(Path::new(&args[2]), &report, Some(&figs))?;
-        eprintln!("figures and report: {:.1} s", t.elapsed().as_secs_f64());
+        eprintln!("report: {:.1} s", t.elapsed().as_secs_f64());
         Ok(())
     };
     if let Err(e) = run() {

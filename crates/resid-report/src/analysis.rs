@@ -1,13 +1,13 @@
 //! The report of `resid analyze`: [`analysis_document`] turns a
-//! [`resid_analysis::Report`] (plus optional [`FigureData`] read from the
-//! checkpoints) into a [`Document`]; [`write_analysis_report`] writes
+//! [`resid_analysis::Report`] (plus optional [`FigureData`] gathered by the
+//! analysis pass) into a [`Document`]; [`write_analysis_report`] writes
 //! `index.html`, `report.md` with its figures, and `report.json`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use resid_analysis::{Moments, Report, TensorRecord};
-use resid_io::{Checkpoint, Component};
+use resid_io::Component;
 
 use crate::document::{Block, Document, Figure, ReportError, Section, Table, VerdictItem};
 use crate::plot::bars::{self, BarSeries, BarsData};
@@ -18,85 +18,10 @@ use crate::plot::powermap;
 use crate::plot::spectrum;
 use crate::plot::{fmt_num, DEFAULT_SIZE};
 
-/// The figure data: gathered by the analysis pass itself
-/// ([`resid_analysis::analyze_with_figures`]), or by [`collect_figure_data`]
-/// for a report that was made without it.
+/// The figure data, gathered by the analysis pass itself
+/// ([`resid_analysis::analyze_with_figures`]): the report never reads a
+/// checkpoint.
 pub type FigureData = resid_analysis::Figures;
-
-/// Limits of [`collect_figure_data`].
-#[derive(Clone, Debug)]
-pub struct FigureOptions {
-    /// Matrices whose spectra are drawn (at most).
-    pub spectra: usize,
-    /// Unused: spectra come from the analysis's exact Gram (kept so callers
-    /// that set it still build).
-    pub max_svd_side: usize,
-    /// Unused: the power map's null is the verdict's, seeded by the report.
-    pub seed: u64,
-}
-
-impl Default for FigureOptions {
-    fn default() -> Self {
-        FigureOptions {
-            spectra: 3,
-            max_svd_side: 1024,
-            seed: 0,
-        }
-    }
-}
-
-impl FigureOptions {
-    /// The analysis's figure options.
-    pub fn analysis(&self) -> resid_analysis::FigureOptions {
-        resid_analysis::FigureOptions {
-            spectra: self.spectra,
-        }
-    }
-}
-
-/// The figures of `report` from both checkpoints, read a second time (the
-/// same figure code as the analysis pass). Prefer
-/// [`resid_analysis::analyze_with_figures`], which reads them once.
-pub fn collect_figure_data(
-    base: &Checkpoint,
-    trained: &Checkpoint,
-    report: &Report,
-    opts: &FigureOptions,
-) -> Result<FigureData, ReportError> {
-    let mut bb = Vec::new();
-    resid_analysis::figures::collect(report, &opts.analysis(), |r, out| {
-        let (Some(be), Some(te)) = (base.get(&r.name), trained.get(&r.name)) else {
-            return Ok(false);
-        };
-        base.read_f32(be, &mut bb)?;
-        trained.read_f32(te, out)?;
-        for (t, b) in out.iter_mut().zip(&bb) {
-            *t -= *b;
-        }
-        Ok::<bool, ReportError>(true)
-    })
-}
-
-/// The figures of a subspace-mode report, read a second time (prefer
-/// [`resid_analysis::analyze_subspace_with_figures`]).
-pub fn collect_subspace_figure_data(
-    trained: &Checkpoint,
-    subspace: &resid_analysis::Subspace,
-    report: &Report,
-    opts: &FigureOptions,
-) -> Result<FigureData, ReportError> {
-    resid_analysis::figures::collect(report, &opts.analysis(), |r, out| {
-        let Some(te) = trained.get(&r.name) else {
-            return Ok(false);
-        };
-        trained.read_f32(te, out)?;
-        // As the driver: a tensor holding NaN/Inf is measured unprojected.
-        if out.iter().all(|v| v.is_finite()) {
-            subspace.project(out, &te.shape);
-        }
-        Ok::<bool, ReportError>(true)
-    })
-}
 
 /// The drawn histogram of one component ("all" for every tensor): the
 /// grid counts of the pass, with the records' pooled moments and their
@@ -552,9 +477,9 @@ pub fn analysis_document(
     let mut blocks = Vec::new();
     match figs.map(|f| &f.histograms) {
         Some(h) if !h.is_empty() => {
-            let order = ["all", "attention", "mlp", "embedding", "norm", "other"];
-            for name in order.iter().filter(|n| h.contains_key(**n)) {
-                let d = &histogram_of(report, name, &h[*name]);
+            let order = std::iter::once("all").chain(Component::ALL.iter().map(|c| c.name()));
+            for name in order.filter(|n| h.contains_key(*n)) {
+                let d = &histogram_of(report, name, &h[name]);
                 let label = component_label(name);
                 let svg = histogram::render(
                     d,

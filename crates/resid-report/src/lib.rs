@@ -6,4 +6,5 @@ pub mod html;
 pub mod markdown;
 pub mod plot;
 pub mod rate;
+pub mod several;
 pub mod terminal;

@@ -29,6 +29,23 @@ fn table(header: &[&str]) -> Table {
     t
 }
 
+/// Several residuals of one base: each residual's tables under its name,
+/// then the pairs table.
+pub fn render_several(s: &resid_analysis::Several) -> String {
+    let mut out = String::new();
+    for (line, r) in crate::several::residual_lines(s).iter().zip(&s.residuals) {
+        out.push_str(&format!("== {line} ==\n"));
+        out.push_str(&render(r));
+        out.push('\n');
+    }
+    let mut t = table(&crate::several::PAIR_HEADER);
+    for row in crate::several::pair_rows(s) {
+        t.add_row(row);
+    }
+    out.push_str(&format!("Pairs of residuals (sign agreement over entries both changed; TIES: both in the top 20%)\n{t}\n"));
+    out
+}
+
 /// All tables of a report, as text.
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
@@ -67,6 +84,7 @@ pub fn render(r: &Report) -> String {
     for (label, c) in [
         ("Kurtosis (attention)", r.components.attention.as_ref()),
         ("Kurtosis (MLP)", r.components.mlp.as_ref()),
+        ("Kurtosis (experts)", r.components.expert.as_ref()),
         ("Kurtosis (overall)", all),
     ] {
         if let Some(c) = c {

@@ -11,12 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use resid_analysis::{analyze, Options};
+use resid_analysis::{analyze_with_figures, FigureOptions, Options};
 use resid_io::synth::{write_pair, Arch, ResidualKind, SynthOptions};
 use resid_io::{Checkpoint, Dtype};
-use resid_report::analysis::{
-    analysis_document, collect_figure_data, write_analysis_report, FigureOptions,
-};
+use resid_report::analysis::{analysis_document, write_analysis_report};
 
 fn find_chromium() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("RESID_CHROMIUM") {
@@ -197,8 +195,14 @@ fn analysis_report_renders_in_headless_chromium() {
     write_pair(&pair, &opts, |_, _| {}).unwrap();
     let base = Checkpoint::open(&pair.join("base")).unwrap();
     let trained = Checkpoint::open(&pair.join("trained")).unwrap();
-    let report = analyze(&base, &trained, &Options::default(), &|_| {}).unwrap();
-    let figs = collect_figure_data(&base, &trained, &report, &FigureOptions::default()).unwrap();
+    let (report, figs) = analyze_with_figures(
+        &base,
+        &trained,
+        &Options::default(),
+        &FigureOptions::default(),
+        &|_| {},
+    )
+    .unwrap();
     let dir = tmp.path().join("report");
     write_analysis_report(&dir, &report, Some(&figs)).unwrap();
     let doc = analysis_document(&report, Some(&figs)).unwrap();

@@ -84,11 +84,22 @@ fn figures_gathered_in_the_pass_equal_a_second_read_and_the_records() {
         plain.to_json() == report.to_json(),
         "figures changed the report"
     );
-    let again = resid_report::analysis::collect_figure_data(
-        &base,
-        &trained,
+    // The second read, through the same figure code, as a cross-check.
+    let mut bb = Vec::new();
+    let again = resid_analysis::figures::collect(
         &report,
-        &resid_report::analysis::FigureOptions::default(),
+        &resid_analysis::FigureOptions::default(),
+        |r, out| {
+            let (Some(be), Some(te)) = (base.get(&r.name), trained.get(&r.name)) else {
+                return Ok(false);
+            };
+            base.read_f32(be, &mut bb)?;
+            trained.read_f32(te, out)?;
+            for (t, b) in out.iter_mut().zip(&bb) {
+                *t -= *b;
+            }
+            Ok::<bool, resid_io::IoError>(true)
+        },
     )
     .unwrap();
     assert!(figs.histograms == again.histograms, "histograms differ");

@@ -381,17 +381,17 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
                 seed: opts.seed,
                 ..Default::default()
             };
-            let rep = resid::analysis::analyze(&start, &trained, &o, &|_| {})
-                .map_err(|e| ReproError::at(&step, e))?;
-            // The residual's own report (figures from the tensors), beside
-            // the reproduction's.
-            let figs = resid::report::analysis::collect_figure_data(
+            // The residual's own report, beside the reproduction's: its
+            // figures are gathered in the analysis pass (one read).
+            let (rep, figs) = resid::analysis::analyze_with_figures(
                 &start,
                 &trained,
-                &rep,
-                &figure_options(opts),
-            );
-            analysis_report(out, &step, &rep, figs)
+                &o,
+                &resid::analysis::FigureOptions::default(),
+                &|_| {},
+            )
+            .map_err(|e| ReproError::at(&step, e))?;
+            analysis_report(out, &step, &rep, &figs)
         })?;
         analysis.insert(r.name.clone(), v);
     }
@@ -414,15 +414,15 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
             };
             let sub = resid::analysis::Subspace::from_checkpoint(&trained, &o.layout, SUBSPACE_K)
                 .map_err(|e| ReproError::at(&step, e))?;
-            let rep = resid::analysis::analyze_subspace(&trained, &sub, &o, &|_| {})
-                .map_err(|e| ReproError::at(&step, e))?;
-            let figs = resid::report::analysis::collect_subspace_figure_data(
+            let (rep, figs) = resid::analysis::analyze_subspace_with_figures(
                 &trained,
                 &sub,
-                &rep,
-                &figure_options(opts),
-            );
-            analysis_report(out, &step, &rep, figs)
+                &o,
+                &resid::analysis::FigureOptions::default(),
+                &|_| {},
+            )
+            .map_err(|e| ReproError::at(&step, e))?;
+            analysis_report(out, &step, &rep, &figs)
         })?;
         analysis.insert("csb-subspace".to_string(), v);
     }
@@ -1049,27 +1049,15 @@ fn estimate(
 
 /// The tokenizer for the preset, trained once and kept in `out/resid-tokenizer.json`
 /// (an older run's `out/tokenizer.json` is reused).
-/// Figure options of the analysis reports the reproduction writes.
-fn figure_options(opts: &ReproOptions) -> resid::report::analysis::FigureOptions {
-    resid::report::analysis::FigureOptions {
-        seed: opts.seed,
-        ..Default::default()
-    }
-}
-
 /// Writes one residual's analysis report into `out/step` and returns it
 /// for the reproduction's own.
 fn analysis_report(
     out: &Path,
     step: &str,
     rep: &resid::analysis::Report,
-    figs: std::result::Result<
-        resid::report::analysis::FigureData,
-        resid::report::document::ReportError,
-    >,
+    figs: &resid::report::analysis::FigureData,
 ) -> Result<resid::analysis::Report> {
-    let figs = figs.map_err(|e| ReproError::at(step, e))?;
-    resid::report::analysis::write_analysis_report(&out.join(step), rep, Some(&figs))
+    resid::report::analysis::write_analysis_report(&out.join(step), rep, Some(figs))
         .map_err(|e| ReproError::at(step, e))?;
     Ok(rep.clone())
 }

@@ -28,9 +28,11 @@ pub struct Args {
         conflicts_with = "subspace_of"
     )]
     pub base: Option<PathBuf>,
-    /// Trained checkpoint (same forms as --base).
+    /// Trained checkpoint (same forms as --base). Give it several times
+    /// (checkpoints of one run, fine-tunes of one base) for one analysis per
+    /// residual plus, per pair, cosine, sign and TIES agreement per tensor.
     #[arg(long, required_unless_present = "adapter", conflicts_with = "adapter")]
-    pub trained: Option<PathBuf>,
+    pub trained: Vec<PathBuf>,
     /// Instead of --trained: a PEFT LoRA adapter folder (adapter_config.json +
     /// adapter_model.safetensors); analyses the ΔW = (alpha/r)·B·A it adds
     /// to each module of --base. Needs 8 bytes of temporary disk per adapted
@@ -127,10 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (Some(pb), pt, Some(tmp))
         }
         (_, base) => {
-            let t = args
-                .trained
-                .as_deref()
-                .expect("clap: --trained or --adapter");
+            let t = args.trained.first().expect("clap: --trained or --adapter");
             (base, crate::input::open(t, args.quiet)?, None)
         }
     };
@@ -171,6 +170,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         memory_budget: Some(resid::budget::memory_budget(args.max_memory)),
         ..Options::default()
     };
+    if args.trained.len() > 1 {
+        let Some(base) = base else {
+            crate::exit::usage_bail!("several --trained need --base (not --subspace-of)");
+        };
+        return run_several(&args, &opts, &base, trained, json_stdout, out);
+    }
     let total = match &base {
         Some(b) => resid::io::pair(b, &trained)?.pairs.len() as u64,
         None => trained.tensors().len() as u64,
@@ -228,6 +233,76 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if !args.quiet {
             eprintln!("wrote {}", args.json.as_ref().expect("json path").display());
         }
+    }
+    Ok(())
+}
+
+/// Several `--trained` against one base: each residual analysed as a single
+/// one is, then every pair compared; one JSON record (`Several`).
+fn run_several(
+    args: &Args,
+    opts: &Options,
+    base: &resid::io::Checkpoint,
+    first: resid::io::Checkpoint,
+    json_stdout: bool,
+    out: Option<AtomicFile>,
+) -> anyhow::Result<()> {
+    let mut trained = vec![first];
+    for t in &args.trained[1..] {
+        trained.push(crate::input::open(t, args.quiet)?);
+    }
+    let (mut residuals, mut figures) = (Vec::new(), Vec::new());
+    for (i, t) in trained.iter().enumerate() {
+        let total = resid::io::pair(base, t)?.pairs.len() as u64;
+        let pb = crate::progress::bar(total, &format!("analyze {i}"), args.quiet);
+        let on = |p: &resid::analysis::Progress| {
+            pb.set_position(p.done as u64);
+            pb.set_message(p.name.to_string());
+        };
+        let (r, f) = match &args.report {
+            Some(_) => {
+                analyze_with_figures(base, t, opts, &FigureOptions::default(), &on).map(some)?
+            }
+            None => (analyze(base, t, opts, &on)?, None),
+        };
+        pb.finish_and_clear();
+        residuals.push(r);
+        figures.push(f);
+    }
+    let refs: Vec<&resid::io::Checkpoint> = trained.iter().collect();
+    let pb = crate::progress::bar(0, "compare", args.quiet);
+    let pairs = resid::analysis::compare::compare(base, &refs, &opts.layout, &|done, of, name| {
+        pb.set_length(of as u64);
+        pb.set_position(done as u64);
+        pb.set_message(name.to_string());
+    })?;
+    pb.finish_and_clear();
+    let rec = resid::analysis::Several {
+        schema_version: resid::analysis::SCHEMA_VERSION,
+        base: args.base.as_ref().expect("checked").display().to_string(),
+        residuals,
+        pairs,
+    };
+    let json = rec.to_json();
+    if json_stdout {
+        let mut so = std::io::stdout().lock();
+        so.write_all(json.as_bytes())
+            .and_then(|_| so.write_all(b"\n"))
+            .context("stdout")?;
+    } else {
+        print!("{}", resid::report::terminal::render_several(&rec));
+    }
+    if let Some(dir) = &args.report {
+        resid::report::several::write_several_report(dir, &rec, &figures)
+            .with_context(|| format!("writing the report in {}", dir.display()))?;
+        if !args.quiet {
+            eprintln!("wrote {}", dir.join("index.html").display());
+        }
+    }
+    if let Some(mut f) = out {
+        f.write_all(json.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.commit()?;
     }
     Ok(())
 }
