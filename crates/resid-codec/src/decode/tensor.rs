@@ -707,7 +707,8 @@ mod tests {
                     let unit = h.settings.chunk * t.dtype.size();
                     let lossy = matches!(t.encoding, Encoding::Lossy { .. });
                     for at in [sp.start, sp.end] {
-                        let on_cut = at == shared
+                        let on_cut = at == 0
+                            || at == shared
                             || at == t.nbytes()
                             || (at < shared && !lossy && at % unit == 0)
                             || (at > shared && (at - shared) % unit == 0);
