@@ -710,8 +710,8 @@ mod tests {
                         let on_cut = at == 0
                             || at == shared
                             || at == t.nbytes()
-                            || (at < shared && !lossy && at % unit == 0)
-                            || (at > shared && (at - shared) % unit == 0);
+                            || (at < shared && !lossy && at.is_multiple_of(unit))
+                            || (at > shared && (at - shared).is_multiple_of(unit));
                         assert!(on_cut, "{name}: span {sp:?} cuts inside a chunk");
                     }
                     next = (sp.ti, sp.end);
