@@ -11,34 +11,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{bin, exit, fails_with, ok, run, s, small_pair};
+use common::{bin, exit, fails_with, golden, ok, run, s, small_pair, tree};
 use resid::codec::container::{header_json, replace_header};
-
-fn golden(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../resid-codec/tests/golden/v2")
-        .join(p)
-}
-
-/// Every path under `d`, relative, sorted (folders end in `/`).
-fn tree(d: &Path) -> Vec<String> {
-    fn walk(root: &Path, d: &Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            if p.is_dir() {
-                out.push(format!("{rel}/"));
-                walk(root, &p, out);
-            } else {
-                out.push(rel);
-            }
-        }
-    }
-    let mut v = Vec::new();
-    walk(d, d, &mut v);
-    v.sort();
-    v
-}
 
 fn sha(p: &Path) -> String {
     use sha2_free::hex_sha256;
@@ -338,4 +312,195 @@ fn two_packs_to_one_file_leave_one_complete_file_and_readers_never_see_half() {
         "inspect saw nothing {} times, a whole file {} times",
         seen.0, seen.1
     );
+}
+
+/// The golden folder file with its stored `tokenizer.json` renamed to
+/// `name` (the other names as they were, checksums fixed up).
+fn folder_file_naming(dir: &Path, name: &str) -> PathBuf {
+    let good = std::fs::read(golden("lossless-folder.resid")).unwrap();
+    let mut h: serde_json::Value = serde_json::from_slice(&header_json(&good).unwrap()).unwrap();
+    let f = h["files"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|f| f["path"] == "tokenizer.json")
+        .unwrap();
+    f["path"] = serde_json::json!(name);
+    let p = dir.join("named.resid");
+    std::fs::write(&p, replace_header(&good, &serde_json::to_vec(&h).unwrap())).unwrap();
+    p
+}
+
+#[test]
+fn every_stored_name_leaving_or_clashing_in_the_folder_is_refused_with_nothing_written() {
+    // FORMAT.md 2.4's refusals, one name each, through the binary.
+    let cases = [
+        ("/x", "absolute path"),
+        ("", "empty name"),
+        ("a//b", "empty component"),
+        ("a/", "empty component"),
+        ("./x", "'..' or '.' component"),
+        ("a/../../x", "'..' or '.' component"),
+        (
+            "a\\..\\x",
+            "backslash, NUL, ':' or control character in the name",
+        ),
+        (
+            "C:x",
+            "backslash, NUL, ':' or control character in the name",
+        ),
+        (
+            "x\ny",
+            "backslash, NUL, ':' or control character in the name",
+        ),
+        (
+            "CONFIG.JSON",
+            "names the same file as another entry (names compared ignoring ASCII case)",
+        ),
+        (
+            "Model.safetensors",
+            "names a checkpoint shard or a folder holding a stored file",
+        ),
+        // Reported on the entry that lies inside it.
+        (
+            "1_pooling",
+            "names a checkpoint shard or a folder holding a stored file",
+        ),
+        (
+            "model.safetensors/x",
+            "names a checkpoint shard or a folder holding a stored file",
+        ),
+    ];
+    let base = golden("py/base.safetensors");
+    for (name, problem) in cases {
+        let d = tempfile::tempdir().unwrap();
+        let f = folder_file_naming(d.path(), name);
+        std::fs::create_dir(d.path().join("box")).unwrap();
+        let out = d.path().join("box").join("out");
+        let before = tree(d.path());
+        let e = fails_with(
+            &run(&["unpack", "--base", s(&base), s(&f), "-o", s(&out), "-q"]),
+            exit::MISMATCH,
+        );
+        let named = if name == "1_pooling" {
+            "1_Pooling/config.json"
+        } else {
+            name
+        };
+        let want = format!("named.resid: stored file '{named}': {problem}");
+        assert!(e.contains(&want), "{name:?}: {e}");
+        assert_eq!(tree(d.path()), before, "{name:?}: something was written");
+    }
+}
+
+/// Runs the binary, killed after a minute: a pipe opened for writing with
+/// no reader would block forever.
+fn run_bounded(args: &[&str]) -> std::process::Output {
+    let mut c = Command::new(bin())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while c.try_wait().unwrap().is_none() {
+        if t0.elapsed() > std::time::Duration::from_secs(60) {
+            c.kill().unwrap();
+            panic!("resid {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    c.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_symlink_or_pipe_in_the_output_folder_is_refused_even_when_forced() {
+    let base = golden("py/base.safetensors");
+    let f = golden("lossless-folder.resid");
+    for (what, path, kind) in [
+        ("symlink", "1_Pooling", "symlink"),
+        ("symlinked file", "config.json", "symlink"),
+        ("pipe", "config.json", "device, pipe or socket"),
+        (
+            "pipe as a shard",
+            "model.safetensors",
+            "device, pipe or socket",
+        ),
+    ] {
+        for force in [false, true] {
+            let d = tempfile::tempdir().unwrap();
+            let (out, elsewhere) = (d.path().join("out"), d.path().join("elsewhere"));
+            std::fs::create_dir(&out).unwrap();
+            std::fs::create_dir(&elsewhere).unwrap();
+            let p = out.join(path);
+            if what.starts_with("pipe") {
+                let c = std::ffi::CString::new(s(&p)).unwrap();
+                // SAFETY: a valid C string; mkfifo only creates the node.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            } else {
+                let target = if path == "1_Pooling" {
+                    elsewhere.clone()
+                } else {
+                    elsewhere.join("c")
+                };
+                std::os::unix::fs::symlink(target, &p).unwrap();
+            }
+            let before = tree(d.path());
+            let mut args = vec!["unpack", "--base", s(&base), s(&f), "-o", s(&out), "-q"];
+            if force {
+                args.push("--force");
+            }
+            let e = fails_with(&run_bounded(&args), exit::USAGE);
+            let want = format!("{}: a {kind} is in the way", p.display());
+            assert!(e.contains(&want), "{what} (force {force}): {e}");
+            assert!(!e.contains("--force"), "{e}: no hint that cannot help");
+            assert_eq!(tree(d.path()), before, "{what} (force {force})");
+        }
+    }
+}
+
+#[test]
+fn a_stored_file_whose_block_expands_past_its_size_is_refused_early() {
+    // tokenizer.json's block replaced by one zstd frame of 1 GiB of zeros
+    // (about 40 KB), its size and sha256 left as they were: the stream
+    // stops one byte past the declared size, and nothing is left behind.
+    let good = std::fs::read(golden("lossless-folder.resid")).unwrap();
+    let mut h: serde_json::Value = serde_json::from_slice(&header_json(&good).unwrap()).unwrap();
+    let mut bomb = vec![2u8]; // FORMAT.md 4.4: kind 2, then the frame
+    bomb.extend(
+        zstd::stream::encode_all(std::io::Read::take(std::io::repeat(0), 1 << 30), 3).unwrap(),
+    );
+    let (body, blocks) = resid::codec::container::append_blocks(&good, &[&bomb]);
+    let f = h["files"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|f| f["path"] == "tokenizer.json")
+        .unwrap();
+    let size = f["size"].as_u64().unwrap();
+    f["block"] = serde_json::json!(resid::codec::container::Block {
+        n: size,
+        ..blocks[0].clone()
+    });
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("bomb.resid");
+    std::fs::write(
+        &file,
+        replace_header(&body, &serde_json::to_vec(&h).unwrap()),
+    )
+    .unwrap();
+    assert!(std::fs::metadata(&file).unwrap().len() < 1 << 20);
+    let out = d.path().join("out");
+    let before = tree(d.path());
+    let base = golden("py/base.safetensors");
+    let e = fails_with(
+        &run(&["unpack", "--base", s(&base), s(&file), "-o", s(&out), "-q"]),
+        exit::MISMATCH,
+    );
+    let want = format!(
+        "stored file 'tokenizer.json': decodes to {} bytes, the header says {size}",
+        size + 1
+    );
+    assert!(e.contains(&want), "{e}");
+    assert_eq!(tree(d.path()), before);
 }

@@ -109,6 +109,33 @@ pub fn replace_header(file: &[u8], json: &[u8]) -> Vec<u8> {
     out
 }
 
+/// For tools and tests that craft files: a residual file's preamble and
+/// blocks with `bodies` appended as new blocks (its old header dropped, a
+/// footer placeholder left for [`replace_header`]), and the new blocks'
+/// header entries (`n` and `bits` 0, for the caller to fill in).
+pub fn append_blocks(file: &[u8], bodies: &[&[u8]]) -> (Vec<u8>, Vec<Block>) {
+    let n = file.len();
+    let hoff = u64::from_le_bytes(file[n - 32..n - 24].try_into().unwrap()) as usize;
+    let mut out = file[..hoff].to_vec();
+    let blocks = bodies
+        .iter()
+        .map(|b| {
+            let offset = out.len() as u64;
+            out.extend_from_slice(b);
+            Block {
+                offset,
+                len: b.len() as u64,
+                xxh3: hex(xxh3(b)),
+                n: 0,
+                bits: 0.0,
+            }
+        })
+        .collect();
+    let end = out.len() as u64;
+    out.extend_from_slice(&footer(end, &[]));
+    (out, blocks)
+}
+
 /// A safetensors element type (the spelling is the safetensors one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]

@@ -113,6 +113,12 @@ pub enum CodecError {
     /// The output folder already holds a file unpack would have to replace.
     #[error("{path}: already exists; unpack does not overwrite files it did not create")]
     OutputExists { path: PathBuf },
+    /// Something that is not a regular file or folder lies on a path inside
+    /// the output folder: writing there would leave the folder (a symlink)
+    /// or feed a device, pipe or socket, so it is refused whatever the
+    /// caller allows.
+    #[error("{path}: a {kind} is in the way; unpack never writes through a symlink or into a device, pipe or socket inside its output folder")]
+    OutputInTheWay { path: PathBuf, kind: SpecialFile },
     /// A selection of tensors to rebuild matched none of the file's.
     #[error("{path}: no tensor of this residual file matches the selection")]
     NoTensorSelected { path: PathBuf },
@@ -145,6 +151,16 @@ pub enum CodecError {
         path: PathBuf,
         tensor: String,
         index: u64,
+    },
+    /// A part of a tensor that has to be held whole (a tensor asked for
+    /// alone, or a lossy tensor's rows) needs more memory than the machine
+    /// has available: refused before allocating, rather than aborting.
+    #[error("{path}: tensor '{tensor}': holding {bytes} bytes of it whole needs more than the {available} bytes of memory available")]
+    TensorTooLarge {
+        path: PathBuf,
+        tensor: String,
+        bytes: u64,
+        available: u64,
     },
     /// The rebuilt tensor fails the trained checksum.
     #[error("{path}: tensor '{tensor}': rebuilt bytes fail the trained checksum (file altered, or another base)")]
@@ -238,6 +254,15 @@ pub enum PathProblem {
     Collision,
     #[error("size {0} too large")]
     Size(u64),
+}
+
+/// What lies in the way of a path unpack writes inside its output folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SpecialFile {
+    #[error("symlink")]
+    Symlink,
+    #[error("device, pipe or socket")]
+    Device,
 }
 
 /// Rules of one tensor's entry (FORMAT.md 2.3, 3, 4).
@@ -366,8 +391,10 @@ impl Classify for CodecError {
         match self {
             Checkpoint(e) => e.class(),
             Os { .. } => ErrorClass::Io,
-            OutputExists { .. } | NoTensorSelected { .. } => ErrorClass::Usage,
-            NoSpace { .. } => ErrorClass::Io,
+            OutputExists { .. } | OutputInTheWay { .. } | NoTensorSelected { .. } => {
+                ErrorClass::Usage
+            }
+            NoSpace { .. } | TensorTooLarge { .. } => ErrorClass::Io,
             NotResidual { .. } | NonFinite { .. } => ErrorClass::BadInput,
             Settings(_) => ErrorClass::Usage,
             Truncated { .. }

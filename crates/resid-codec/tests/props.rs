@@ -9,23 +9,11 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use resid_codec::{pack, unpack, Mode, PackOptions};
-use resid_io::write::{SafetensorsWriter, TensorSpec};
+use resid_io::write::{write_raw_checkpoint, RawTensor};
 use resid_io::{Checkpoint, Dtype};
 
-fn write(path: &Path, tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) {
-    let specs = tensors
-        .iter()
-        .map(|(n, d, s, _)| TensorSpec {
-            name: n.to_string(),
-            dtype_name: d.to_string(),
-            shape: s.clone(),
-        })
-        .collect();
-    let mut w = SafetensorsWriter::create(path, specs, &BTreeMap::new()).unwrap();
-    for (n, _, _, b) in tensors {
-        w.write_tensor(n, b).unwrap();
-    }
-    w.finish().unwrap();
+fn write(path: &Path, tensors: &[RawTensor]) {
+    write_raw_checkpoint(path, tensors, &BTreeMap::new()).unwrap();
 }
 
 const DTYPES: [(&str, usize); 9] = [

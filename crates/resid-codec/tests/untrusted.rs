@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use rand::{Rng, SeedableRng};
-use resid_codec::container::{header_json, replace_header};
-use resid_codec::unpack;
+use resid_codec::container::{append_blocks, header_json, replace_header, Block};
+use resid_codec::{decode_tensor, unpack, CodecError, ResidFile};
 use resid_io::Checkpoint;
 
 fn golden(p: &str) -> std::path::PathBuf {
@@ -129,4 +129,55 @@ fn damaged_headers_give_errors_not_panics() {
     }
     // Most damage is refused; what passes rebuilt inside the box.
     assert!(accepted < 300, "{accepted}");
+}
+
+/// A small file claiming a 1 TiB trained-only tensor (65,536 constant
+/// blocks): decoding it whole, as a caller asking for one tensor does (the
+/// Python package's `get_tensor`), is refused before allocating, naming
+/// both figures; unpack refuses it at the free-space check.
+#[test]
+fn a_tensor_too_large_to_hold_is_refused_before_allocating() {
+    let good = std::fs::read(golden("lossless-f32.resid")).unwrap();
+    let base = Checkpoint::open(&golden("../v1/base-f32.safetensors")).unwrap();
+    let mut h: serde_json::Value = serde_json::from_slice(&header_json(&good).unwrap()).unwrap();
+    let (chunk, bytes) = (1u64 << 24, 1u64 << 40);
+    let count = (bytes / chunk) as usize;
+    let (body, blocks) = append_blocks(&good, &vec![&[0u8, 7][..]; count]);
+    let blocks: Vec<Block> = blocks
+        .into_iter()
+        .map(|b| Block { n: chunk, ..b })
+        .collect();
+    h["settings"]["chunk"] = serde_json::json!(chunk);
+    h["trained"]["shards"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("original");
+    h["tensors"] = serde_json::json!([{
+        "name": "claim", "dtype": "U64", "shape": [bytes / 8], "shard": 0, "base": null,
+        "trained_xxh3": "0000000000000000",
+        "encoding": {"kind": "planes", "xor": false, "blocks": blocks},
+    }]);
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("claim.resid");
+    std::fs::write(&f, replace_header(&body, &serde_json::to_vec(&h).unwrap())).unwrap();
+    assert!(std::fs::metadata(&f).unwrap().len() < 1 << 20);
+    let rf = ResidFile::open(&f).unwrap();
+    let e = decode_tensor(&rf, &base, 0).unwrap_err();
+    match &e {
+        CodecError::TensorTooLarge {
+            tensor, bytes: b, ..
+        } => assert_eq!((tensor.as_str(), *b), ("claim", bytes)),
+        other => panic!("{other}"),
+    }
+    let msg = e.to_string();
+    assert!(
+        msg.contains("claim.resid: tensor 'claim': holding 1099511627776 bytes"),
+        "{msg}"
+    );
+    let out = tmp.path().join("out.safetensors");
+    assert!(matches!(
+        unpack(&base, &f, &out),
+        Err(CodecError::NoSpace { .. })
+    ));
+    assert!(!out.exists());
 }

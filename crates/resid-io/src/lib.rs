@@ -11,6 +11,7 @@ pub mod error;
 pub mod header;
 pub mod hub;
 pub mod layout;
+pub mod memory;
 pub mod pairing;
 pub mod readahead;
 pub mod synth;

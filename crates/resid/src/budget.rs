@@ -6,14 +6,7 @@
 /// available now (MemAvailable), at most 1 GiB and at least 64 MiB.
 pub fn memory_budget(max_memory: Option<usize>) -> usize {
     max_memory.unwrap_or_else(|| {
-        let avail = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find(|l| l.starts_with("MemAvailable:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
-            })
-            .map_or(4 << 30, |kib| kib << 10);
+        let avail = resid_io::memory::available().map_or(4 << 30, |b| b as usize);
         (avail / 4).clamp(64 << 20, 1 << 30)
     })
 }

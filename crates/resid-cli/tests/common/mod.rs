@@ -148,3 +148,30 @@ pub fn packed_pair(dir: &Path, seed: u32) -> (PathBuf, PathBuf, PathBuf) {
     ]));
     (b, t, f)
 }
+
+/// A file of the codec's golden set, version 2 (`../v1/...` reaches version 1).
+pub fn golden(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../resid-codec/tests/golden/v2")
+        .join(p)
+}
+
+/// Every path under `d`, relative, sorted (folders end in `/`).
+pub fn tree(d: &Path) -> Vec<String> {
+    fn walk(root: &Path, d: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                out.push(format!("{rel}/"));
+                walk(root, &p, out);
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(d, d, &mut v);
+    v.sort();
+    v
+}

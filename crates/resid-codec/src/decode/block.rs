@@ -150,35 +150,95 @@ pub fn one_zstd_frame(stream: &[u8]) -> Result<(), String> {
 /// FORMAT.md 4.4 and 3.4: "`2` zstd: `kind`, then one zstd frame; its
 /// decoded size must not exceed `16 * n + 16` bytes" and it holds "LEB128
 /// zigzag varints" of at most 64 bits ("a tenth byte holds at most the value
-/// 1"); "the escape count must equal" `n`.
+/// 1"); "the escape count must equal" `n`. The frame is decoded as a stream
+/// and at most `n` values are kept, so a frame that expands far beyond what
+/// the header declares costs time, never memory.
 pub fn decode_escapes(block: &[u8], n: u64) -> Result<Vec<i64>, BlockProblem> {
+    use std::io::Read;
     if block.first() != Some(&KIND_ZSTD) {
         return Err(BlockProblem::EscapesNotZstd);
     }
     one_zstd_frame(&block[1..]).map_err(BlockProblem::EscapesZstd)?;
-    let cap = (16 * n + 16) as usize;
-    let raw = zstd::bulk::decompress(&block[1..], cap)
-        .map_err(|e| BlockProblem::EscapesZstd(e.to_string()))?;
-    let mut out = Vec::with_capacity(n as usize);
+    let zerr = |e: std::io::Error| BlockProblem::EscapesZstd(e.to_string());
+    let cap = 16 * n + 16;
+    let mut dec = zstd::stream::read::Decoder::new(&block[1..])
+        .map_err(zerr)?
+        .take(cap + 1);
+    // `n` is at most the tensor's symbol count (FORMAT.md 3.3), itself tied
+    // to the base tensor's size.
+    let mut out = Vec::with_capacity((n as usize).min(1 << 20));
+    let (mut count, mut read) = (0usize, 0u64);
     let mut z = 0u64;
     let mut shift = 0;
-    for &b in &raw {
-        if shift > 63 || (shift == 63 && b & 0x7f > 1) {
-            return Err(BlockProblem::EscapeVarint);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let k = dec.read(&mut buf).map_err(zerr)?;
+        if k == 0 {
+            break;
         }
-        z |= ((b & 0x7f) as u64) << shift;
-        shift += 7;
-        if b & 0x80 == 0 {
-            out.push(rans::from_zigzag(z));
-            z = 0;
-            shift = 0;
+        read += k as u64;
+        if read > cap {
+            return Err(BlockProblem::EscapesZstd(format!(
+                "decodes to more than {cap} bytes"
+            )));
+        }
+        for &b in &buf[..k] {
+            if shift > 63 || (shift == 63 && b & 0x7f > 1) {
+                return Err(BlockProblem::EscapeVarint);
+            }
+            z |= ((b & 0x7f) as u64) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                if (count as u64) < n {
+                    out.push(rans::from_zigzag(z));
+                }
+                count += 1;
+                z = 0;
+                shift = 0;
+            }
         }
     }
-    if shift != 0 || out.len() as u64 != n {
+    if shift != 0 || count as u64 != n {
         return Err(BlockProblem::EscapeCount {
-            got: out.len(),
+            got: count,
             want: n,
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An escapes block: kind 2 and one zstd frame of `raw`.
+    fn escapes(raw: &[u8]) -> Vec<u8> {
+        let mut b = vec![KIND_ZSTD];
+        b.extend(zstd::bulk::compress(raw, 19).unwrap());
+        b
+    }
+
+    #[test]
+    fn an_escapes_frame_expanding_past_its_count_is_refused_early() {
+        // 64 MiB of zero bytes (64 Mi one-byte varints) claimed as 4 values:
+        // refused once the decoded bytes pass 16 * 4 + 16, never held.
+        let bomb = escapes(&vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 8 << 10, "{}", bomb.len());
+        assert_eq!(
+            decode_escapes(&bomb, 4),
+            Err(BlockProblem::EscapesZstd(
+                "decodes to more than 80 bytes".into()
+            ))
+        );
+        // Within the bound but more values than declared: counted, not kept.
+        assert_eq!(
+            decode_escapes(&escapes(&[0; 10]), 4),
+            Err(BlockProblem::EscapeCount { got: 10, want: 4 })
+        );
+        // zigzag: 0, -1, 1, -2 as one-byte varints; 300 as two bytes.
+        assert_eq!(
+            decode_escapes(&escapes(&[0, 1, 2, 3, 0xd8, 0x04]), 5),
+            Ok(vec![0, -1, 1, -2, 300])
+        );
+    }
 }

@@ -356,9 +356,77 @@ pub fn decode_named(rf: &ResidFile, base: &Checkpoint, name: &str) -> Option<Res
     rf.tensor_index(name).map(|ti| decode_tensor(rf, base, ti))
 }
 
+/// A run of one tensor's rebuilt bytes, `start..end`: the unit unpack
+/// decodes, checks and writes, so that memory follows the batch budget and
+/// not the sizes a file declares. Its ends lie on chunk boundaries
+/// (FORMAT.md 3.2), or at the part's ends; a lossy part (3.3), rebuilt
+/// whole, lies inside one span.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub ti: usize,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Span {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+}
+
+/// The tensors' bytes as consecutive batches of spans, each batch at most
+/// `limit` bytes unless one unit is larger: a chunk's bytes (at most
+/// 2^24 elements of 8 bytes, FORMAT.md 2.1) or a lossy tensor's shared part,
+/// whose size the base tensor bounds (its fingerprint is checked before it
+/// is decoded). An empty tensor is one empty span.
+pub(crate) fn span_batches(h: &Header, limit: u64) -> Vec<Vec<Span>> {
+    let chunk = h.settings.chunk;
+    let mut out = Vec::new();
+    let mut cur: Vec<Span> = Vec::new();
+    let mut acc = 0u64;
+    for (ti, t) in h.tensors.iter().enumerate() {
+        let shared = t.shared_numel() * t.dtype.size();
+        let unit = chunk * t.dtype.size();
+        let mut cuts = Vec::new();
+        if !matches!(t.encoding, Encoding::Lossy { .. }) {
+            cuts.extend((1..shared.div_ceil(unit)).map(|c| c * unit));
+        }
+        if shared > 0 && shared < t.nbytes() {
+            cuts.push(shared);
+        }
+        cuts.extend((1..(t.nbytes() - shared).div_ceil(unit)).map(|c| shared + c * unit));
+        cuts.push(t.nbytes());
+        let mut start = 0;
+        for end in cuts {
+            if acc > 0 && acc + (end - start) > limit {
+                out.push(std::mem::take(&mut cur));
+                acc = 0;
+            }
+            match cur.last_mut() {
+                Some(sp) if sp.ti == ti => sp.end = end,
+                _ => cur.push(Span { ti, start, end }),
+            }
+            acc += end - start;
+            start = end;
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Rebuilds spans batch after batch, carrying the trained checksum (FORMAT.md
+/// 2.3, of the whole tensor) of a tensor cut across batches from one to the
+/// next.
+#[derive(Default)]
+pub(crate) struct SpanDecoder {
+    carry: Option<(usize, xxhash_rust::xxh3::Xxh3Default)>,
+}
+
 type Prepared<'a> = Result<(Option<&'a [u8]>, Vec<u8>)>;
 
-/// One chunk of byte planes to decode: the tensor (index in the batch), the
+/// One chunk of byte planes to decode: the span (index in the batch), the
 /// number of its chunk's first block, the chunk's `s` blocks, the output
 /// bytes and the base bytes to XOR with.
 struct ChunkJob<'a> {
@@ -369,106 +437,317 @@ struct ChunkJob<'a> {
     base: Option<&'a [u8]>,
 }
 
-/// Decodes tensors `r` of the file: lossless chunks in parallel across the
-/// whole batch, lossy tensors in parallel; each result checked against its
-/// trained checksum (FORMAT.md 2.3: "checked after rebuild").
+/// The chunks of a byte-plane part (3.2) that fall in a span: the part holds
+/// the tensor's bytes `part.start..part.end`, coded by `blocks` (numbered
+/// from `n0`) against `base`; `buf` holds the span's bytes from `at`.
+#[allow(clippy::too_many_arguments)]
+fn plane_jobs<'a>(
+    jobs: &mut Vec<ChunkJob<'a>>,
+    k: usize,
+    part: std::ops::Range<u64>,
+    at: u64,
+    buf: &'a mut [u8],
+    unit: u64,
+    size: usize,
+    blocks: &'a [Block],
+    n0: usize,
+    base: Option<&'a [u8]>,
+) {
+    let (lo, hi) = (part.start.max(at), part.end.min(at + buf.len() as u64));
+    if lo >= hi {
+        return;
+    }
+    let mine = &mut buf[(lo - at) as usize..(hi - at) as usize];
+    let c0 = ((lo - part.start) / unit) as usize;
+    for (i, sl) in mine.chunks_mut(unit as usize).enumerate() {
+        let c = c0 + i;
+        let from = c * unit as usize;
+        jobs.push(ChunkJob {
+            k,
+            first: n0 + c * size,
+            blocks: &blocks[c * size..(c + 1) * size],
+            base: base.map(|x| &x[from..from + sl.len()]),
+            out: sl,
+        });
+    }
+}
+
+/// Spans up to this size are allocated without asking how much memory is
+/// available (the batch budget is at most 1 GiB).
+const MAY_HOLD: u64 = 1 << 30;
+
+/// A zeroed buffer of `n` bytes for tensor `t`, or a typed refusal when `n`
+/// exceeds the memory available (`available`, when known) or the allocator
+/// refuses it: a crafted header can claim any size, and an abort would take
+/// the caller (the Python interpreter) down with it.
+fn zeroed(rf: &ResidFile, t: &TensorHeader, n: u64, available: Option<u64>) -> Result<Vec<u8>> {
+    let refuse = |available: u64| CodecError::TensorTooLarge {
+        path: rf.path.clone(),
+        tensor: t.name.clone(),
+        bytes: n,
+        available,
+    };
+    if n <= MAY_HOLD {
+        // calloc: fresh pages come zeroed, with no pass over them here.
+        return Ok(vec![0u8; n as usize]);
+    }
+    if let Some(a) = available.filter(|&a| n > a) {
+        return Err(refuse(a));
+    }
+    let mut v = Vec::new();
+    v.try_reserve_exact(n as usize)
+        .map_err(|_| refuse(available.unwrap_or(0)))?;
+    v.resize(n as usize, 0);
+    Ok(v)
+}
+
+impl SpanDecoder {
+    /// Decodes one batch of spans (from [`span_batches`], in order): chunks
+    /// in parallel across the batch, lossy parts in parallel; the base's
+    /// fingerprint checked at a tensor's first span, its trained checksum at
+    /// its last. Spans of a tensor cut across batches must come in order,
+    /// and a batch holding an error ends the decoding.
+    pub fn decode(
+        &mut self,
+        rf: &ResidFile,
+        base: &Checkpoint,
+        spans: &[Span],
+    ) -> Vec<Result<Vec<u8>>> {
+        let h = &rf.header;
+        let chunk = h.settings.chunk;
+        // Read only when a span is large enough to matter.
+        let big = spans.iter().any(|sp| sp.len() > MAY_HOLD);
+        let available = big.then(resid_io::memory::available).flatten();
+        let mut bufs: Vec<Prepared> = spans
+            .par_iter()
+            .map(|sp| {
+                let t = &h.tensors[sp.ti];
+                // FORMAT.md 2.6: the encoding codes the base's first rows.
+                let shared = (t.shared_numel() * t.dtype.size()) as usize;
+                let b = if sp.start == 0 {
+                    checked_base(rf, base, t)?
+                } else {
+                    t.base
+                        .as_ref()
+                        .and_then(|_| base.get(&t.name))
+                        .map(|b| base.bytes(b))
+                };
+                let b = b.map(|b| &b[..shared.min(b.len())]);
+                Ok((b, zeroed(rf, t, sp.len(), available)?))
+            })
+            .collect();
+        let mut jobs: Vec<ChunkJob> = Vec::new();
+        for (k, (b, sp)) in bufs.iter_mut().zip(spans).enumerate() {
+            let t = &h.tensors[sp.ti];
+            let Ok((bb, buf)) = b else { continue };
+            let size = t.dtype.size() as usize;
+            let unit = chunk * t.dtype.size();
+            let shared = t.shared_numel() * t.dtype.size();
+            // Split so the shared part's and the added rows' jobs borrow
+            // disjoint bytes.
+            let cut = shared.clamp(sp.start, sp.end) - sp.start;
+            let (first, rest) = buf.split_at_mut(cut as usize);
+            if let Encoding::Planes { xor, blocks } = &t.encoding {
+                let bb = if *xor { *bb } else { None };
+                plane_jobs(
+                    &mut jobs,
+                    k,
+                    0..shared,
+                    sp.start,
+                    first,
+                    unit,
+                    size,
+                    blocks,
+                    0,
+                    bb,
+                );
+            }
+            // FORMAT.md 2.6: the added rows, plain byte planes numbered after
+            // the encoding's blocks.
+            if let Some(rz) = &t.resize {
+                let n0 = t.encoding.blocks().len();
+                let part = shared..t.nbytes();
+                let at = sp.start.max(shared);
+                plane_jobs(
+                    &mut jobs, k, part, at, rest, unit, size, &rz.added, n0, None,
+                );
+            }
+        }
+        let errs: Vec<Option<(usize, CodecError)>> = jobs
+            .into_par_iter()
+            .map_init(Vec::new, |planes, j| {
+                let t = &h.tensors[spans[j.k].ti];
+                let size = t.dtype.size() as usize;
+                let mut raw = Vec::with_capacity(size);
+                for (p, b) in j.blocks.iter().enumerate() {
+                    match rf.block(&t.name, j.first + p, b) {
+                        Ok(x) => raw.push(x),
+                        Err(e) => return Some((j.k, e)),
+                    }
+                }
+                decode_plane_chunk(&raw, j.base, size, j.out, planes)
+                    .err()
+                    .map(|(p, e)| (j.k, corrupt(rf, t, j.first + p, e)))
+            })
+            .collect();
+        for (k, e) in errs.into_iter().flatten() {
+            if bufs[k].is_ok() {
+                bufs[k] = Err(e);
+            }
+        }
+        // The running checksums: a tensor's first span starts one, the
+        // batch's first span may continue the previous batch's.
+        let mut hashers: Vec<_> = spans
+            .iter()
+            .map(|sp| {
+                let t = &h.tensors[sp.ti];
+                t.trained_xxh3.as_ref()?;
+                if sp.start == 0 {
+                    return Some(xxhash_rust::xxh3::Xxh3Default::new());
+                }
+                match self.carry.take() {
+                    Some((ti, x)) if ti == sp.ti => Some(x),
+                    _ => panic!("spans of '{}' decoded out of order", t.name),
+                }
+            })
+            .collect();
+        let outs: Vec<Result<Vec<u8>>> = bufs
+            .into_par_iter()
+            .zip(spans)
+            .zip(&mut hashers)
+            .map(|((b, sp), hasher)| {
+                let t = &h.tensors[sp.ti];
+                let (bb, mut buf) = b?;
+                let shared = t.shared_numel() * t.dtype.size();
+                match &t.encoding {
+                    // FORMAT.md 3.1: "The trained bytes equal the base bytes."
+                    Encoding::Same => {
+                        let bb = bb.expect("validated: 'same' has a base");
+                        let hi = sp.end.min(shared);
+                        if sp.start < hi {
+                            let src = &bb[sp.start as usize..hi as usize];
+                            buf[..src.len()].copy_from_slice(src)
+                        }
+                    }
+                    Encoding::Planes { .. } => {}
+                    Encoding::Lossy { .. } if sp.start == 0 && shared > 0 => {
+                        let l = decode_lossy(rf, base, t)?;
+                        buf[..l.len()].copy_from_slice(&l)
+                    }
+                    Encoding::Lossy { .. } => {}
+                }
+                if let Some(x) = hasher {
+                    x.update(&buf);
+                    if sp.end == t.nbytes() {
+                        let want = t.trained_xxh3.as_ref().expect("hashed only when present");
+                        if &hex(x.digest()) != want {
+                            return Err(CodecError::TrainedChecksum {
+                                path: rf.path.clone(),
+                                tensor: t.name.clone(),
+                            });
+                        }
+                    }
+                }
+                Ok(buf)
+            })
+            .collect();
+        if let (Some(sp), Some(Some(x))) = (spans.last(), hashers.pop()) {
+            if sp.end < h.tensors[sp.ti].nbytes() {
+                self.carry = Some((sp.ti, x));
+            }
+        }
+        outs
+    }
+}
+
+/// Decodes tensors `r` of the file whole (one span each), every check
+/// included; memory is the tensors' bytes (unpack streams instead,
+/// [`span_batches`]).
 pub fn decode_batch(
     rf: &ResidFile,
     base: &Checkpoint,
     r: std::ops::Range<usize>,
 ) -> Vec<Result<Vec<u8>>> {
-    let h = &rf.header;
-    let chunk = h.settings.chunk as usize;
-    let mut bufs: Vec<Prepared> = h.tensors[r.clone()]
-        .par_iter()
-        .map(|t| {
-            // FORMAT.md 2.6: the encoding codes the base's first rows.
-            let shared = (t.shared_numel() * t.dtype.size()) as usize;
-            let b = checked_base(rf, base, t)?.map(|b| &b[..shared.min(b.len())]);
-            Ok((b, vec![0u8; t.nbytes() as usize]))
+    let spans: Vec<Span> = r
+        .map(|ti| Span {
+            ti,
+            start: 0,
+            end: rf.header.tensors[ti].nbytes(),
         })
         .collect();
-    let mut jobs: Vec<ChunkJob> = Vec::new();
-    for (k, b) in bufs.iter_mut().enumerate() {
-        let t = &h.tensors[r.start + k];
-        let Ok((bb, buf)) = b else { continue };
-        let size = t.dtype.size() as usize;
-        let (shared, added) = buf.split_at_mut((t.shared_numel() * t.dtype.size()) as usize);
-        if let Encoding::Planes { xor, blocks } = &t.encoding {
-            let bb = if *xor { *bb } else { None };
-            for (c, sl) in shared.chunks_mut(chunk * size).enumerate() {
-                jobs.push(ChunkJob {
-                    k,
-                    first: c * size,
-                    blocks: &blocks[c * size..(c + 1) * size],
-                    base: bb.map(|x| &x[c * chunk * size..c * chunk * size + sl.len()]),
-                    out: sl,
-                });
+    SpanDecoder::default().decode(rf, base, &spans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tensor's bytes covered once, in order, by spans whose ends are
+    /// chunk boundaries of its parts (or a lossy part's ends), batches within
+    /// the limit unless they hold one unit.
+    #[test]
+    fn spans_cover_each_tensor_once_on_chunk_boundaries() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/v2/");
+        for name in ["resize-lossless-bf16", "resize-lossy-f32", "lossless-f64"] {
+            let rf = ResidFile::open(std::path::Path::new(&format!("{dir}{name}.resid"))).unwrap();
+            let h = &rf.header;
+            for limit in [1, 4096, 100_000, u64::MAX] {
+                let batches = span_batches(h, limit);
+                let all: Vec<&Span> = batches.iter().flatten().collect();
+                let mut next = (0, 0);
+                for sp in &all {
+                    let t = &h.tensors[sp.ti];
+                    if (sp.ti, sp.start) != next {
+                        assert_eq!(
+                            (sp.ti, sp.start, next.1),
+                            (next.0 + 1, 0, h.tensors[next.0].nbytes())
+                        );
+                    }
+                    let shared = t.shared_numel() * t.dtype.size();
+                    let unit = h.settings.chunk * t.dtype.size();
+                    let lossy = matches!(t.encoding, Encoding::Lossy { .. });
+                    for at in [sp.start, sp.end] {
+                        let on_cut = at == 0
+                            || at == shared
+                            || at == t.nbytes()
+                            || (at < shared && !lossy && at.is_multiple_of(unit))
+                            || (at > shared && (at - shared).is_multiple_of(unit));
+                        assert!(on_cut, "{name}: span {sp:?} cuts inside a chunk");
+                    }
+                    next = (sp.ti, sp.end);
+                }
+                assert_eq!(
+                    next,
+                    (h.tensors.len() - 1, h.tensors.last().unwrap().nbytes())
+                );
+                for b in &batches {
+                    let bytes: u64 = b.iter().map(|s| s.len()).sum();
+                    assert!(
+                        bytes <= limit.max(unit_max(h)),
+                        "{name}: batch of {bytes} > {limit}"
+                    );
+                    if limit == u64::MAX {
+                        assert_eq!(batches.len(), 1);
+                    }
+                }
             }
-        }
-        // FORMAT.md 2.6: the added rows, plain byte planes numbered after
-        // the encoding's blocks.
-        if let Some(rz) = &t.resize {
-            let n0 = t.encoding.blocks().len();
-            for (c, sl) in added.chunks_mut(chunk * size).enumerate() {
-                jobs.push(ChunkJob {
-                    k,
-                    first: n0 + c * size,
-                    blocks: &rz.added[c * size..(c + 1) * size],
-                    base: None,
-                    out: sl,
-                });
-            }
+            assert!(
+                span_batches(h, 1).len() > h.tensors.len(),
+                "{name}: nothing was cut"
+            );
         }
     }
-    let errs: Vec<Option<(usize, CodecError)>> = jobs
-        .into_par_iter()
-        .map_init(Vec::new, |planes, j| {
-            let t = &h.tensors[r.start + j.k];
-            let size = t.dtype.size() as usize;
-            let mut raw = Vec::with_capacity(size);
-            for (p, b) in j.blocks.iter().enumerate() {
-                match rf.block(&t.name, j.first + p, b) {
-                    Ok(x) => raw.push(x),
-                    Err(e) => return Some((j.k, e)),
-                }
-            }
-            decode_plane_chunk(&raw, j.base, size, j.out, planes)
-                .err()
-                .map(|(p, e)| (j.k, corrupt(rf, t, j.first + p, e)))
-        })
-        .collect();
-    for (k, e) in errs.into_iter().flatten() {
-        if bufs[k].is_ok() {
-            bufs[k] = Err(e);
-        }
+
+    /// The largest unit a span cannot split: a chunk's bytes, or a lossy
+    /// tensor's shared part.
+    fn unit_max(h: &Header) -> u64 {
+        h.tensors
+            .iter()
+            .map(|t| match t.encoding {
+                Encoding::Lossy { .. } => t.shared_numel() * t.dtype.size(),
+                _ => h.settings.chunk * t.dtype.size(),
+            })
+            .max()
+            .unwrap()
     }
-    bufs.into_par_iter()
-        .enumerate()
-        .map(|(k, b)| {
-            let t = &h.tensors[r.start + k];
-            let (bb, mut buf) = b?;
-            match &t.encoding {
-                // FORMAT.md 3.1: "The trained bytes equal the base bytes."
-                Encoding::Same => {
-                    let bb = bb.expect("validated: 'same' has a base");
-                    buf[..bb.len()].copy_from_slice(bb)
-                }
-                Encoding::Planes { .. } => {}
-                Encoding::Lossy { .. } => {
-                    let l = decode_lossy(rf, base, t)?;
-                    buf[..l.len()].copy_from_slice(&l)
-                }
-            }
-            if let Some(want) = &t.trained_xxh3 {
-                if &hex(xxh3(&buf)) != want {
-                    return Err(CodecError::TrainedChecksum {
-                        path: rf.path.clone(),
-                        tensor: t.name.clone(),
-                    });
-                }
-            }
-            Ok(buf)
-        })
-        .collect()
 }

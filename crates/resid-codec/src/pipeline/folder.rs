@@ -69,7 +69,10 @@ pub fn output_path(out: &Path, rel: &str) -> Result<PathBuf> {
     for c in rel.split('/') {
         p.push(c);
         if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(CodecError::OutputExists { path: p });
+            return Err(CodecError::OutputInTheWay {
+                path: p,
+                kind: crate::error::SpecialFile::Symlink,
+            });
         }
     }
     Ok(p)

@@ -7,11 +7,10 @@ use serde::Serialize;
 use resid_io::write::{SafetensorsWriter, TensorSpec};
 use resid_io::Checkpoint;
 
-use super::batches;
 use crate::container::{FileMode, OriginalHeader, INDEX_FILE};
-use crate::decode::tensor::decode_batch;
+use crate::decode::tensor::{span_batches, SpanDecoder};
 use crate::decode::ResidFile;
-use crate::error::{CodecError, Result};
+use crate::error::{CodecError, Result, SpecialFile};
 use resid_io::atomic::AtomicFile;
 
 /// What an unpack did.
@@ -168,15 +167,33 @@ impl FolderLock {
 }
 
 /// A target of the unpack: refused when something is there already, unless
-/// forced (FORMAT.md 6).
-fn check_target(p: &Path, force: bool) -> Result<()> {
-    match std::fs::symlink_metadata(p) {
-        Err(_) => Ok(()),
-        // A device or pipe given as the output is written, not replaced.
-        Ok(m) if !m.is_file() && !m.is_dir() && !m.file_type().is_symlink() => Ok(()),
-        Ok(m) if force && !m.is_dir() => Ok(()),
-        Ok(_) => Err(CodecError::OutputExists { path: p.into() }),
+/// forced (FORMAT.md 6). `given` is the output path the caller named: a
+/// device or pipe there is written (`-o /dev/null`); inside an output
+/// folder one is refused, forced or not, as a symlink is.
+fn check_target(p: &Path, force: bool, given: bool) -> Result<()> {
+    let m = match std::fs::symlink_metadata(p) {
+        Err(_) => return Ok(()),
+        Ok(m) => m,
+    };
+    let special = !m.is_file() && !m.is_dir() && !m.file_type().is_symlink();
+    if special && given {
+        return Ok(());
     }
+    if !given && (special || m.file_type().is_symlink()) {
+        let kind = if special {
+            SpecialFile::Device
+        } else {
+            SpecialFile::Symlink
+        };
+        return Err(CodecError::OutputInTheWay {
+            path: p.into(),
+            kind,
+        });
+    }
+    if force && !m.is_dir() {
+        return Ok(());
+    }
+    Err(CodecError::OutputExists { path: p.into() })
 }
 
 /// [`unpack`] with its options and a progress callback (bytes written).
@@ -238,11 +255,14 @@ pub fn unpack_with(
             .iter()
             .map(|f| super::folder::output_path(out, &f.path))
             .collect::<Result<_>>()?;
-        for p in paths.iter().chain(&stored_paths) {
-            check_target(p, force)?;
+        for p in &paths {
+            check_target(p, force, !folder)?;
+        }
+        for p in &stored_paths {
+            check_target(p, force, false)?;
         }
         if write_index {
-            check_target(&out.join(INDEX_FILE), force)?;
+            check_target(&out.join(INDEX_FILE), force, false)?;
         }
         let atomic = |p: &Path| -> Result<AtomicFile> {
             let a = AtomicFile::create(p)?;
@@ -285,25 +305,29 @@ pub fn unpack_with(
                 }
             });
         }
-        let sizes: Vec<usize> = h.tensors.iter().map(|t| t.nbytes() as usize).collect();
         let batch_bytes = opts.batch_bytes;
-        // Decoding batch k+1 (and reading its base from disk) overlaps
-        // writing batch k on a writer thread; at most one decoded batch
-        // waits between them.
-        let all = batches(&sizes, batch_bytes);
+        // Tensors are rebuilt in spans of at most a batch (a large tensor
+        // in several), so memory follows the budget whatever the header
+        // declares. Decoding batch k+1 (and reading its base from disk)
+        // overlaps writing batch k on a writer thread; at most one decoded
+        // batch waits between them.
+        let all = span_batches(h, batch_bytes as u64);
         let (total, writers) = std::thread::scope(|s| -> Result<(u64, Vec<ShardWriter>)> {
-            let (tx, rx) =
-                std::sync::mpsc::sync_channel::<(std::ops::Range<usize>, Vec<Result<Vec<u8>>>)>(1);
+            type Decoded = (usize, Vec<Result<Vec<u8>>>);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Decoded>(1);
+            let all = &all;
             let writer = s.spawn(move || -> Result<(u64, Vec<ShardWriter>)> {
                 let mut writers = writers;
                 let mut total = 0u64;
-                for (r, outs) in rx {
-                    for (ti, o) in r.zip(outs) {
+                for (k, outs) in rx {
+                    for (sp, o) in all[k].iter().zip(outs) {
                         let bytes = o?;
-                        let t = &h.tensors[ti];
-                        writers[t.shard as usize].write_tensor(&t.name, &bytes)?;
-                        if let Some(b) = base.get(&t.name) {
-                            base.release(b);
+                        let t = &h.tensors[sp.ti];
+                        writers[t.shard as usize].write_part(&t.name, &bytes)?;
+                        if sp.end == t.nbytes() {
+                            if let Some(b) = base.get(&t.name) {
+                                base.release(b);
+                            }
                         }
                         total += bytes.len() as u64;
                         progress(bytes.len() as u64);
@@ -315,22 +339,26 @@ pub fn unpack_with(
             let ahead: Vec<resid_io::Ahead> = all
                 .iter()
                 .enumerate()
-                .flat_map(|(pos, r)| {
-                    h.tensors[r.clone()].iter().filter_map(move |t| {
-                        base.get(&t.name).map(|tensor| resid_io::Ahead {
-                            pos,
-                            ck: base,
-                            tensor,
-                        })
+                .flat_map(|(pos, b)| {
+                    b.iter().filter(|sp| sp.start == 0).filter_map(move |sp| {
+                        base.get(&h.tensors[sp.ti].name)
+                            .map(|tensor| resid_io::Ahead {
+                                pos,
+                                ck: base,
+                                tensor,
+                            })
                     })
                 })
                 .collect();
             resid_io::with_readahead(&ahead, 2 * batch_bytes, |ra| {
-                for (k, r) in all.iter().enumerate() {
+                let mut dec = SpanDecoder::default();
+                for (k, spans) in all.iter().enumerate() {
                     ra.reached(k);
-                    let outs = decode_batch(&rf, base, r.clone());
-                    if tx.send((r.clone(), outs)).is_err() {
-                        break; // the writer stopped on an error; join reports it
+                    let outs = dec.decode(&rf, base, spans);
+                    // A failed span ends the rebuild: the writer reports it.
+                    let failed = outs.iter().any(|o| o.is_err());
+                    if tx.send((k, outs)).is_err() || failed {
+                        break;
                     }
                 }
             });
@@ -418,9 +446,11 @@ impl ShardWriter {
         })
     }
 
-    fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+    /// Appends bytes of tensor `name`, written in order (a tensor may come
+    /// in several parts).
+    fn write_part(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         match self {
-            ShardWriter::Canonical(w) => Ok(w.write_tensor(name, bytes)?),
+            ShardWriter::Canonical(w) => Ok(w.write_part(name, bytes)?),
             ShardWriter::Original { file, hash, .. } => {
                 if let Some((h, _)) = hash {
                     sha2::Digest::update(h, bytes);

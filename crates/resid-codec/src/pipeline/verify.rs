@@ -9,9 +9,8 @@ use serde::Serialize;
 
 use resid_io::Checkpoint;
 
-use super::batches;
 use crate::container::FileMode;
-use crate::decode::tensor::decode_batch;
+use crate::decode::tensor::{span_batches, SpanDecoder};
 use crate::decode::ResidFile;
 use crate::error::{CodecError, Result};
 
@@ -58,7 +57,6 @@ pub fn verify(
 ) -> Result<VerifyReport> {
     let rf = ResidFile::open(resid)?;
     let h = &rf.header;
-    let sizes: Vec<usize> = h.tensors.iter().map(|t| t.nbytes() as usize).collect();
     let mut bytes = 0u64;
     let mut bit_exact = 0;
     let mut identical = 0;
@@ -96,17 +94,21 @@ pub fn verify(
             Some((d, want))
         })
         .collect();
-    for r in batches(&sizes, batch_bytes) {
-        for (ti, out) in r.clone().zip(decode_batch(&rf, base, r)) {
+    // Spans of at most a batch, as unpack rebuilds them: memory follows the
+    // budget whatever the header declares.
+    let mut dec = SpanDecoder::default();
+    for spans in span_batches(h, batch_bytes as u64) {
+        for (sp, out) in spans.iter().zip(dec.decode(&rf, base, &spans)) {
             let out = out?;
-            let t = &h.tensors[ti];
+            let t = &h.tensors[sp.ti];
+            let last = sp.end == t.nbytes();
             if let Some((d, _)) = &mut hashers[t.shard as usize] {
                 sha2::Digest::update(d, &out);
             }
             bytes += out.len() as u64;
             progress(out.len() as u64);
             let exact = t.trained_xxh3.is_some();
-            bit_exact += exact as usize;
+            bit_exact += (exact && last) as usize;
             let Some(ck) = against else { continue };
             let Some(orig) = ck.get(&t.name) else {
                 return Err(CodecError::AgainstLacksTensor {
@@ -115,25 +117,30 @@ pub fn verify(
                     against: ck.path().into(),
                 });
             };
+            let differs = || CodecError::AgainstDiffers {
+                path: rf.path.clone(),
+                tensor: t.name.clone(),
+                against: ck.file_of(orig).into(),
+            };
+            let theirs = ck.bytes(orig);
             if exact {
-                if ck.bytes(orig) != out.as_slice() || orig.dtype_name != t.dtype.name() {
-                    return Err(CodecError::AgainstDiffers {
-                        path: rf.path.clone(),
-                        tensor: t.name.clone(),
-                        against: ck.file_of(orig).into(),
-                    });
+                if orig.dtype_name != t.dtype.name()
+                    || theirs.len() as u64 != t.nbytes()
+                    || theirs[sp.start as usize..sp.end as usize] != out[..]
+                {
+                    return Err(differs());
                 }
-                identical += 1;
-            } else if let Some(d) = t.dtype.float().filter(|_| orig.dtype.is_some()) {
+                identical += last as usize;
+            } else if let (Some(d), Some(od)) = (t.dtype.float(), orig.dtype) {
+                let numel: usize = orig.shape.iter().product();
+                if numel as u64 != t.numel() {
+                    return Err(differs());
+                }
+                // The span's elements, in the original's own dtype.
+                let (size, osize) = (t.dtype.size() as usize, od.size());
+                let (e0, e1) = (sp.start as usize / size, sp.end as usize / size);
                 d.to_f32(&out, &mut got);
-                ck.read_f32(orig, &mut want)?;
-                if got.len() != want.len() {
-                    return Err(CodecError::AgainstDiffers {
-                        path: rf.path.clone(),
-                        tensor: t.name.clone(),
-                        against: ck.file_of(orig).into(),
-                    });
-                }
+                od.to_f32(&theirs[e0 * osize..e1 * osize], &mut want);
                 for (a, b) in got.iter().zip(&want) {
                     err += ((a - b) as f64).powi(2);
                     norm += (*b as f64).powi(2);
