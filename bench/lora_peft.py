@@ -176,7 +176,7 @@ def gpt2_check(a):
         refused = f"refused: {type(e).__name__}"
     print(f"GPT-2 ({sum(v.numel() for v in trained.values())} params, {a.steps} Adam steps): "
           f"extract-lora detected '{rep['layout']}'; {len(adapted)} layers {kinds}; "
-          f"PEFT merged it without a fan_in_fan_out warning: max |merged - (base + truncated SVD)| = "
+          f"PEFT merged it with no fan_in_fan_out correction: max |merged - (base + truncated SVD)| = "
           f"{worst:.3e}; resid analyze --adapter energy within {rworst:.2e}; "
           f"relative residual error {rel_error(merged, base, trained):.4f}, max |dlogit| {dl:.4e}; "
           f"adapter {os.path.getsize(os.path.join(ad, 'adapter_model.safetensors'))} bytes; "
