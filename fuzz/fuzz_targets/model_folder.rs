@@ -19,8 +19,11 @@ fn folder() -> &'static PathBuf {
             let mut f = (h.len() as u64).to_le_bytes().to_vec();
             f.extend_from_slice(h.as_bytes());
             f.extend_from_slice(&[0u8; 8]);
-            std::fs::write(dir.join(format!("model-0000{}-of-00002.safetensors", i + 1)), f)
-                .unwrap();
+            std::fs::write(
+                dir.join(format!("model-0000{}-of-00002.safetensors", i + 1)),
+                f,
+            )
+            .unwrap();
         }
         dir
     })

@@ -39,9 +39,11 @@ fuzz_target!(|data: &[u8]| {
     };
     // Only repo-id-shaped arguments reach the cache; a path that exists is
     // returned as is (never opened here).
-    if let Ok(resid_io::hub::Location::Hub(r)) = resid_io::hub::locate_in(Path::new(arg), Some(c))
-    {
+    if let Ok(resid_io::hub::Location::Hub(r)) = resid_io::hub::locate_in(Path::new(arg), Some(c)) {
         let snap = r.snapshot.canonicalize().unwrap();
-        assert!(snap.starts_with(c.canonicalize().unwrap()), "{snap:?} left the cache");
+        assert!(
+            snap.starts_with(c.canonicalize().unwrap()),
+            "{snap:?} left the cache"
+        );
     }
 });

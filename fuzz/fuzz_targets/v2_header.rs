@@ -16,7 +16,8 @@ use libfuzzer_sys::fuzz_target;
 use resid_codec::container::replace_header;
 use resid_io::Checkpoint;
 
-static FILE: &[u8] = include_bytes!("../../crates/resid-codec/tests/golden/v2/lossless-folder.resid");
+static FILE: &[u8] =
+    include_bytes!("../../crates/resid-codec/tests/golden/v2/lossless-folder.resid");
 static BASE: &[u8] = include_bytes!("../../crates/resid-codec/tests/golden/v2/py/base.safetensors");
 
 struct Env {
