@@ -41,17 +41,18 @@ for f in "$work"/base-bf16.safetensors "$work"/trained-bf16.safetensors; do
   "$py" - "$f" <<'PY'
 import json, struct, sys
 p = sys.argv[1]
-with open(p, "r+b") as f:
+with open(p, "rb") as f:
     n = struct.unpack("<Q", f.read(8))[0]
     h = json.loads(f.read(n))
-    for k, v in h.items():
-        if k != "__metadata__":
-            v["dtype"] = "BF16"
-    s = json.dumps(h, separators=(",", ":")).encode()
-    s += b" " * (n - len(s))
-    assert len(s) == n
-    f.seek(8)
-    f.write(s)
+    data = f.read()
+for k, v in h.items():
+    if k != "__metadata__":
+        v["dtype"] = "BF16"
+# "BF16" is longer than "U16": the header is rewritten, padded to 8 bytes.
+s = json.dumps(h, separators=(",", ":")).encode()
+s += b" " * (-len(s) % 8)
+with open(p, "wb") as f:
+    f.write(struct.pack("<Q", len(s)) + s + data)
 PY
 done
 echo "load: $(uptime)"
