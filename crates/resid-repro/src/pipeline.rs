@@ -993,15 +993,16 @@ fn pack_and_score(
 }
 
 /// Seconds the steps other than training and scoring take in the default
-/// tiny run (corpus base, analyses, residual files; BENCHMARKS.md).
-const OTHER_STEPS_S: f64 = 60.0;
+/// tiny run (tokenizer, corpus base, analyses, report): 14 s in the idle run
+/// of BENCHMARKS.md ("Reproduction", session 7), rounded up.
+const OTHER_STEPS_S: f64 = 20.0;
 
 /// Residual files the budget search makes per run, about (two ends, then
 /// bisection steps shared by the targets).
 const BUDGET_PROBES: f64 = 10.0;
 
 /// A line saying how long the run will take: this model's training speed
-/// measured now (three steps), times the tokens to train and to score.
+/// measured now (four steps after a warm-up one), times the tokens to train and to score.
 fn estimate(
     opts: &ReproOptions,
     cfg: &GptConfig,
@@ -1009,7 +1010,7 @@ fn estimate(
     runs: usize,
 ) -> Result<String> {
     let kind = resid_lm::EngineKind::default();
-    let tps = resid_lm::engine::measure_tokens_per_s(kind, cfg, 2)
+    let tps = resid_lm::engine::measure_tokens_per_s(kind, cfg, 4)
         .map_err(|e| ReproError::at("estimate", e))?;
     let per = |c: &GptConfig| c.steps * c.batch_size * c.context;
     let mut tokens: usize = to_train.iter().map(|p| per(&p.cfg)).sum();
