@@ -1002,7 +1002,8 @@ const OTHER_STEPS_S: f64 = 20.0;
 const BUDGET_PROBES: f64 = 10.0;
 
 /// A line saying how long the run will take: this model's training speed
-/// measured now (four steps after a warm-up one), times the tokens to train and to score.
+/// measured now (four steps after a warm-up one), times the tokens to train
+/// and to score.
 fn estimate(
     opts: &ReproOptions,
     cfg: &GptConfig,
