@@ -270,6 +270,7 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
     let tok = tokenizer(out, &cfg, train_text)?;
     cfg.vocab_size = tok.vocab_size();
     let first = Data::new(&tok, train_text, heldout_text);
+    first.check_heldout(&cfg, "corpus", opts.corpus.as_deref())?;
     // The fine-tune corpus, tokenized with the pretraining vocabulary.
     let second = if opts.finetune {
         let mut c = match &opts.finetune_corpus {
@@ -281,7 +282,9 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
             c.truncate(n);
         }
         let (a, b) = resid_corpus::corpus::split(&c);
-        Some(Data::new(&tok, a, b))
+        let d = Data::new(&tok, a, b);
+        d.check_heldout(&cfg, "finetune corpus", opts.finetune_corpus.as_deref())?;
+        Some(d)
     } else {
         None
     };
@@ -808,6 +811,27 @@ impl Data {
             heldout_bytes: self.heldout_bytes,
             heldout_tokens: self.heldout.len(),
         }
+    }
+
+    /// A held-out tenth shorter than one context window would score nothing
+    /// (a loss of 0 over no windows): refused, naming the corpus.
+    fn check_heldout(&self, cfg: &GptConfig, step: &str, path: Option<&Path>) -> Result<()> {
+        if self.heldout.len() > cfg.context {
+            return Ok(());
+        }
+        let name = path.map_or("the shipped corpus".to_string(), |p| {
+            p.display().to_string()
+        });
+        Err(ReproError::input(
+            step,
+            format!(
+                "{name}: its held-out last tenth is {} tokens ({} bytes), fewer than one \
+                 context window of {} + 1; give a longer corpus",
+                self.heldout.len(),
+                self.heldout_bytes,
+                cfg.context
+            ),
+        ))
     }
 
     /// Held-out nats per byte of `w` on the first `max_tokens` tokens.
