@@ -133,6 +133,9 @@ pub struct NeedleRow {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReproReport {
     pub preset: String,
+    /// The pretraining corpus: its path, or the shipped one's name.
+    #[serde(default)]
+    pub corpus: String,
     pub config: GptConfig,
     pub seed: u64,
     pub n_params: usize,
@@ -742,6 +745,10 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
 
     let report = ReproReport {
         preset: cfg.preset.clone(),
+        corpus: opts.corpus.as_ref().map_or_else(
+            || "Shakespeare, complete works (shipped)".into(),
+            |p| p.display().to_string(),
+        ),
         n_params: cfg.n_params(),
         config: cfg,
         seed: opts.seed,

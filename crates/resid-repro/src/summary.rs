@@ -519,7 +519,12 @@ fn finetune(r: &ReproReport) -> Option<Section> {
     let rows = vec![
         vec![
             format!(
-                "first corpus (pretraining's), {} held-out bytes",
+                "first corpus (pretraining's): {}, {} held-out bytes",
+                if r.corpus.is_empty() {
+                    "n/a"
+                } else {
+                    &r.corpus
+                },
                 r.baselines.heldout_bytes
             ),
             format!("{:.3}", f.first_before),
