@@ -424,7 +424,10 @@ fn measure(
     if let (Some(s), Some(side), Some((rows, cols))) = (sample.as_mut(), job.stream, view) {
         if m.n == x.len() as u64 && std > 0.0 {
             s.basis = Some(timings::time(8, || {
-                crate::overlap::top_basis(x, rows, cols, side, mix(opts.seed, 53))
+                // Each tensor its own start: on a flat spectrum the sketch
+                // keeps a trace of it, which one shared start would turn
+                // into overlap between independent layers.
+                crate::overlap::top_basis(x, rows, cols, side, mix(tseed, 53))
             }));
         }
     }

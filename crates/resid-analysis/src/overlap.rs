@@ -73,8 +73,8 @@ pub fn k_for(rows: usize, cols: usize) -> usize {
 
 /// The top-k singular directions of row-major `x` on `side`, by a seeded
 /// randomized range finder (k + 8 directions, 3 power passes) and a small
-/// eigenproblem; the seed depends only on the shape, so equal matrices give
-/// equal bases.
+/// eigenproblem. Its random start comes from `seed` and the shape; give each
+/// matrix its own seed (test `independent_flat_matrices_overlap_at_the_random_level`).
 pub fn top_basis(x: &[f32], rows: usize, cols: usize, side: StreamSide, seed: u64) -> Basis {
     let k = k_for(rows, cols);
     // Work with A (n x dim) whose right singular vectors are wanted.
@@ -212,6 +212,45 @@ mod tests {
             "{mean} vs {m0}"
         );
         assert!((sd / s0 - 1.0).abs() < 0.15, "{sd} vs {s0}");
+    }
+
+    /// On a flat spectrum the range finder keeps a trace of its random
+    /// start, so two independent matrices sketched from one start overlap
+    /// above the random level; each matrix gets its own start, and then
+    /// their overlap matches the null.
+    #[test]
+    fn independent_flat_matrices_overlap_at_the_random_level() {
+        let (rows, cols, pairs) = (256, 64, 40);
+        let (m0, s0) = overlap_null(k_for(rows, cols), cols);
+        let mean = |same_start: bool| -> f64 {
+            (0..pairs)
+                .map(|t| {
+                    let a = crate::null::gaussian_vec(rows * cols, 1.0, 100 + 2 * t);
+                    let b = crate::null::gaussian_vec(rows * cols, 1.0, 101 + 2 * t);
+                    let (sa, sb) = if same_start {
+                        (7, 7)
+                    } else {
+                        (2 * t, 2 * t + 1)
+                    };
+                    overlap(
+                        &top_basis(&a, rows, cols, StreamSide::Cols, sa),
+                        &top_basis(&b, rows, cols, StreamSide::Cols, sb),
+                    )
+                })
+                .sum::<f64>()
+                / pairs as f64
+        };
+        let band = 3.0 * s0 / (pairs as f64).sqrt();
+        let own = mean(false);
+        assert!(
+            (own - m0).abs() < band,
+            "own starts: {own} vs null {m0} +- {band}"
+        );
+        let shared = mean(true);
+        assert!(
+            shared > m0 + band,
+            "one start: {shared} vs null {m0} +- {band}"
+        );
     }
 
     #[test]
