@@ -506,8 +506,11 @@ fn measure(
             rec.stable_rank_null = Some(participation::stable_rank_null(rows, cols));
             rec.energy_rank_90 = Some(s.energy_rank_90);
             rec.energy_rank_99 = Some(s.energy_rank_99);
-            rec.energy_rank_90_null = Some(nulls.energy_rank(rows, cols, 0));
-            rec.energy_rank_99_null = Some(nulls.energy_rank(rows, cols, 1));
+            // A sampled rank is the sample's (s vectors of the short side's
+            // length), so its null is that of the sample's shape.
+            let (nr, nc) = pr_sample.map_or((rows, cols), |ps| (ps.used, rows.min(cols)));
+            rec.energy_rank_90_null = Some(nulls.energy_rank(nr, nc, 0));
+            rec.energy_rank_99_null = Some(nulls.energy_rank(nr, nc, 1));
             let row_e: Vec<f64> = x
                 .par_chunks(cols)
                 .map(|r| r.iter().map(|&v| (v as f64) * (v as f64)).sum())

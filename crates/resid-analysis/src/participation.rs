@@ -27,11 +27,18 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Multiply-adds allowed for one exact Gram matrix (`p^2 q`); beyond it the
-/// Gram is taken over a sample of `s = sqrt(GRAM_BUDGET / p)` vectors.
-/// 2^33 (8.6e9, well under a second for faer on a few cores) keeps a
-/// 30522 x 384 embedding (4.5e9) exact; 7B-sized matrices (6.9e10 and up)
-/// are sampled.
+/// Gram is taken over a sample ([`SAMPLE_BUDGET`]). 2^33 (8.6e9, well under
+/// a second for faer on a few cores) keeps a 30522 x 384 embedding (4.5e9)
+/// exact; 7B-sized matrices (6.9e10 and up) are sampled.
 pub const GRAM_BUDGET: usize = 1 << 33;
+
+/// Multiply-adds for the Gram of a sample, once the exact one is out of
+/// reach: 2^29 (s = 362 vectors of a 4096-wide matrix), whose PR was within
+/// -1.2%..+1.0% of the exact value on the 38 sampled matrices of a 0.1B
+/// pair (bench/results/scale.md). At the exact budget the sample was 1448
+/// vectors, and the Gram and eigenvalues of 224 such samples took 133 of a
+/// 7B analysis's 220 s.
+pub const SAMPLE_BUDGET: usize = 1 << 29;
 
 /// The long side of a matrix, whose vectors a sampled Gram draws.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -53,15 +60,16 @@ pub struct PrSample {
 }
 
 /// Vectors of the long side used for a rows x cols matrix under `budget`
-/// multiply-adds (None: the exact Gram fits). The sample's Gram is formed on
+/// multiply-adds (None: the exact Gram fits; else within [`SAMPLE_BUDGET`]). The sample's Gram is formed on
 /// its smaller side, costing `min(s, p)^2 max(s, p)`.
 pub fn sample_size(rows: usize, cols: usize, budget: usize) -> Option<usize> {
     let (p, q) = (rows.min(cols) as u128, rows.max(cols) as u128);
     if p * p * q <= budget as u128 {
         return None;
     }
-    let s = if p * p * p <= budget as u128 {
-        budget as u128 / (p * p)
+    let budget = budget.min(SAMPLE_BUDGET) as u128;
+    let s = if p * p * p <= budget {
+        budget / (p * p)
     } else {
         (budget as f64 / p as f64).sqrt() as u128
     };
@@ -746,7 +754,9 @@ mod tests {
         assert_eq!(sample_size(30_522, 384, GRAM_BUDGET), None);
         assert_eq!(sample_size(5632, 2048, 1 << 29), Some(512));
         assert_eq!(sample_size(2048, 768, 1 << 29), Some(910));
-        assert_eq!(sample_size(2048, 5632, GRAM_BUDGET), Some(2048));
+        // Sampled under the sample budget, whatever the exact one.
+        assert_eq!(sample_size(2048, 5632, GRAM_BUDGET), Some(512));
+        assert_eq!(sample_size(11_008, 4096, GRAM_BUDGET), Some(362));
         for (r, c) in [(32_000, 4096), (11_008, 4096), (4096, 4096), (128_256, 768)] {
             let s = sample_size(r, c, GRAM_BUDGET).unwrap();
             let p = r.min(c);

@@ -84,6 +84,19 @@ fn big_matrix_is_sampled_and_recorded_small_one_is_exact() {
     );
     assert!((pr / null - 1.0).abs() < 0.03, "{pr} vs {null}");
 
+    // A sampled energy rank is the sample's, so the record's null is that of
+    // the sample's shape (the Marchenko-Pastur count of used x 768; the full
+    // shape's is 546). A Gaussian's sample still reads about 11% below it:
+    // draws with replacement repeat vectors (docs/MEASURES.md).
+    for (key, null) in [("energy_rank_90", 0), ("energy_rank_99", 1)] {
+        let (got, want) = (
+            big[key].as_f64().unwrap(),
+            participation::mp_energy_rank(used, BIG.1, [0.9, 0.99][null]),
+        );
+        assert!((got / want - 1.0).abs() < 0.15, "{key}: {got} vs {want}");
+        assert_eq!(big[format!("{key}_null")].as_f64().unwrap(), want, "{key}");
+    }
+
     let small = tensor(&j, "small.weight");
     assert!(small.get("sampling").is_none(), "{small}");
     assert_eq!(small["kmeans_rows"], SMALL.0 as u64);
