@@ -61,7 +61,9 @@ pub enum Effect {
     /// 50 of the 1000 token-embedding rows changed (std 0.01), the rest 0;
     /// every other tensor N(0, 1e-5^2).
     Rows50,
-    /// A smooth field 0.01 sin(0.07 i) cos(0.05 j) (phase per tensor) plus
+    /// A smooth field 0.01 sin(f i) cos(g j), its frequencies f, g in
+    /// [0.03, 0.10) and its phase drawn per tensor (so adjacent layers are
+    /// not the same field shifted, which would correlate them), plus
     /// N(0, 0.002^2).
     Smooth,
     /// The same residual in layers l and l+1 (pairs (0,1), (2,3), ...) for
@@ -138,10 +140,12 @@ impl Effect {
             Effect::Smooth => {
                 let noise = gaussian_vec(n, 0.002, s(11));
                 let ph = (s(12) % 1000) as f32 / 100.0;
+                let freq = |k: u64| 0.03 + 0.07 * (s(k) % 1000) as f32 / 1000.0;
+                let (f, g) = (freq(13), freq(14));
                 (0..n)
                     .map(|k| {
                         let (a, b) = ((k / cols) as f32, (k % cols) as f32);
-                        0.01 * (a * 0.07 + ph).sin() * (b * 0.05 + 2.0 * ph).cos() + noise[k]
+                        0.01 * (a * f + ph).sin() * (b * g + 2.0 * ph).cos() + noise[k]
                     })
                     .collect()
             }
