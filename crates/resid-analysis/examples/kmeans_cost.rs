@@ -1,8 +1,7 @@
 //! What k-means costs at one sampled shape, one core: the analysis's
 //! settings and cheaper candidates against the reference search (time, and
 //! the largest VE gap on each kind of rows the verdict tells apart);
-//! `SAMECOV=1` times the same-covariance null's draw instead, `FACTOR=1`
-//! the Gram factor and k-means on it.
+//! `SAMECOV=1` times the same-covariance null's draw instead.
 //!
 //! usage: RAYON_NUM_THREADS=1 cargo run --release -p resid-analysis --example kmeans_cost -- [ROWS COLS]
 use resid_analysis::kmeans::{self, Config, KS};
@@ -23,10 +22,6 @@ fn main() {
     };
     if std::env::var("SAMECOV").is_ok() {
         time_samecov(m, d);
-        return;
-    }
-    if std::env::var("FACTOR").is_ok() {
-        time_factor(m, d);
         return;
     }
     let cands = [
@@ -93,22 +88,6 @@ fn main() {
             w.join(", ")
         );
     }
-}
-
-fn time_factor(m: usize, d: usize) {
-    let x = null::gaussian_vec(m * d, 1.0, 1);
-    let t = Instant::now();
-    let y = kmeans::gram_factor(&x, m, d).unwrap();
-    println!(
-        "gram_factor {m}x{d}: {:.1} ms",
-        t.elapsed().as_secs_f64() * 1e3
-    );
-    let t = Instant::now();
-    let v = kmeans::variance_explained(&y, m, m, &KS, 1);
-    println!(
-        "VE on factor {m}x{m}: {:.1} ms {v:?}",
-        t.elapsed().as_secs_f64() * 1e3
-    );
 }
 
 fn time_samecov(m: usize, d: usize) {

@@ -36,8 +36,8 @@ pub const GRAM_BUDGET: usize = 1 << 33;
 /// reach: 2^29 (s = 362 vectors of a 4096-wide matrix), whose PR was within
 /// -1.2%..+1.0% of the exact value on the 38 sampled matrices of a 0.1B
 /// pair (bench/results/scale.md). At the exact budget the sample was 1448
-/// vectors, and the Gram and eigenvalues of 224 such samples took 133 of a
-/// 7B analysis's 220 s.
+/// vectors, and the Gram and eigenvalues of 224 such samples took 133 s of
+/// phase time (summed over workers) in a 7B analysis of 220 s wall.
 pub const SAMPLE_BUDGET: usize = 1 << 29;
 
 /// The long side of a matrix, whose vectors a sampled Gram draws.
@@ -60,7 +60,8 @@ pub struct PrSample {
 }
 
 /// Vectors of the long side used for a rows x cols matrix under `budget`
-/// multiply-adds (None: the exact Gram fits; else within [`SAMPLE_BUDGET`]). The sample's Gram is formed on
+/// multiply-adds (None: the exact Gram fits), the sample itself within the
+/// smaller of `budget` and [`SAMPLE_BUDGET`]. The sample's Gram is formed on
 /// its smaller side, costing `min(s, p)^2 max(s, p)`.
 pub fn sample_size(rows: usize, cols: usize, budget: usize) -> Option<usize> {
     let (p, q) = (rows.min(cols) as u128, rows.max(cols) as u128);

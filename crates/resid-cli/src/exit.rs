@@ -64,12 +64,7 @@ fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
         resid_corpus::base::WriteError,
     );
     #[cfg(feature = "lm")]
-    {
-        try_types!(resid_lm::LmError);
-        if let Some(c) = e.downcast_ref::<resid_repro::ReproError>() {
-            return c.class();
-        }
-    }
+    try_types!(resid_lm::LmError);
     if e.downcast_ref::<std::io::Error>().is_some() {
         return Some(ErrorClass::Io);
     }

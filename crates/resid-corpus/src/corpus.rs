@@ -23,13 +23,27 @@ pub enum CorpusError {
     },
     #[error("{path}: corpus is empty")]
     Empty { path: String },
+    /// The held-out tenth holds no full context window, so it would score
+    /// nothing (a loss of 0 over no windows).
+    #[error(
+        "{path}: its held-out last tenth is {tokens} tokens ({bytes} bytes), fewer than one \
+         context window of {context} + 1; give a longer corpus"
+    )]
+    TooShort {
+        path: String,
+        tokens: usize,
+        bytes: usize,
+        context: usize,
+    },
 }
 
 impl resid_io::Classify for CorpusError {
     fn class(&self) -> resid_io::ErrorClass {
         match self {
             CorpusError::Io { .. } => resid_io::ErrorClass::Io,
-            CorpusError::Empty { .. } => resid_io::ErrorClass::BadInput,
+            CorpusError::Empty { .. } | CorpusError::TooShort { .. } => {
+                resid_io::ErrorClass::BadInput
+            }
         }
     }
 }

@@ -25,9 +25,14 @@ pub enum ReproError {
     /// A step failed; its cause is carried as text (unclassified, exit 1).
     #[error("step '{step}': {msg}")]
     Step { step: String, msg: String },
-    /// An input the user gave (a corpus) cannot serve the run (bad input).
-    #[error("step '{step}': {msg}")]
-    Input { step: String, msg: String },
+    /// A corpus the user gave cannot serve the run; the cause keeps its own
+    /// class (bad input).
+    #[error("step '{step}'")]
+    Corpus {
+        step: String,
+        #[source]
+        source: resid_corpus::corpus::CorpusError,
+    },
 }
 
 impl ReproError {
@@ -35,21 +40,6 @@ impl ReproError {
         ReproError::Step {
             step: step.to_string(),
             msg: e.to_string(),
-        }
-    }
-
-    pub(crate) fn input(step: &str, msg: impl std::fmt::Display) -> Self {
-        ReproError::Input {
-            step: step.to_string(),
-            msg: msg.to_string(),
-        }
-    }
-
-    /// The error's class, where the reproduction knows it.
-    pub fn class(&self) -> Option<resid::io::ErrorClass> {
-        match self {
-            ReproError::Step { .. } => None,
-            ReproError::Input { .. } => Some(resid::io::ErrorClass::BadInput),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use resid_corpus::config::GptConfig;
+use resid_corpus::corpus::CorpusError;
 use resid_corpus::counts;
 use resid_corpus::tokenizer::Tokenizer;
 use resid_lm::{InitKind, TrainOptions};
@@ -273,7 +274,11 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
     let tok = tokenizer(out, &cfg, train_text)?;
     cfg.vocab_size = tok.vocab_size();
     let first = Data::new(&tok, train_text, heldout_text);
-    first.check_heldout(&cfg, "corpus", opts.corpus.as_deref())?;
+    first.check_heldout(
+        &cfg,
+        "corpus",
+        &corpus_label(opts.corpus.as_deref(), SHIPPED),
+    )?;
     // The fine-tune corpus, tokenized with the pretraining vocabulary.
     let second = if opts.finetune {
         let mut c = match &opts.finetune_corpus {
@@ -286,7 +291,8 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
         }
         let (a, b) = resid_corpus::corpus::split(&c);
         let d = Data::new(&tok, a, b);
-        d.check_heldout(&cfg, "finetune corpus", opts.finetune_corpus.as_deref())?;
+        let label = corpus_label(opts.finetune_corpus.as_deref(), SHIPPED_FINETUNE);
+        d.check_heldout(&cfg, "finetune corpus", &label)?;
         Some(d)
     } else {
         None
@@ -646,10 +652,7 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
                 let (second_before, second_after) = ends[FINETUNE];
                 let fcfg = finetune_config(&cfg);
                 Ok(Finetune {
-                    corpus: opts.finetune_corpus.as_ref().map_or_else(
-                        || "King James Version, New Testament (shipped)".into(),
-                        |p| p.display().to_string(),
-                    ),
+                    corpus: corpus_label(opts.finetune_corpus.as_deref(), SHIPPED_FINETUNE),
                     steps: fcfg.steps,
                     lr: fcfg.lr,
                     tokens: fcfg.steps * fcfg.batch_size * fcfg.context,
@@ -745,10 +748,7 @@ pub fn run(opts: &ReproOptions, mut on: impl FnMut(ReproEvent)) -> Result<ReproR
 
     let report = ReproReport {
         preset: cfg.preset.clone(),
-        corpus: opts.corpus.as_ref().map_or_else(
-            || "Shakespeare, complete works (shipped)".into(),
-            |p| p.display().to_string(),
-        ),
+        corpus: corpus_label(opts.corpus.as_deref(), SHIPPED),
         n_params: cfg.n_params(),
         config: cfg,
         seed: opts.seed,
@@ -797,6 +797,16 @@ struct Data {
     heldout_bytes: usize,
 }
 
+/// Names of the shipped corpora, as the report prints them.
+const SHIPPED: &str = "Shakespeare, complete works (shipped)";
+const SHIPPED_FINETUNE: &str = "King James Version, New Testament (shipped)";
+
+/// A corpus as the report and its errors name it: its path, or the shipped
+/// one's name.
+fn corpus_label(path: Option<&Path>, shipped: &str) -> String {
+    path.map_or_else(|| shipped.to_string(), |p| p.display().to_string())
+}
+
 impl Data {
     fn new(tok: &Tokenizer, train: &[u8], heldout: &[u8]) -> Self {
         let h = tok.encode(heldout);
@@ -822,23 +832,19 @@ impl Data {
 
     /// A held-out tenth shorter than one context window would score nothing
     /// (a loss of 0 over no windows): refused, naming the corpus.
-    fn check_heldout(&self, cfg: &GptConfig, step: &str, path: Option<&Path>) -> Result<()> {
+    fn check_heldout(&self, cfg: &GptConfig, step: &str, label: &str) -> Result<()> {
         if self.heldout.len() > cfg.context {
             return Ok(());
         }
-        let name = path.map_or("the shipped corpus".to_string(), |p| {
-            p.display().to_string()
-        });
-        Err(ReproError::input(
-            step,
-            format!(
-                "{name}: its held-out last tenth is {} tokens ({} bytes), fewer than one \
-                 context window of {} + 1; give a longer corpus",
-                self.heldout.len(),
-                self.heldout_bytes,
-                cfg.context
-            ),
-        ))
+        Err(ReproError::Corpus {
+            step: step.into(),
+            source: CorpusError::TooShort {
+                path: label.into(),
+                tokens: self.heldout.len(),
+                bytes: self.heldout_bytes,
+                context: cfg.context,
+            },
+        })
     }
 
     /// Held-out nats per byte of `w` on the first `max_tokens` tokens.
