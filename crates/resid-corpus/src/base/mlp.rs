@@ -4,7 +4,7 @@
 //! instead of on a random direction (data-dependent init in the spirit of
 //! Krähenbühl et al. 2016 and k-means feature learning, Coates & Ng 2012).
 
-use faer::Par;
+use faer::{Mat, Par};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -126,6 +126,42 @@ pub fn up_from_centroids(
     (w, vec![(-gain * threshold) as f32; k])
 }
 
+/// MLP units that compute a linear map: `down(gelu(up x + bias))` with the
+/// pre-activation held near `bias` (30), where GELU is the identity, and
+/// the constant taken back by the down bias.
+pub struct LinearUnits {
+    /// `[r, d]`: row `j` reads token direction `j`.
+    pub up: Vec<f32>,
+    pub up_bias: Vec<f32>,
+    /// `[d, r]` row-major: the columns of these units in `mlp.down.weight`.
+    pub down: Vec<f32>,
+    pub down_bias: Vec<f32>,
+}
+
+/// Units adding `S (B - I) S^T h` to a stream `h` whose LayerNorm scale is
+/// `scale` (the MLP sees `scale * h`), with `S [d, r]` orthonormal,
+/// zero-mean token directions and `B [r, r]` a rotation of their coordinates.
+pub fn linear_units(tok: &Mat<f64>, rot: &Mat<f64>, scale: f64, bias: f64) -> LinearUnits {
+    let (d, r) = (tok.nrows(), tok.ncols());
+    let mut up = Vec::with_capacity(r * d);
+    for j in 0..r {
+        up.extend((0..d).map(|i| tok[(i, j)] as f32));
+    }
+    let bm = Mat::from_fn(r, r, |i, j| rot[(i, j)] - if i == j { 1.0 } else { 0.0 });
+    let dm = tok * bm * faer::Scale(1.0 / scale);
+    let act = super::forward::gelu(bias as f32) as f64;
+    let down: Vec<f32> = (0..d * r).map(|k| dm[(k / r, k % r)] as f32).collect();
+    let down_bias = (0..d)
+        .map(|i| (-act * (0..r).map(|j| dm[(i, j)]).sum::<f64>()) as f32)
+        .collect();
+    LinearUnits {
+        up,
+        up_bias: vec![bias as f32; r],
+        down,
+        down_bias,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +184,54 @@ mod tests {
             assert!(near, "{c:?} not found in {got:?}");
         }
         assert_eq!(got, kmeans(&pts, 2, 3, 10, 1));
+    }
+
+    #[test]
+    fn linear_units_apply_the_rotation() {
+        use crate::base::forward::gelu;
+        use crate::base::linalg::zero_mean_basis;
+        let (d, r, scale) = (16, 5, 2.7);
+        let s = Mat::from_fn(d, r, |i, j| {
+            if i < r + 1 {
+                zero_mean_basis(r + 1, r)[(i, j)]
+            } else {
+                0.0
+            }
+        });
+        // A rotation: Givens rotations in three planes, one after another.
+        let eye = Mat::<f64>::identity(r, r);
+        let mut rot = eye.clone();
+        for (a, b, t) in [(0, 1, 0.7f64), (2, 3, -1.1), (1, 4, 2.0)] {
+            let mut g = eye.clone();
+            (g[(a, a)], g[(a, b)], g[(b, a)], g[(b, b)]) = (t.cos(), -t.sin(), t.sin(), t.cos());
+            rot = g * &rot;
+        }
+        let err = (rot.transpose() * &rot - &eye).norm_l2();
+        assert!(err < 1e-9, "not orthogonal: {err}");
+        let lin = linear_units(&s, &rot, scale, 30.0);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let h: Vec<f64> = (0..d).map(|_| rng.random_range(-1.5..1.5)).collect();
+        let mut got = vec![0f64; d];
+        for j in 0..r {
+            let pre: f32 = (0..d)
+                .map(|i| lin.up[j * d + i] * (scale * h[i]) as f32)
+                .sum::<f32>()
+                + lin.up_bias[j];
+            let a = gelu(pre) as f64;
+            for (i, g) in got.iter_mut().enumerate() {
+                *g += lin.down[i * r + j] as f64 * a;
+            }
+        }
+        let hm = Mat::from_fn(d, 1, |i, _| h[i]);
+        let want = &s * (&rot - &eye) * (s.transpose() * &hm);
+        for i in 0..d {
+            let g = got[i] + lin.down_bias[i] as f64;
+            assert!(
+                (g - want[(i, 0)]).abs() < 1e-4,
+                "{i}: {g} vs {}",
+                want[(i, 0)]
+            );
+        }
     }
 
     #[test]

@@ -54,7 +54,8 @@ pub fn ln_rows(x: &Mat<f64>) -> Mat<f64> {
 pub fn fit(cfg: &GptConfig, emb: &EmbeddingFit, bias: &[f64], ridge_rel: f64) -> Unembed {
     let (v, d) = (cfg.vocab_size, cfg.d_model);
     let x_in = Mat::from_fn(v, d, |a, i| emb.tok_emb[(a, i)] + emb.pos_emb[(0, i)]);
-    let x = ln_rows(&x_in);
+    // What reaches the final LayerNorm on the zero-layer path (rows).
+    let x = ln_rows(&(x_in * emb.stream_map().transpose()));
     if !cfg.tied_head {
         // Coordinates in the token + slack directions only.
         let r = emb.space.rank();
@@ -77,6 +78,23 @@ pub fn fit(cfg: &GptConfig, emb: &EmbeddingFit, bias: &[f64], ridge_rel: f64) ->
             ln_f_weight: vec![1.0; d],
             bias: bias.to_vec(),
             lambda,
+        }
+    } else if emb.rotation.is_some() {
+        // Paired token directions (`Space::paired`): direction j's logit term
+        // is g_j alpha0 (B c_a)_j c_bj, and the fit is `e_a^T W e_b` with
+        // `c = kappa V^T e`, so g_j = s_j / (kappa^2 alpha0) on its pair,
+        // exactly. (A ridge fit here would be swamped by the slack's size.)
+        let mut g = vec![0.0; d];
+        let k2 = emb.scale_c * emb.scale_c * emb.alpha0;
+        for (j, s) in emb.spectrum.iter().enumerate() {
+            g[2 * j] = s / k2;
+            g[2 * j + 1] = s / k2;
+        }
+        Unembed {
+            head: None,
+            ln_f_weight: g,
+            bias: bias.to_vec(),
+            lambda: 0.0,
         }
     } else {
         // logits_ab = sum_i g_i X_ai E_bi: normal matrix (X^T X) o (E^T E).
